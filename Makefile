@@ -1,0 +1,26 @@
+# The README's two commands: `make run` (paper trading in the foreground) and `make test`.
+VENV ?= .venv
+PY := $(VENV)/bin/python
+
+.PHONY: setup run test lint typecheck pytest bench
+
+setup:
+	VENV=$(VENV) bash packaging/dev-setup.sh
+
+run: setup
+	$(VENV)/bin/s1mpled run --config etc/s1mpled/s1mpled.yaml
+
+test: setup lint typecheck pytest
+
+lint:
+	$(VENV)/bin/ruff check .
+	$(VENV)/bin/ruff format --check s1mpled tests bench
+
+typecheck:
+	$(VENV)/bin/mypy
+
+pytest:
+	$(PY) -m pytest -q
+
+bench: setup
+	$(PY) bench/state_save.py

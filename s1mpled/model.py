@@ -1,0 +1,123 @@
+"""Domain values shared by every layer: orders, fills, balances, ticks.
+
+All are frozen dataclasses with Decimal amounts (money is never float). They are what the
+environments return and what the ledger and reconciliation consume, so an exchange adapter's only
+job is to translate its wire format into these -- and to refuse (RemoteStateError) what does not fit.
+"""
+
+from __future__ import annotations
+
+import enum
+from dataclasses import dataclass
+from decimal import Decimal
+
+__all__ = [
+    "Balance",
+    "ExchangeOrder",
+    "ExchangeOrderStatus",
+    "Fill",
+    "MarketTick",
+    "OrderRequest",
+    "OrderType",
+    "Side",
+    "split_symbol",
+]
+
+
+class Side(enum.StrEnum):
+    BUY = "buy"
+    SELL = "sell"
+
+
+class OrderType(enum.StrEnum):
+    LIMIT = "limit"
+    MARKET = "market"
+
+
+class ExchangeOrderStatus(enum.StrEnum):
+    """An order's status as the exchange reports it (ccxt's unified vocabulary)."""
+
+    OPEN = "open"  # resting, possibly partially filled
+    CLOSED = "closed"  # completely filled
+    CANCELED = "canceled"  # canceled, possibly after a partial fill
+    REJECTED = "rejected"
+    EXPIRED = "expired"
+
+
+def split_symbol(symbol: str) -> tuple[str, str]:
+    """``"BTC/USDT"`` -> ``("BTC", "USDT")``; raises ValueError for anything else."""
+    base, sep, quote = symbol.partition("/")
+    if not sep or not base or not quote or "/" in quote:
+        raise ValueError(f"symbol must look like BASE/QUOTE, got {symbol!r}")
+    return base, quote
+
+
+@dataclass(frozen=True, slots=True)
+class OrderRequest:
+    """What we ask the exchange for; ``client_order_id`` is recorded durably before it is sent."""
+
+    client_order_id: str
+    symbol: str
+    side: Side
+    type: OrderType
+    amount: Decimal
+    price: Decimal | None = None  # required for LIMIT
+
+
+@dataclass(frozen=True, slots=True)
+class ExchangeOrder:
+    """An order as the exchange knows it."""
+
+    client_order_id: str
+    exchange_order_id: str
+    symbol: str
+    side: Side
+    type: OrderType
+    amount: Decimal
+    price: Decimal | None
+    filled: Decimal
+    status: ExchangeOrderStatus
+    timestamp_ms: int
+
+
+@dataclass(frozen=True, slots=True)
+class Fill:
+    """One execution (a trade) of one of our orders; ``trade_id`` is unique per symbol."""
+
+    trade_id: str
+    client_order_id: str
+    exchange_order_id: str
+    symbol: str
+    side: Side
+    price: Decimal
+    amount: Decimal
+    fee: Decimal
+    fee_asset: str
+    timestamp_ms: int
+
+    @property
+    def cost(self) -> Decimal:
+        """Quote amount exchanged, before fees."""
+        return self.price * self.amount
+
+
+@dataclass(frozen=True, slots=True)
+class Balance:
+    """One asset of the account: ``free`` plus ``used`` (reserved by open orders) is the total."""
+
+    asset: str
+    free: Decimal
+    used: Decimal
+
+    @property
+    def total(self) -> Decimal:
+        return self.free + self.used
+
+
+@dataclass(frozen=True, slots=True)
+class MarketTick:
+    """A public market-data update: the last traded price of a symbol."""
+
+    symbol: str
+    price: Decimal
+    timestamp_ms: int

@@ -1,0 +1,62 @@
+"""The save protocol as data: the exact file-system steps of one durable save.
+
+Keeping the steps as a plain list lets the I/O adapter (``store.py``) execute them and the crash
+tests replay them on a simulated disk, stopping after any step, so that both are guaranteed to
+talk about the same protocol.
+
+    1. write NAME.journal (O_CREAT|O_TRUNC, mode 0600)
+    2. fsync NAME.journal                     -- the new generation is on disk
+    3. rename NAME -> NAME.prev               -- keep the previous generation (if NAME exists)
+    4. rename NAME.journal -> NAME            -- atomic switch
+    5. fsync the directory                    -- the renames themselves survive a power cut
+
+Step 5 is missing from the spec's §6.1; without it the renames can be lost on power failure
+(Pillai et al., "All File Systems Are Not Created Equal", OSDI'14). save() returns only after it.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+__all__ = ["FsyncDir", "FsyncFile", "Op", "RenameFile", "WriteFile", "save_ops"]
+
+
+@dataclass(frozen=True, slots=True)
+class WriteFile:
+    """Create or truncate ``name`` and write ``data`` to it (not yet durable)."""
+
+    name: str
+    data: bytes
+
+
+@dataclass(frozen=True, slots=True)
+class FsyncFile:
+    """Make the contents of ``name`` durable."""
+
+    name: str
+
+
+@dataclass(frozen=True, slots=True)
+class RenameFile:
+    """Atomically rename ``src`` to ``dst`` in the directory (durable after FsyncDir)."""
+
+    src: str
+    dst: str
+
+
+@dataclass(frozen=True, slots=True)
+class FsyncDir:
+    """Make the directory's entries (creations, renames) durable."""
+
+
+Op = WriteFile | FsyncFile | RenameFile | FsyncDir
+
+
+def save_ops(name: str, record: bytes, main_exists: bool) -> list[Op]:
+    """The steps that durably replace state file ``name`` with ``record``."""
+    journal = f"{name}.journal"
+    ops: list[Op] = [WriteFile(journal, record), FsyncFile(journal)]
+    if main_exists:
+        ops.append(RenameFile(name, f"{name}.prev"))
+    ops += [RenameFile(journal, name), FsyncDir()]
+    return ops

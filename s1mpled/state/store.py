@@ -1,0 +1,319 @@
+"""The durable state store: the I/O adapter around the pure codec, protocol and recovery plan.
+
+Guarantee: when ``save()`` (or ``save_sync()``) returns, the saved state -- or a newer one -- is on
+disk, its directory entry included, and a later ``load()`` returns it or something newer, whatever
+crash or power cut happens in between. ``load()`` never returns an empty default for a state that
+existed: it completes an interrupted save, falls back loudly to a verified previous generation, or
+raises StateCorruptError naming the file.
+
+One process writes a state directory at a time (``fcntl.flock`` on ``s1mpled.lock``); fsync runs
+on a dedicated writer thread, never on the event loop; saves issued while a write is under way
+coalesce into one write of the newest state (group commit).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import errno
+import fcntl
+import logging
+import os
+from collections.abc import Callable
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
+
+from s1mpled.errors import LocalStateError, StateCorruptError, StateError, StateLockedError
+from s1mpled.state import codec, protocol, recovery
+
+__all__ = ["LOCK_NAME", "LoadResult", "StateDirectory", "StateFile", "StoreStats", "observe", "read_record"]
+
+log = logging.getLogger("s1mpled.state")
+LOCK_NAME = "s1mpled.lock"
+
+
+@dataclass(frozen=True, slots=True)
+class LoadResult:
+    """What load() found: the state (None on a fresh start), its generation and how it got it."""
+
+    state: Any
+    generation: int
+    source: recovery.Source | None
+    fresh: bool
+    fallback: bool
+    messages: tuple[str, ...]
+
+
+@dataclass(slots=True)
+class StoreStats:
+    """Counters of real file-system work, for benchmarks and tests."""
+
+    writes: int = 0
+    fsyncs: int = 0
+    saves_requested: int = 0
+
+
+def _os_error(path: str, exc: OSError) -> StateError:
+    return StateError(path, f"{exc.strerror or exc} (errno {errno.errorcode.get(exc.errno or 0, exc.errno)})")
+
+
+def _stamp() -> str:
+    return datetime.now(UTC).strftime("%Y%m%dT%H%M%S.%fZ")
+
+
+def _read(dirfd: int, name: str) -> bytes | None:
+    try:
+        fd = os.open(name, os.O_RDONLY | os.O_CLOEXEC, dir_fd=dirfd)
+    except FileNotFoundError:
+        return None
+    try:
+        chunks = []
+        while chunk := os.read(fd, 1 << 20):
+            chunks.append(chunk)
+        return b"".join(chunks)
+    finally:
+        os.close(fd)
+
+
+def read_record(data: bytes) -> tuple[recovery.Observation, codec.Record | None]:
+    """Classify raw file contents as an observation for the recovery plan."""
+    try:
+        record = codec.decode(data)
+    except codec.InvalidRecord as exc:
+        if exc.unsupported_version is not None:
+            return recovery.Unsupported(exc.unsupported_version), None
+        return recovery.Invalid(str(exc)), None
+    return recovery.Verified(record.generation), record
+
+
+def observe(dirfd: int, name: str) -> tuple[recovery.Observation, codec.Record | None]:
+    """Read and classify one file of the directory."""
+    data = _read(dirfd, name)
+    if data is None:
+        return recovery.Missing(), None
+    return read_record(data)
+
+
+def _write_all(fd: int, data: bytes) -> None:
+    view = memoryview(data)
+    while view:
+        view = view[os.write(fd, view) :]
+
+
+class StateDirectory:
+    """An opened, locked state directory (0700); hands out StateFiles and owns the writer thread."""
+
+    def __init__(self, path: Path, dirfd: int, lockfd: int) -> None:
+        self.path, self._dirfd, self._lockfd = path, dirfd, lockfd
+        self.stats = StoreStats()
+        self._executor = ThreadPoolExecutor(max_workers=1, thread_name_prefix="s1mpled-state")
+        self._files: dict[str, StateFile] = {}
+
+    @classmethod
+    def open(cls, path: str | os.PathLike[str], *, create: bool = True) -> StateDirectory:
+        """Open and lock ``path``; create it (0700) if ``create`` and its parent exists."""
+        p = Path(path)
+        if create and not p.exists():
+            try:
+                p.mkdir(mode=0o700)
+            except OSError as exc:
+                raise _os_error(str(p), exc) from None
+        try:
+            dirfd = os.open(p, os.O_RDONLY | os.O_DIRECTORY | os.O_CLOEXEC)
+        except OSError as exc:
+            raise _os_error(str(p), exc) from None
+        with contextlib.suppress(PermissionError):  # not ours to tighten (e.g. a shared test dir)
+            os.fchmod(dirfd, 0o700)
+        try:
+            lockfd = cls._lock(p, dirfd)
+        except BaseException:
+            os.close(dirfd)
+            raise
+        return cls(p, dirfd, lockfd)
+
+    @staticmethod
+    def _lock(path: Path, dirfd: int) -> int:
+        lock_path = str(path / LOCK_NAME)
+        try:
+            fd = os.open(LOCK_NAME, os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, 0o600, dir_fd=dirfd)
+        except OSError as exc:
+            raise _os_error(lock_path, exc) from None
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            holder = os.pread(fd, 32, 0).strip()
+            os.close(fd)
+            pid = int(holder) if holder.isdigit() else None
+            who = f"process {pid}" if pid else "another process"
+            raise StateLockedError(str(path), f"state directory is locked by {who}", pid) from None
+        os.ftruncate(fd, 0)
+        os.pwrite(fd, b"%d\n" % os.getpid(), 0)
+        return fd
+
+    def file(self, name: str) -> StateFile:
+        """The StateFile called ``name`` (one object per name, so group commit sees every save)."""
+        if "/" in name or name in ("", ".", "..", LOCK_NAME):
+            raise StateError(str(self.path / name), "invalid state file name")
+        if name not in self._files:
+            self._files[name] = StateFile(self, name)
+        return self._files[name]
+
+    def close(self) -> None:
+        """Wait for the writer thread, release the lock."""
+        self._executor.shutdown(wait=True)
+        for fd in (self._lockfd, self._dirfd):
+            with contextlib.suppress(OSError):
+                os.close(fd)
+        self._dirfd = self._lockfd = -1
+
+    def __enter__(self) -> StateDirectory:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+    # -- I/O primitives, run on the writer thread (or the caller's thread for sync use) --
+
+    def apply(self, ops: list[protocol.Op]) -> None:
+        """Execute protocol steps; on failure remove a journal that cannot have been acknowledged."""
+        open_fds: dict[str, int] = {}
+        try:
+            for op in ops:
+                try:
+                    self._apply_one(op, open_fds)
+                except OSError as exc:
+                    name = op.src if isinstance(op, protocol.RenameFile) else getattr(op, "name", "")
+                    if isinstance(op, protocol.WriteFile | protocol.FsyncFile):
+                        with contextlib.suppress(OSError):
+                            os.unlink(op.name, dir_fd=self._dirfd)  # give the space back (ENOSPC)
+                    raise _os_error(str(self.path / name), exc) from None
+        finally:
+            for fd in open_fds.values():
+                os.close(fd)
+
+    def _apply_one(self, op: protocol.Op, open_fds: dict[str, int]) -> None:
+        d = self._dirfd
+        if isinstance(op, protocol.WriteFile):
+            fd = os.open(op.name, os.O_WRONLY | os.O_CREAT | os.O_TRUNC | os.O_CLOEXEC, 0o600, dir_fd=d)
+            open_fds[op.name] = fd
+            os.fchmod(fd, 0o600)  # O_TRUNC keeps the mode of a leftover file
+            _write_all(fd, op.data)
+            self.stats.writes += 1
+        elif isinstance(op, protocol.FsyncFile):
+            fd = open_fds.pop(op.name)
+            try:
+                os.fsync(fd)
+            finally:
+                os.close(fd)
+            self.stats.fsyncs += 1
+        elif isinstance(op, protocol.RenameFile):
+            os.rename(op.src, op.dst, src_dir_fd=d, dst_dir_fd=d)
+        else:
+            os.fsync(d)
+            self.stats.fsyncs += 1
+
+    def observe(self, name: str) -> tuple[recovery.Observation, codec.Record | None]:
+        """Read and classify one file of this directory."""
+        try:
+            return observe(self._dirfd, name)
+        except OSError as exc:
+            raise _os_error(str(self.path / name), exc) from None
+
+    async def run_in_writer(self, fn: Callable[[], None]) -> None:
+        """Run blocking I/O on the directory's single writer thread (keeps writes ordered)."""
+        await asyncio.get_running_loop().run_in_executor(self._executor, fn)
+
+
+@dataclass(slots=True)
+class _Batch:
+    """Group-commit bookkeeping: the newest requested state and how far durability has got."""
+
+    latest: Any = None
+    requested: int = 0
+    durable: int = 0
+    lock: asyncio.Lock = field(default_factory=asyncio.Lock)
+
+
+class StateFile:
+    """One named state (e.g. ``dca.state.json``) in a StateDirectory.
+
+    ``load()`` must come first: saving a state that was never loaded would rotate the real one
+    into ``.prev`` and lose it on the next save, which is exactly the silent forgetting this
+    store exists to prevent.
+    """
+
+    def __init__(self, directory: StateDirectory, name: str) -> None:
+        self.directory, self.name = directory, name
+        self.generation = 0
+        self._loaded = False
+        self._main_exists = False
+        self._batch = _Batch()
+
+    @property
+    def path(self) -> Path:
+        return self.directory.path / self.name
+
+    def load(self) -> LoadResult:
+        """Recover and return the newest verified state (see ``recovery`` for the rules)."""
+        d = self.directory
+        observed = {n: d.observe(n) for n in (self.name, f"{self.name}.journal", f"{self.name}.prev")}
+        main, journal, prev = (observed[n][0] for n in observed)
+        plan = recovery.plan_load(self.name, main, journal, prev, _stamp())
+        for message in plan.messages:
+            (log.critical if plan.fallback else log.warning)("%s", message, extra={"EVENT": "STATE_RECOVERY"})
+        if plan.error is not None:
+            raise StateCorruptError(str(self.path), plan.error)
+        if plan.renames:
+            d.apply([*(protocol.RenameFile(r.src, r.dst) for r in plan.renames), protocol.FsyncDir()])
+        state = None
+        if plan.load_from is not None:
+            origin = {"main": self.name, "journal": f"{self.name}.journal", "prev": f"{self.name}.prev"}
+            record = observed[origin[plan.source or "main"]][1]
+            assert record is not None  # the plan only loads verified files
+            state = record.state
+        self.generation = plan.generation
+        self._main_exists = plan.source in ("main", "journal")
+        self._loaded = True
+        return LoadResult(state, plan.generation, plan.source, plan.fresh, plan.fallback, plan.messages)
+
+    def _prepare(self, state: Any) -> list[protocol.Op]:
+        if not self._loaded:
+            raise LocalStateError(f"{self.path}: save() before load() would discard the stored state")
+        record = codec.encode(state, self.generation + 1)
+        self.generation += 1
+        return protocol.save_ops(self.name, record, self._main_exists)
+
+    def _commit(self, ops: list[protocol.Op]) -> None:
+        self.directory.apply(ops)
+        self._main_exists = True
+
+    def save_sync(self, state: Any) -> int:
+        """Durably save ``state`` on the calling thread; returns its generation."""
+        self.directory.stats.saves_requested += 1
+        self._commit(self._prepare(state))
+        return self.generation
+
+    async def save(self, state: Any) -> int:
+        """Durably save ``state`` (or a newer one saved meanwhile); returns the durable generation.
+
+        Saves arriving while a write is in progress -- or within the same event-loop tick -- are
+        coalesced: one write of the newest state acknowledges them all. The state is serialized on
+        the event-loop thread when its write begins, so callers may keep mutating it afterwards.
+        """
+        b = self._batch
+        self.directory.stats.saves_requested += 1
+        b.latest, b.requested = state, b.requested + 1
+        mine = b.requested
+        async with b.lock:
+            if b.durable >= mine:
+                return self.generation
+            await asyncio.sleep(0)  # let the rest of this tick's saves join the write
+            upto, ops = b.requested, self._prepare(b.latest)
+            generation = self.generation
+            # shield: once handed to the writer thread the write completes even if we are cancelled
+            await asyncio.shield(self.directory.run_in_writer(lambda: self._commit(ops)))
+            b.durable = max(b.durable, upto)
+            return generation
