@@ -11,7 +11,10 @@ truncated (torn) file detectable even when the truncation happens to end on vali
 Money is never float: ``Decimal`` values are stored as ``{"$decimal": "<exact text>"}`` and come
 back as the same ``Decimal`` (same digits, same exponent). A JSON float literal in a payload is
 read back as ``Decimal`` too, so nothing loaded from state is ever a float. Mappings must have
-``str`` keys, and a mapping whose only key is ``"$decimal"`` is reserved for the encoding above.
+``str`` keys (JSON turns int/float/bool/None keys into strings, as ``json.dumps`` does; other key types
+are refused), and a mapping whose only key is ``"$decimal"`` is reserved for the encoding above.
+Validation is left to the C JSON encoder on purpose: a Python walk over the state would double the cost
+of saving a large state.
 Because this module is pure, the crash tests feed it torn and bit-flipped bytes directly.
 """
 

@@ -1,0 +1,81 @@
+"""Read-only inspection of state files for operators: ``s1mpled state verify|show PATH``.
+
+Nothing here takes the directory lock or renames anything, so it is safe to run next to a live
+daemon. Besides the file itself it reports what ``load()`` would do with the file's siblings.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+from dataclasses import dataclass
+from decimal import Decimal
+from pathlib import Path
+from typing import Any
+
+from s1mpled.errors import StateCorruptError, StateError
+from s1mpled.state import codec, recovery
+from s1mpled.state.store import read_record
+
+__all__ = ["Inspection", "inspect", "to_display_json"]
+
+_SUFFIXES = (".journal", ".prev")
+
+
+@dataclass(frozen=True, slots=True)
+class Inspection:
+    """The verified record of one file and the load plan of the state it belongs to."""
+
+    path: Path
+    record: codec.Record
+    plan: recovery.Plan
+
+
+def _base_name(path: Path) -> str:
+    for suffix in _SUFFIXES:
+        if path.name.endswith(suffix):
+            return path.name[: -len(suffix)]
+    return path.name
+
+
+def _observe(path: Path) -> recovery.Observation:
+    try:
+        return read_record(path.read_bytes())[0]
+    except FileNotFoundError:
+        return recovery.Missing()
+
+
+def inspect(path: str | os.PathLike[str]) -> Inspection:
+    """Verify the file at ``path``; raises StateCorruptError (or StateError if unreadable) saying why."""
+    p = Path(path)
+    try:
+        data = p.read_bytes()
+    except OSError as exc:
+        raise StateError(str(p), exc.strerror or str(exc)) from None
+    try:
+        record = codec.decode(data)
+    except codec.InvalidRecord as exc:
+        raise StateCorruptError(str(p), str(exc)) from None
+    name = _base_name(p)
+    main, journal, prev = (_observe(p.with_name(name + s)) for s in ("", *_SUFFIXES))
+    plan = recovery.plan_load(name, main, journal, prev, stamp="<time>")
+    return Inspection(p, record, plan)
+
+
+def _plain(value: object) -> str:
+    if isinstance(value, Decimal):
+        return str(value)
+    raise TypeError(type(value).__name__)
+
+
+def to_display_json(inspection: Inspection) -> str:
+    """The state and its facts as indented JSON (Decimals shown as strings, exactly)."""
+    doc: dict[str, Any] = {
+        "file": str(inspection.path),
+        "format_version": codec.FORMAT_VERSION,
+        "generation": inspection.record.generation,
+        "length": inspection.record.length,
+        "sha256": inspection.record.checksum,
+        "state": inspection.record.state,
+    }
+    return json.dumps(doc, indent=2, default=_plain, ensure_ascii=False)

@@ -1,0 +1,263 @@
+"""The state store against a real file system: leftovers, damage, locking, full and read-only disks."""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import os
+import stat
+import subprocess
+import sys
+from collections.abc import Iterator
+from decimal import Decimal
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from s1mpled.errors import LocalStateError, StateCorruptError, StateError, StateLockedError
+from s1mpled.state import StatefulPlugin, codec
+from s1mpled.state.store import StateDirectory
+
+NAME = "s.state.json"
+
+
+def _saved(path: Path, *states: dict[str, Any]) -> None:
+    with StateDirectory.open(path) as sd:
+        f = sd.file(NAME)
+        f.load()
+        for s in states:
+            f.save_sync(s)
+
+
+def _load(path: Path) -> Any:
+    with StateDirectory.open(path, create=False) as sd:
+        return sd.file(NAME).load()
+
+
+def test_save_then_load_returns_the_state_with_files_0600_dir_0700(tmp_path: Path) -> None:
+    """A saved state loads back; state files are 0600 and the directory 0700 (secrets and positions are private)."""
+    d = tmp_path / "st"
+    _saved(d, {"a": Decimal("1.5")}, {"a": Decimal("2.5")})
+    result = _load(d)
+    assert (result.state, result.generation, result.source) == ({"a": Decimal("2.5")}, 2, "main")
+    assert stat.S_IMODE(os.stat(d).st_mode) == 0o700
+    for name in (NAME, f"{NAME}.prev"):
+        assert stat.S_IMODE(os.stat(d / name).st_mode) == 0o600
+    assert codec.decode((d / f"{NAME}.prev").read_bytes()).state == {"a": Decimal("1.5")}
+
+
+def test_first_start_is_fresh_and_distinguishable(tmp_path: Path) -> None:
+    """No files at all is a fresh start (state None, fresh True) -- not an error and not a loss."""
+    result = _load(tmp_path)
+    assert result.fresh and result.state is None and result.generation == 0
+
+
+def test_truncated_main_falls_back_loudly_to_prev(tmp_path: Path, caplog: pytest.LogCaptureFixture) -> None:
+    """A damaged main file is set aside and the verified previous generation is loaded, with a CRITICAL log."""
+    _saved(tmp_path, {"v": 1}, {"v": 2})
+    main = tmp_path / NAME
+    main.write_bytes(main.read_bytes()[:-3])
+    with caplog.at_level(logging.CRITICAL, "s1mpled.state"):
+        result = _load(tmp_path)
+    assert (result.state, result.source, result.fallback) == ({"v": 1}, "prev", True)
+    assert any(r.levelno == logging.CRITICAL and "FELL BACK" in r.getMessage() for r in caplog.records)
+    assert not main.exists() and len(list(tmp_path.glob(f"{NAME}.corrupt-*"))) == 1
+
+
+def test_after_fallback_the_next_saves_never_rotate_the_damaged_file_into_prev(tmp_path: Path) -> None:
+    """Saving after a fallback keeps the good previous generation as .prev and never reuses the damaged bytes."""
+    _saved(tmp_path, {"v": 1}, {"v": 2})
+    (tmp_path / NAME).write_bytes(b"garbage")
+    with StateDirectory.open(tmp_path) as sd:
+        f = sd.file(NAME)
+        assert f.load().state == {"v": 1}
+        f.save_sync({"v": 3})
+        f.save_sync({"v": 4})
+    assert _load(tmp_path).state == {"v": 4}
+    assert codec.decode((tmp_path / f"{NAME}.prev").read_bytes()).state == {"v": 3}
+
+
+def test_flipped_byte_without_prev_is_refused_naming_the_file(tmp_path: Path) -> None:
+    """With no verified generation left, load raises StateCorruptError naming the file and the damage; nothing moves."""
+    _saved(tmp_path, {"v": 1})
+    main = tmp_path / NAME
+    data = bytearray(main.read_bytes())
+    data[-2] ^= 0x01
+    main.write_bytes(bytes(data))
+    with pytest.raises(StateCorruptError, match=r"s\.state\.json.*checksum mismatch"):
+        _load(tmp_path)
+    assert main.read_bytes() == bytes(data) and sorted(p.name for p in tmp_path.iterdir()) == [NAME, "s1mpled.lock"]
+
+
+def test_unknown_version_is_refused_not_skipped(tmp_path: Path) -> None:
+    """A state file in a newer format is refused even though an older generation verifies (no silent downgrade)."""
+    _saved(tmp_path, {"v": 1}, {"v": 2})
+    main = tmp_path / NAME
+    main.write_bytes(main.read_bytes().replace(b"S1MPLED-STATE 1 ", b"S1MPLED-STATE 7 ", 1))
+    with pytest.raises(StateCorruptError, match="format version 7"):
+        _load(tmp_path)
+
+
+@pytest.mark.parametrize("journal", [b"garbage\x00\xff", b"", "torn-newer"])
+def test_bad_journal_is_set_aside_and_main_loaded(tmp_path: Path, journal: bytes | str) -> None:
+    """A garbage, empty or torn newer journal is kept as .corrupt-<time> for forensics; the main state loads."""
+    _saved(tmp_path, {"v": 1}, {"v": 2})
+    data = codec.encode({"v": 3}, 3)[:-5] if journal == "torn-newer" else journal
+    assert isinstance(data, bytes)
+    (tmp_path / f"{NAME}.journal").write_bytes(data)
+    result = _load(tmp_path)
+    assert (result.state, result.generation) == ({"v": 2}, 2)
+    [aside] = tmp_path.glob(f"{NAME}.journal.corrupt-*")
+    assert aside.read_bytes() == data and not (tmp_path / f"{NAME}.journal").exists()
+
+
+def test_complete_newer_journal_is_promoted(tmp_path: Path) -> None:
+    """A verified journal newer than the main file is the interrupted save: it is finished, main becomes prev."""
+    _saved(tmp_path, {"v": 1}, {"v": 2})
+    (tmp_path / f"{NAME}.journal").write_bytes(codec.encode({"v": 3}, 3))
+    result = _load(tmp_path)
+    assert (result.state, result.source) == ({"v": 3}, "journal")
+    assert codec.decode((tmp_path / f"{NAME}.prev").read_bytes()).state == {"v": 2}
+    assert _load(tmp_path).source == "main"
+
+
+def test_missing_directory_is_a_clear_error(tmp_path: Path) -> None:
+    """Opening a state directory that does not exist (without create) names it; a missing parent too."""
+    with pytest.raises(StateError, match=r"nope.*No such file"):
+        StateDirectory.open(tmp_path / "nope", create=False)
+    with pytest.raises(StateError, match="No such file"):
+        StateDirectory.open(tmp_path / "a" / "b", create=True)
+
+
+def test_save_before_load_is_refused(tmp_path: Path) -> None:
+    """Saving a state that was never loaded would push the real one out of existence; it is a LocalStateError."""
+    _saved(tmp_path, {"v": 1})
+    with StateDirectory.open(tmp_path) as sd, pytest.raises(LocalStateError, match="before load"):
+        sd.file(NAME).save_sync({})
+    assert _load(tmp_path).state == {"v": 1}
+
+
+def test_lock_names_the_holder_pid(tmp_path: Path) -> None:
+    """A second writer of the same directory gets StateLockedError with the holder's pid; after it exits, it works."""
+    holder = subprocess.Popen(
+        [
+            sys.executable,
+            "-c",
+            "import sys; from s1mpled.state import StateDirectory as D; d = D.open(sys.argv[1]); "
+            "print('locked', flush=True); sys.stdin.read()",
+            str(tmp_path),
+        ],
+        stdin=subprocess.PIPE,
+        stdout=subprocess.PIPE,
+        text=True,
+    )
+    try:
+        assert holder.stdout is not None and holder.stdout.readline() == "locked\n"
+        with pytest.raises(StateLockedError, match=f"locked by process {holder.pid}") as info:
+            StateDirectory.open(tmp_path)
+        assert info.value.holder_pid == holder.pid
+    finally:
+        assert holder.stdin is not None
+        holder.stdin.close()
+        holder.wait(timeout=10)
+    StateDirectory.open(tmp_path).close()
+
+
+@pytest.fixture
+def tmpfs(tmp_path: Path) -> Iterator[Path]:
+    """A real, tiny tmpfs (64 KiB), so that ENOSPC and read-only are the kernel's, not a mock's."""
+    mnt = tmp_path / "mnt"
+    mnt.mkdir()
+    subprocess.run(["mount", "-t", "tmpfs", "-o", "size=64k,mode=0700", "tmpfs", str(mnt)], check=True)
+    try:
+        yield mnt
+    finally:
+        subprocess.run(["umount", "-l", str(mnt)], check=True)
+
+
+def test_disk_full_is_a_clear_error_and_loses_nothing(tmpfs: Path) -> None:
+    """ENOSPC during a save raises StateError saying so; the previous state still loads and the journal is gone."""
+    _saved(tmpfs, {"v": "small"})
+    with StateDirectory.open(tmpfs) as sd:
+        f = sd.file(NAME)
+        f.load()
+        with pytest.raises(StateError, match="No space left on device"):
+            f.save_sync({"v": "x" * 200_000})
+    assert _load(tmpfs).state == {"v": "small"}
+    assert not (tmpfs / f"{NAME}.journal").exists()
+
+
+def test_read_only_file_system_is_a_clear_error_and_state_stays_readable(tmpfs: Path) -> None:
+    """On a read-only mount, opening for writing fails with a clear error; after remounting rw the state is intact."""
+    _saved(tmpfs, {"v": 1})
+    subprocess.run(["mount", "-o", "remount,ro", str(tmpfs)], check=True)
+    try:
+        with pytest.raises(StateError, match="Read-only file system"):
+            StateDirectory.open(tmpfs)
+    finally:
+        subprocess.run(["mount", "-o", "remount,rw", str(tmpfs)], check=True)
+    assert _load(tmpfs).state == {"v": 1}
+
+
+def test_group_commit_coalesces_a_burst_into_one_write(tmp_path: Path) -> None:
+    """1,000 saves issued in one event-loop tick cost one write and two fsyncs, and the newest state wins."""
+
+    async def burst(sd: StateDirectory) -> list[int]:
+        f = sd.file(NAME)
+        f.load()
+        return await asyncio.gather(*(f.save({"i": i}) for i in range(1000)))
+
+    with StateDirectory.open(tmp_path) as sd:
+        before = sd.stats.fsyncs
+        generations = asyncio.run(burst(sd))
+        assert sd.stats.fsyncs - before == 2 and sd.stats.writes == 1
+    assert set(generations) == {1}
+    assert _load(tmp_path).state == {"i": 999}
+
+
+def test_cancelled_saver_does_not_leave_a_half_done_write(tmp_path: Path) -> None:
+    """Cancelling save() after the write was handed to the writer thread still completes that write."""
+
+    async def scenario(sd: StateDirectory) -> None:
+        f = sd.file(NAME)
+        f.load()
+        task = asyncio.create_task(f.save({"v": "cancelled-but-written"}))
+        await asyncio.sleep(0)
+        await asyncio.sleep(0)
+        task.cancel()
+        with pytest.raises(asyncio.CancelledError):
+            await task
+        await f.save({"v": "next"})
+
+    with StateDirectory.open(tmp_path) as sd:
+        asyncio.run(scenario(sd))
+    result = _load(tmp_path)
+    assert result.state == {"v": "next"}
+
+
+class Counter(StatefulPlugin):
+    """A minimal stateful plugin."""
+
+    value = 0
+
+    def state_snapshot(self) -> dict[str, Any]:
+        return {"value": self.value}
+
+    def restore_state(self, state: dict[str, Any]) -> None:
+        self.value = state["value"]
+
+
+def test_stateful_plugin_save_and_load_state(tmp_path: Path) -> None:
+    """A plugin's save_state()/load_state() round-trip its state through the store."""
+    with StateDirectory.open(tmp_path) as sd:
+        p = Counter(sd.file("counter.state.json"))
+        assert p.load_state().fresh
+        p.value = 41
+        asyncio.run(p.save_state())
+        p.value = 42
+        p.save_state_sync()
+    with StateDirectory.open(tmp_path) as sd:
+        q = Counter(sd.file("counter.state.json"))
+        q.load_state()
+        assert q.value == 42
