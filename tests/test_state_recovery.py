@@ -16,7 +16,7 @@ def _gen(o: Observation) -> int:
 
 
 def test_every_combination_follows_the_rules() -> None:
-    """For all 216 combinations: refuse past newer formats, load the newest trustworthy generation, move no good file."""
+    """All 216 combinations: refuse newer formats, load the newest trustworthy generation, move no good file."""
     for main, journal, prev in itertools.product(OBS, repeat=3):
         plan = recovery.plan_load(N, main, journal, prev, "T")
         trio = (main, journal, prev)
