@@ -1,0 +1,581 @@
+"""The simulated exchange of paper mode: pure, exact, self-consistent.
+
+In paper mode this object *is* the exchange -- the single source of truth that reconciliation
+compares the ledgers against -- so it must never contradict itself. It does no I/O, reads no
+clock (``now_ms`` is passed in) and never imports ccxt; the paper adapter persists it with
+:meth:`SimulatedExchange.to_state` and drives it with prices from ``s1mpled.environments.feeds``.
+
+Rules (the tests check each one):
+
+* **Validation.** Rejections raise :class:`~s1mpled.errors.ExchangeRejected`: a duplicate
+  ``client_order_id`` (any order ever placed with it -- this makes re-sending an order safe),
+  an unknown symbol, an amount that is not positive or not a multiple of ``amount_step``, a
+  limit price that is missing, not positive or not a multiple of ``price_step``, a market order
+  carrying a price or arriving before the first price, and insufficient free balance. A rejected
+  request leaves no trace, so its client id may be used again.
+* **Reservation.** A limit buy moves ``price * amount * (1 + fee_rate)`` quote from free to
+  used, a limit sell ``amount`` base. Each fill releases its share of the reservation; a cancel
+  releases what is left. So ``used`` always equals the reservations of the remaining amounts of
+  the open orders.
+* **Fees** are always charged in the QUOTE asset: ``fee = price * amount * fee_rate`` rounded
+  DOWN to 8 decimal places. A buy costs ``price * amount + fee`` quote and gives ``amount``
+  base; a sell takes ``amount`` base and gives ``price * amount - fee`` quote. Because the fee
+  is rounded down, a buy fill never costs more than the reservation it releases; the rounding
+  dust goes back to free.
+* **Matching.** A market order fills at once and completely at the last price. A resting limit
+  buy fills when a price update is <= its limit, a sell when it is >= its limit, always at the
+  order's LIMIT price and for at most the market's ``liquidity`` (rounded down to
+  ``amount_step``) per order per update, so large orders fill over several updates. A limit
+  order that is marketable when placed fills at once (up to the liquidity) and rests with the
+  remainder. Status: OPEN until completely filled (CLOSED) or canceled (CANCELED, keeping what
+  filled).
+* **Ids.** Trade ids and exchange order ids are two global counters written as decimal
+  strings ("1", "2", ...), strictly increasing across all symbols.
+* **Exactness.** All arithmetic runs in a Decimal context with 100 digits that *traps* Inexact:
+  a result that would need rounding (which takes absurd inputs) raises ``decimal.Inexact``
+  instead of silently losing money. The only rounding is the explicit one of the fee.
+* **History** is kept in full: every order (open, closed, canceled) and every trade, because
+  the duplicate-id rule and the adapter's trade catch-up need them. That is fine at paper sizes.
+"""
+
+from __future__ import annotations
+
+import bisect
+from collections.abc import Iterator, Mapping
+from contextlib import contextmanager
+from dataclasses import dataclass, replace
+from decimal import (
+    ROUND_DOWN,
+    Context,
+    DivisionByZero,
+    Inexact,
+    InvalidOperation,
+    Overflow,
+    localcontext,
+)
+from decimal import Decimal as D
+from typing import Any
+
+from s1mpled.errors import ExchangeRejected, LocalStateError
+from s1mpled.model import (
+    Balance,
+    ExchangeOrder,
+    ExchangeOrderStatus,
+    Fill,
+    OrderRequest,
+    OrderType,
+    Side,
+    split_symbol,
+)
+
+__all__ = ["FEE_QUANTUM", "STATE_FORMAT", "MarketSpec", "SimulatedExchange"]
+
+FEE_QUANTUM = D("0.00000001")  # fees are rounded DOWN to 8 decimal places
+STATE_FORMAT = 1  # version of the to_state() layout
+
+_EXACT = Context(prec=100, traps=[InvalidOperation, DivisionByZero, Overflow, Inexact])
+_ROUNDING = Context(prec=100, traps=[InvalidOperation, DivisionByZero, Overflow])
+_ZERO = D(0)
+
+
+@contextmanager
+def _exact() -> Iterator[None]:
+    with localcontext(_EXACT):
+        yield
+
+
+def _is_multiple(value: D, step: D) -> bool:
+    return value % step == 0
+
+
+@dataclass(frozen=True)
+class MarketSpec:
+    """One tradable market of the simulator; ``liquidity`` caps what one order fills per price update."""
+
+    symbol: str
+    price_step: D
+    amount_step: D
+    liquidity: D  # the most base amount that can fill per order per price update (partial fills)
+
+    def __post_init__(self) -> None:
+        split_symbol(self.symbol)  # ValueError unless BASE/QUOTE
+        for name in ("price_step", "amount_step", "liquidity"):
+            value = getattr(self, name)
+            if not isinstance(value, D) or not value.is_finite() or value <= 0:
+                raise ValueError(f"{self.symbol}: {name} must be a positive finite Decimal, got {value!r}")
+        if self.liquidity < self.amount_step:
+            raise ValueError(f"{self.symbol}: liquidity {self.liquidity} is below amount_step {self.amount_step}")
+
+    @property
+    def base(self) -> str:
+        return split_symbol(self.symbol)[0]
+
+    @property
+    def quote(self) -> str:
+        return split_symbol(self.symbol)[1]
+
+    @property
+    def fill_cap(self) -> D:
+        """``liquidity`` rounded down to a multiple of ``amount_step``."""
+        with _exact():
+            return (self.liquidity // self.amount_step) * self.amount_step
+
+
+class _Wallet:
+    """One asset's balance; mutable on purpose, never handed out (``balances()`` copies it)."""
+
+    __slots__ = ("free", "used")
+
+    def __init__(self, free: D, used: D) -> None:
+        self.free, self.used = free, used
+
+
+class SimulatedExchange:
+    """An in-process spot exchange for one account: orders, matching, balances, trades, state.
+
+    Every command validates completely before it changes anything, so a rejected request leaves no
+    trace; the adapter persists ``to_state()`` after each call it wants to survive a crash.
+    """
+
+    def __init__(self, markets: Mapping[str, MarketSpec], balances: Mapping[str, D], fee_rate: D) -> None:
+        if not isinstance(fee_rate, D) or not fee_rate.is_finite() or not 0 <= fee_rate < 1:
+            raise ValueError(f"fee_rate must be a Decimal in [0, 1), got {fee_rate!r}")
+        for key, spec in markets.items():
+            if key != spec.symbol:
+                raise ValueError(f"market key {key!r} differs from its spec's symbol {spec.symbol!r}")
+        self._markets = dict(markets)
+        self._fee_rate = fee_rate
+        self._wallets: dict[str, _Wallet] = {}
+        for asset, amount in balances.items():
+            if not isinstance(amount, D) or not amount.is_finite() or amount < 0:
+                raise ValueError(f"initial balance of {asset} must be a non-negative Decimal, got {amount!r}")
+            self._wallets[asset] = _Wallet(amount, _ZERO)
+        for spec in self._markets.values():
+            for asset in (spec.base, spec.quote):
+                self._wallets.setdefault(asset, _Wallet(_ZERO, _ZERO))
+        self._orders: dict[str, ExchangeOrder] = {}  # by client id, in placement order
+        self._open: dict[str, None] = {}  # ordered set of the open orders' client ids
+        self._trades: list[Fill] = []
+        self._trade_numbers: list[int] = []  # int(trade_id) of each trade, for bisecting
+        self._last: dict[str, D] = {}
+        self._next_order_id = 1
+        self._next_trade_id = 1
+
+    # ----------------------------------------------------------------- queries
+
+    @property
+    def fee_rate(self) -> D:
+        return self._fee_rate
+
+    @property
+    def markets(self) -> dict[str, MarketSpec]:
+        return dict(self._markets)
+
+    def open_orders(self) -> list[ExchangeOrder]:
+        """The open orders of all symbols, in placement order."""
+        return [self._orders[cid] for cid in self._open]
+
+    def order(self, client_order_id: str) -> ExchangeOrder | None:
+        """Any order ever placed with this client id (open, closed or canceled), else None."""
+        return self._orders.get(client_order_id)
+
+    def balances(self) -> dict[str, Balance]:
+        """Every asset of the account (initial balances and every market's assets), free and used."""
+        return {asset: Balance(asset, w.free, w.used) for asset, w in self._wallets.items()}
+
+    def trades(self, symbol: str | None = None, after_trade_id: str | None = None) -> list[Fill]:
+        """The fills (of one symbol, or all) whose trade id is numerically greater than ``after_trade_id``."""
+        if symbol is not None:
+            self._spec(symbol)
+        start = 0
+        if after_trade_id is not None:
+            try:
+                after = _id_number(after_trade_id)
+            except ValueError as exc:
+                raise ExchangeRejected(f"bad trade id: {exc}") from None
+            start = bisect.bisect_right(self._trade_numbers, after)
+        return [f for f in self._trades[start:] if symbol is None or f.symbol == symbol]
+
+    def last_price(self, symbol: str) -> D | None:
+        """The latest price fed to ``on_price`` for the symbol, None before the first."""
+        self._spec(symbol)
+        return self._last.get(symbol)
+
+    # ----------------------------------------------------------------- commands
+
+    def place_order(self, req: OrderRequest, now_ms: int) -> tuple[ExchangeOrder, list[Fill]]:
+        """Accept an order (or raise ExchangeRejected); returns it with the fills it got at once."""
+        with _exact():
+            spec = self._validate(req)
+            if req.type is OrderType.MARKET:
+                return self._place_market(req, spec, now_ms)
+            return self._place_limit(req, spec, now_ms)
+
+    def cancel_order(self, symbol: str, client_order_id: str, now_ms: int) -> ExchangeOrder:
+        """Cancel an open order and release what it still reserves; returns the CANCELED order.
+
+        ``now_ms`` is accepted for symmetry with the other commands; the order keeps its placement time.
+        """
+        del now_ms
+        order = self._orders.get(client_order_id)
+        if order is None or order.symbol != symbol:
+            raise ExchangeRejected(f"cancel {client_order_id!r} on {symbol}: order not found")
+        if order.status is not ExchangeOrderStatus.OPEN:
+            raise ExchangeRejected(f"cancel {client_order_id!r} on {symbol}: order not open (it is {order.status})")
+        with _exact():
+            spec = self._markets[symbol]
+            assert order.price is not None  # only limit orders rest
+            self._release(spec, order.side, order.price, order.amount - order.filled)
+            canceled = replace(order, status=ExchangeOrderStatus.CANCELED)
+            self._orders[client_order_id] = canceled
+            del self._open[client_order_id]
+            return canceled
+
+    def on_price(self, symbol: str, price: D, now_ms: int) -> list[Fill]:
+        """Record a new last price and fill the resting orders it crosses, in placement order."""
+        spec = self._spec(symbol)
+        if not isinstance(price, D) or not price.is_finite() or price <= 0:
+            raise ExchangeRejected(f"{symbol}: price must be a positive finite Decimal, got {price!r}")
+        with _exact():
+            self._last[symbol] = price
+            fills: list[Fill] = []
+            for cid in list(self._open):
+                order = self._orders[cid]
+                if order.symbol == symbol and _crosses(order, price):
+                    fills.append(self._fill_resting(order, spec, now_ms))
+            return fills
+
+    # ----------------------------------------------------------------- validation
+
+    def _spec(self, symbol: str) -> MarketSpec:
+        spec = self._markets.get(symbol)
+        if spec is None:
+            raise ExchangeRejected(f"unknown symbol {symbol!r}")
+        return spec
+
+    def _validate(self, req: OrderRequest) -> MarketSpec:
+        what = f"order {req.client_order_id!r}"
+        if req.client_order_id in self._orders:
+            raise ExchangeRejected(f"{what}: duplicate client_order_id (an order with this id was already placed)")
+        spec = self._spec(req.symbol)
+        if not req.amount.is_finite() or req.amount <= 0:
+            raise ExchangeRejected(f"{what}: amount must be positive, got {req.amount}")
+        if not _is_multiple(req.amount, spec.amount_step):
+            raise ExchangeRejected(f"{what}: amount {req.amount} is not a multiple of amount_step {spec.amount_step}")
+        if req.type is OrderType.MARKET:
+            if req.price is not None:
+                raise ExchangeRejected(f"{what}: a market order must not carry a price")
+            if req.symbol not in self._last:
+                raise ExchangeRejected(f"{what}: market order on {req.symbol} before any price is known")
+            return spec
+        if req.price is None:
+            raise ExchangeRejected(f"{what}: a limit order needs a price")
+        if not req.price.is_finite() or req.price <= 0:
+            raise ExchangeRejected(f"{what}: limit price must be positive, got {req.price}")
+        if not _is_multiple(req.price, spec.price_step):
+            raise ExchangeRejected(f"{what}: price {req.price} is not a multiple of price_step {spec.price_step}")
+        return spec
+
+    def _require_free(self, asset: str, needed: D, what: str) -> None:
+        free = self._wallets[asset].free
+        if free < needed:
+            raise ExchangeRejected(f"{what}: insufficient funds: needs {needed} {asset}, {free} {asset} free")
+
+    # ----------------------------------------------------------------- placing
+
+    def _new_order(self, req: OrderRequest, status: ExchangeOrderStatus, filled: D, now_ms: int) -> ExchangeOrder:
+        order = ExchangeOrder(
+            client_order_id=req.client_order_id,
+            exchange_order_id=str(self._next_order_id),
+            symbol=req.symbol,
+            side=req.side,
+            type=req.type,
+            amount=req.amount,
+            price=req.price,
+            filled=filled,
+            status=status,
+            timestamp_ms=now_ms,
+        )
+        self._next_order_id += 1
+        self._orders[req.client_order_id] = order
+        return order
+
+    def _place_market(self, req: OrderRequest, spec: MarketSpec, now_ms: int) -> tuple[ExchangeOrder, list[Fill]]:
+        price = self._last[req.symbol]
+        what = f"order {req.client_order_id!r}"
+        if req.side is Side.BUY:
+            self._require_free(spec.quote, price * req.amount + self._fee(price, req.amount), what)
+        else:
+            self._require_free(spec.base, req.amount, what)
+        order = self._new_order(req, ExchangeOrderStatus.CLOSED, req.amount, now_ms)
+        return order, [self._settle(order, spec, price, req.amount, now_ms)]
+
+    def _place_limit(self, req: OrderRequest, spec: MarketSpec, now_ms: int) -> tuple[ExchangeOrder, list[Fill]]:
+        assert req.price is not None  # _validate checked it
+        if req.side is Side.BUY:
+            asset, reserve = spec.quote, self._reservation(req.price, req.amount)
+        else:
+            asset, reserve = spec.base, req.amount
+        self._require_free(asset, reserve, f"order {req.client_order_id!r}")
+        wallet = self._wallets[asset]
+        wallet.free -= reserve
+        wallet.used += reserve
+        order = self._new_order(req, ExchangeOrderStatus.OPEN, _ZERO, now_ms)
+        self._open[order.client_order_id] = None
+        last = self._last.get(req.symbol)
+        if last is not None and _crosses(order, last):
+            fill = self._fill_resting(order, spec, now_ms)
+            return self._orders[order.client_order_id], [fill]
+        return order, []
+
+    # ----------------------------------------------------------------- filling
+
+    def _fee(self, price: D, amount: D) -> D:
+        return (price * amount * self._fee_rate).quantize(FEE_QUANTUM, rounding=ROUND_DOWN, context=_ROUNDING)
+
+    def _reservation(self, price: D, amount: D) -> D:
+        """Quote a limit buy of ``amount`` at ``price`` keeps in ``used``: the cost plus the unrounded fee."""
+        return price * amount * (1 + self._fee_rate)
+
+    def _release(self, spec: MarketSpec, side: Side, price: D, amount: D) -> None:
+        """Move the reservation for ``amount`` of a resting order back from used to free."""
+        asset, reserve = (spec.quote, self._reservation(price, amount)) if side is Side.BUY else (spec.base, amount)
+        wallet = self._wallets[asset]
+        wallet.used -= reserve
+        wallet.free += reserve
+
+    def _fill_resting(self, order: ExchangeOrder, spec: MarketSpec, now_ms: int) -> Fill:
+        assert order.price is not None  # only limit orders rest
+        amount = min(order.amount - order.filled, spec.fill_cap)
+        self._release(spec, order.side, order.price, amount)
+        fill = self._settle(order, spec, order.price, amount, now_ms)
+        filled = order.filled + amount
+        if filled == order.amount:
+            self._orders[order.client_order_id] = replace(order, filled=filled, status=ExchangeOrderStatus.CLOSED)
+            del self._open[order.client_order_id]
+        else:
+            self._orders[order.client_order_id] = replace(order, filled=filled)
+        return fill
+
+    def _settle(self, order: ExchangeOrder, spec: MarketSpec, price: D, amount: D, now_ms: int) -> Fill:
+        """Exchange base for quote out of the free balances and record the trade."""
+        cost, fee = price * amount, self._fee(price, amount)
+        base, quote = self._wallets[spec.base], self._wallets[spec.quote]
+        if order.side is Side.BUY:
+            quote.free -= cost + fee
+            base.free += amount
+        else:
+            base.free -= amount
+            quote.free += cost - fee
+        fill = Fill(
+            trade_id=str(self._next_trade_id),
+            client_order_id=order.client_order_id,
+            exchange_order_id=order.exchange_order_id,
+            symbol=order.symbol,
+            side=order.side,
+            price=price,
+            amount=amount,
+            fee=fee,
+            fee_asset=spec.quote,
+            timestamp_ms=now_ms,
+        )
+        self._trades.append(fill)
+        self._trade_numbers.append(self._next_trade_id)
+        self._next_trade_id += 1
+        return fill
+
+    # ----------------------------------------------------------------- state
+
+    def to_state(self) -> dict[str, Any]:
+        """The complete state as JSON-shaped data (str keys, lists, str/int/Decimal/None values)."""
+        return {
+            "format": STATE_FORMAT,
+            "fee_rate": self._fee_rate,
+            "markets": {
+                s.symbol: {"price_step": s.price_step, "amount_step": s.amount_step, "liquidity": s.liquidity}
+                for s in self._markets.values()
+            },
+            "balances": {a: {"free": w.free, "used": w.used} for a, w in self._wallets.items()},
+            "last_prices": dict(self._last),
+            "next_order_id": self._next_order_id,
+            "next_trade_id": self._next_trade_id,
+            "orders": [_order_to_state(o) for o in self._orders.values()],
+            "trades": [_fill_to_state(f) for f in self._trades],
+        }
+
+    @classmethod
+    def from_state(cls, state: Mapping[str, Any]) -> SimulatedExchange:
+        """Rebuild an exchange from ``to_state()`` output; raises LocalStateError if it is malformed or inconsistent."""
+        try:
+            return cls._from_state(state)
+        except LocalStateError:
+            raise
+        except (KeyError, TypeError, ValueError, ArithmeticError, AttributeError) as exc:
+            raise LocalStateError(f"invalid simulated-exchange state: {type(exc).__name__}: {exc}") from exc
+
+    @classmethod
+    def _from_state(cls, state: Mapping[str, Any]) -> SimulatedExchange:
+        if state["format"] != STATE_FORMAT:
+            raise ValueError(f"unknown state format {state['format']!r}")
+        markets = {
+            sym: MarketSpec(sym, _dec(m["price_step"]), _dec(m["amount_step"]), _dec(m["liquidity"]))
+            for sym, m in _map(state["markets"]).items()
+        }
+        ex = cls(markets, {}, _dec(state["fee_rate"]))
+        ex._wallets = {a: _Wallet(_dec(w["free"]), _dec(w["used"])) for a, w in _map(state["balances"]).items()}
+        ex._last = {_str(sym): _dec(p) for sym, p in _map(state["last_prices"]).items()}
+        ex._next_order_id = _int(state["next_order_id"])
+        ex._next_trade_id = _int(state["next_trade_id"])
+        for raw in _list(state["orders"]):
+            order = _order_from_state(raw)
+            ex._orders[order.client_order_id] = order
+            if order.status is ExchangeOrderStatus.OPEN:
+                ex._open[order.client_order_id] = None
+        ex._trades = [_fill_from_state(raw) for raw in _list(state["trades"])]
+        ex._trade_numbers = [_id_number(f.trade_id) for f in ex._trades]
+        ex._check_consistency()
+        return ex
+
+    def _check_consistency(self) -> None:
+        """Refuse a state the exchange itself could never have produced."""
+        symbols = {o.symbol for o in self._orders.values()} | {f.symbol for f in self._trades} | set(self._last)
+        if not symbols <= set(self._markets):
+            raise LocalStateError(
+                f"orders, trades or prices name unknown markets: {sorted(symbols - set(self._markets))}"
+            )
+        assets = {a for spec in self._markets.values() for a in (spec.base, spec.quote)}
+        if not assets <= set(self._wallets):
+            raise LocalStateError(f"balances lack market assets: {sorted(assets - set(self._wallets))}")
+        with _exact():
+            expected = dict.fromkeys(self._wallets, _ZERO)
+            for order in self.open_orders():
+                spec = self._markets[order.symbol]
+                if order.price is None or not 0 <= order.filled < order.amount:
+                    raise LocalStateError(f"open order {order.client_order_id!r} is not a partially filled limit")
+                remaining = order.amount - order.filled
+                if order.side is Side.BUY:
+                    expected[spec.quote] += self._reservation(order.price, remaining)
+                else:
+                    expected[spec.base] += remaining
+            for asset, wallet in self._wallets.items():
+                if wallet.free < 0 or wallet.used != expected[asset]:
+                    raise LocalStateError(f"{asset}: balance {wallet.free}/{wallet.used} contradicts the open orders")
+            numbers = [_id_number(o.exchange_order_id) for o in self._orders.values()]
+            if numbers != sorted(set(numbers)) or any(n >= self._next_order_id for n in numbers):
+                raise LocalStateError("exchange order ids are not increasing below next_order_id")
+            if self._trade_numbers != sorted(set(self._trade_numbers)) or any(
+                n >= self._next_trade_id for n in self._trade_numbers
+            ):
+                raise LocalStateError("trade ids are not increasing below next_trade_id")
+
+
+def _id_number(text: str) -> int:
+    """The number behind a counter id ("1", "2", ...); ValueError for anything else."""
+    if not text.isascii() or not text.isdigit():
+        raise ValueError(f"{text!r} is not a decimal integer id")
+    return int(text)
+
+
+def _crosses(order: ExchangeOrder, price: D) -> bool:
+    """Whether a resting limit order trades at this market price."""
+    assert order.price is not None
+    return price <= order.price if order.side is Side.BUY else price >= order.price
+
+
+# --------------------------------------------------------------------- state helpers
+
+
+def _dec(value: object) -> D:
+    if not isinstance(value, D) or not value.is_finite():
+        raise TypeError(f"expected a finite Decimal, got {value!r}")
+    return value
+
+
+def _opt_dec(value: object) -> D | None:
+    return None if value is None else _dec(value)
+
+
+def _int(value: object) -> int:
+    if not isinstance(value, int) or isinstance(value, bool):
+        raise TypeError(f"expected an int, got {value!r}")
+    return value
+
+
+def _str(value: object) -> str:
+    if not isinstance(value, str):
+        raise TypeError(f"expected a str, got {value!r}")
+    return value
+
+
+def _map(value: object) -> Mapping[str, Any]:
+    if not isinstance(value, Mapping):
+        raise TypeError(f"expected a mapping, got {type(value).__name__}")
+    return value
+
+
+def _list(value: object) -> list[Any]:
+    if not isinstance(value, list):
+        raise TypeError(f"expected a list, got {type(value).__name__}")
+    return value
+
+
+def _order_to_state(o: ExchangeOrder) -> dict[str, Any]:
+    return {
+        "client_order_id": o.client_order_id,
+        "exchange_order_id": o.exchange_order_id,
+        "symbol": o.symbol,
+        "side": o.side.value,
+        "type": o.type.value,
+        "amount": o.amount,
+        "price": o.price,
+        "filled": o.filled,
+        "status": o.status.value,
+        "timestamp_ms": o.timestamp_ms,
+    }
+
+
+def _order_from_state(raw: object) -> ExchangeOrder:
+    m = _map(raw)
+    return ExchangeOrder(
+        client_order_id=_str(m["client_order_id"]),
+        exchange_order_id=_str(m["exchange_order_id"]),
+        symbol=_str(m["symbol"]),
+        side=Side(m["side"]),
+        type=OrderType(m["type"]),
+        amount=_dec(m["amount"]),
+        price=_opt_dec(m["price"]),
+        filled=_dec(m["filled"]),
+        status=ExchangeOrderStatus(m["status"]),
+        timestamp_ms=_int(m["timestamp_ms"]),
+    )
+
+
+def _fill_to_state(f: Fill) -> dict[str, Any]:
+    return {
+        "trade_id": f.trade_id,
+        "client_order_id": f.client_order_id,
+        "exchange_order_id": f.exchange_order_id,
+        "symbol": f.symbol,
+        "side": f.side.value,
+        "price": f.price,
+        "amount": f.amount,
+        "fee": f.fee,
+        "fee_asset": f.fee_asset,
+        "timestamp_ms": f.timestamp_ms,
+    }
+
+
+def _fill_from_state(raw: object) -> Fill:
+    m = _map(raw)
+    return Fill(
+        trade_id=_str(m["trade_id"]),
+        client_order_id=_str(m["client_order_id"]),
+        exchange_order_id=_str(m["exchange_order_id"]),
+        symbol=_str(m["symbol"]),
+        side=Side(m["side"]),
+        price=_dec(m["price"]),
+        amount=_dec(m["amount"]),
+        fee=_dec(m["fee"]),
+        fee_asset=_str(m["fee_asset"]),
+        timestamp_ms=_int(m["timestamp_ms"]),
+    )
