@@ -8,11 +8,17 @@ traceback and exit 70.
 from __future__ import annotations
 
 import argparse
+import json
+import os
 import sys
 from collections.abc import Callable, Sequence
+from typing import TYPE_CHECKING, Any
 
 from s1mpled import __version__
 from s1mpled.errors import EX_SOFTWARE, S1mpledError
+
+if TYPE_CHECKING:
+    from s1mpled.config import Config
 
 __all__ = ["main"]
 
@@ -43,10 +49,108 @@ def _cmd_state_show(args: argparse.Namespace) -> int:
     return 0
 
 
+def _config(args: argparse.Namespace) -> Config:
+    from s1mpled.config import load_config, resolve_config_path
+
+    return load_config(resolve_config_path(args.config, os.environ))
+
+
+def _cmd_run(args: argparse.Namespace) -> int:
+    import asyncio
+
+    from s1mpled.logs import setup_logging
+    from s1mpled.operation import run
+
+    config = _config(args)
+    setup_logging(config.log_level, operation=config.operation)
+    asyncio.run(run(config))
+    return 0
+
+
+def _cmd_check_config(args: argparse.Namespace) -> int:
+    from s1mpled.builder import build_strategy
+
+    config = _config(args)
+    for strategy in config.strategies:
+        build_strategy(strategy)
+    names = ", ".join(s.name for s in config.strategies)
+    print(f"{config.path}: OK ({config.mode} mode, operation {config.operation}, strategies: {names})")
+    print(f"state directory: {config.state_dir}; control socket: {config.control_socket}")
+    return 0
+
+
+def _control(args: argparse.Namespace, cmd: str, payload: dict[str, Any] | None = None) -> Any:
+    import asyncio
+
+    from s1mpled.control import request
+
+    config = _config(args)
+    return asyncio.run(request(config.control_socket, cmd, payload, timeout_s=args.timeout))
+
+
+def _cmd_status(args: argparse.Namespace) -> int:
+    from s1mpled.status import format_status
+
+    doc = _control(args, "status")
+    print(json.dumps(doc, indent=2) if args.json else format_status(doc))
+    return 0
+
+
+def _cmd_reconcile(args: argparse.Namespace) -> int:
+    report = _control(args, "reconcile")
+    if args.json:
+        print(json.dumps(report, indent=2))
+        return 0
+    corrections = report["corrections"]
+    print(f"reconciliation done: {len(corrections)} correction(s)")
+    for c in corrections:
+        print(f"  {c['strategy']}: {c['what']}")
+    for cid in report["external_orders"]:
+        print(f"  external order (not ours, not touched): {cid}")
+    return 0
+
+
+def _cmd_halt(args: argparse.Namespace) -> int:
+    result = _control(args, "halt", {"reason": args.reason} if args.reason else None)
+    print(f"circuit breaker open: {result['reason']} (new signals halted; `s1mpled resume` to trade again)")
+    return 0
+
+
+def _cmd_resume(args: argparse.Namespace) -> int:
+    _control(args, "resume")
+    print("circuit breaker closed: trading resumes")
+    return 0
+
+
+def _add_config(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--config", help="configuration file (default: $S1MPLED_CONFIG, then /etc/s1mpled/s1mpled.yaml)")
+
+
+def _add_control(sub: Any, name: str, func: Command, help_text: str) -> argparse.ArgumentParser:
+    p: argparse.ArgumentParser = sub.add_parser(name, help=help_text)
+    _add_config(p)
+    p.add_argument("--timeout", type=float, default=120.0, help="seconds to wait for the daemon (default 120)")
+    p.add_argument("--json", action="store_true", help="print the daemon's answer as JSON")
+    p.set_defaults(func=func)
+    return p
+
+
 def _parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="s1mpled", description="S1mpleTrader operations daemon")
     parser.add_argument("--version", action="version", version=f"s1mpled {__version__}")
     sub = parser.add_subparsers(dest="command", required=True)
+
+    run = sub.add_parser("run", help="run the operation in the foreground (what the systemd unit starts)")
+    _add_config(run)
+    run.set_defaults(func=_cmd_run)
+    check = sub.add_parser("check-config", help="validate the configuration; exit 78 with file:line and why if bad")
+    _add_config(check)
+    check.set_defaults(func=_cmd_check_config)
+    _add_control(sub, "status", _cmd_status, "show phase, strategies, holdings, open orders, breaker")
+    _add_control(sub, "reconcile", _cmd_reconcile, "reconcile with the exchange now and print the report")
+    halt = _add_control(sub, "halt", _cmd_halt, "open the circuit breaker: no new orders until resume")
+    halt.add_argument("--reason", help="why (shown in status and alerts)")
+    _add_control(sub, "resume", _cmd_resume, "close the circuit breaker: trading resumes")
 
     state = sub.add_parser("state", help="inspect durable state files (read-only, safe next to a running daemon)")
     state_sub = state.add_subparsers(dest="state_command", required=True)

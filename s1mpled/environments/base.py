@@ -1,0 +1,76 @@
+"""ExecutionEnvironment: the spec's IAPIConnector surface, the same for paper and live trading.
+
+The Operation, the strategy runners and the ReconciliationMonitor talk only to this interface, so
+paper mode exercises exactly the code paths live mode uses: fills arrive through
+``start_user_data_stream()`` (push) and reconciliation pulls through the query methods (pull).
+
+Contract every implementation keeps:
+- A query that fails raises (ExchangeUnavailable / ExchangeRejected); it never returns an empty
+  result in place of an unknown one -- reconciliation would read that as "flat".
+- ``create_order`` with a client order id the exchange has seen before is rejected by the exchange,
+  so a retried submit can never become a second order.
+- ``fetch_order`` returns None only when the exchange says the order does not exist.
+"""
+
+from __future__ import annotations
+
+from abc import ABC, abstractmethod
+from collections.abc import AsyncIterator
+
+from s1mpled.model import Balance, ExchangeOrder, Fill, MarketTick, OrderRequest
+from s1mpled.strategies.base import MarketRules
+
+__all__ = ["ExecutionEnvironment", "MarketRules", "UserStreamEvent"]
+
+
+UserStreamEvent = Fill | ExchangeOrder
+
+
+class ExecutionEnvironment(ABC):
+    """Where orders go and where the truth about them comes from."""
+
+    name: str = "environment"
+
+    @abstractmethod
+    async def start(self) -> None:
+        """Connect (or restore the simulated exchange); after this the query methods work."""
+
+    @abstractmethod
+    async def close(self) -> None:
+        """Release connections and persist what must be persisted."""
+
+    @abstractmethod
+    def market_rules(self, symbol: str) -> MarketRules:
+        """Price and amount steps of a symbol (loaded once at start)."""
+
+    @abstractmethod
+    def market_data(self, symbols: tuple[str, ...]) -> AsyncIterator[MarketTick]:
+        """The DataSource: public price updates for ``symbols`` until cancelled."""
+
+    @abstractmethod
+    def start_user_data_stream(self) -> AsyncIterator[UserStreamEvent]:
+        """The private stream (push): our fills and order status changes until cancelled."""
+
+    @abstractmethod
+    async def get_open_orders(self) -> list[ExchangeOrder]:
+        """All open orders of the account, every symbol, in one request."""
+
+    @abstractmethod
+    async def get_balances(self) -> dict[str, Balance]:
+        """The account's balances (spot holdings are balances)."""
+
+    @abstractmethod
+    async def create_order(self, request: OrderRequest) -> ExchangeOrder:
+        """Place an order; ExchangeUnavailable means the outcome is unknown (the order may exist)."""
+
+    @abstractmethod
+    async def cancel_order(self, symbol: str, client_order_id: str) -> ExchangeOrder:
+        """Cancel an open order by its client order id."""
+
+    @abstractmethod
+    async def fetch_order(self, symbol: str, client_order_id: str) -> ExchangeOrder | None:
+        """One order by client order id; None only if the exchange says it never existed."""
+
+    @abstractmethod
+    async def fetch_trades(self, symbol: str, after_trade_id: str | None) -> list[Fill]:
+        """Our fills on ``symbol`` with a trade id after ``after_trade_id`` (all if None), oldest first."""

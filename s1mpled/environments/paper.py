@@ -1,0 +1,170 @@
+"""PaperEnvironment: the embedded default -- an in-process simulated exchange behind the same
+ExecutionEnvironment interface live trading uses.
+
+The simulator plays the exchange, the single source of truth, so it behaves like one: its state
+(account, orders, trades, feed position) is durable *before* it answers -- an order it accepted
+exists after any crash, a fill it executed is never forgotten. It lives in its own state file
+(``paper-exchange.state.json``), separate from the ledgers, so a crash between "the exchange
+filled" and "the ledger recorded it" is a real gap that reconciliation must close -- exactly as in
+live trading. Fills reach the strategies only through ``start_user_data_stream()``, the path the
+live private stream uses.
+
+Paper mode never imports ccxt.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import time
+from collections.abc import AsyncIterator, Callable
+from decimal import Decimal
+from typing import Any
+
+from s1mpled.config import PaperConfig
+from s1mpled.environments.base import ExecutionEnvironment, UserStreamEvent
+from s1mpled.environments.feeds import ReplayFeed, SyntheticFeed, read_replay_csv
+from s1mpled.environments.paper_exchange import MarketSpec, SimulatedExchange
+from s1mpled.errors import ConfigError, LocalStateError
+from s1mpled.model import Balance, ExchangeOrder, Fill, MarketTick, OrderRequest
+from s1mpled.state.store import StateFile
+from s1mpled.strategies.base import MarketRules
+
+__all__ = ["STATE_NAME", "PaperEnvironment"]
+
+log = logging.getLogger("s1mpled.environments.paper")
+STATE_NAME = "paper-exchange.state.json"
+
+
+def wall_ms() -> int:
+    return time.time_ns() // 1_000_000
+
+
+class PaperEnvironment(ExecutionEnvironment):
+    """The simulated exchange, persisted through the state store and driven by a price feed."""
+
+    name = "paper"
+
+    def __init__(self, config: PaperConfig, state_file: StateFile, clock_ms: Callable[[], int] = wall_ms) -> None:
+        self._config, self._file, self._clock_ms = config, state_file, clock_ms
+        self._exchange: SimulatedExchange | None = None
+        self._step = 0
+        self._replay_index = 0
+        self._replay: ReplayFeed | None = None
+        self._feeds = {
+            s: SyntheticFeed(config.seed, s, m.start_price, m.volatility, m.price_step)
+            for s, m in config.markets.items()
+        }
+        self._stream: asyncio.Queue[UserStreamEvent] = asyncio.Queue()
+
+    # -- lifecycle --
+
+    async def start(self) -> None:
+        """Restore the exchange from its state file, or open a new one from the config."""
+        if self._config.replay_csv is not None:
+            self._replay = ReplayFeed(read_replay_csv(self._config.replay_csv.read_text()))
+        result = self._file.load()
+        if result.state is None:
+            self._exchange = self._new_exchange()
+            for symbol, market in self._config.markets.items():
+                self._exchange.on_price(symbol, market.start_price, self._clock_ms())
+            await self._persist()
+            log.info("paper exchange opened with balances %s", self._config.balances, extra={"EVENT": "PAPER_OPEN"})
+            return
+        self._exchange = SimulatedExchange.from_state(result.state["exchange"])
+        self._step, self._replay_index = int(result.state["step"]), int(result.state["replay_index"])
+        missing = set(self._config.markets) - set(self._exchange.markets)
+        if missing:
+            raise ConfigError(
+                str(self._file.path),
+                "paper.markets",
+                f"the persisted paper exchange has no market {sorted(missing)}; "
+                f"move {self._file.path} away to start a new paper account",
+            )
+        log.info("paper exchange restored (generation %d, step %d)", result.generation, self._step)
+
+    async def close(self) -> None:
+        if self._exchange is not None:
+            await self._persist()
+
+    def _new_exchange(self) -> SimulatedExchange:
+        specs = {s: MarketSpec(s, m.price_step, m.amount_step, m.liquidity) for s, m in self._config.markets.items()}
+        return SimulatedExchange(specs, self._config.balances, self._config.fee_rate)
+
+    @property
+    def exchange(self) -> SimulatedExchange:
+        """The simulator itself (tests and `status` compare the ledgers with it)."""
+        if self._exchange is None:
+            raise LocalStateError("paper environment used before start()")
+        return self._exchange
+
+    async def _persist(self) -> None:
+        state: dict[str, Any] = {"exchange": self.exchange.to_state(), "step": self._step}
+        state["replay_index"] = self._replay_index
+        await self._file.save(state)
+
+    async def _publish(self, fills: list[Fill]) -> None:
+        """Make the exchange's new state durable, then push its fills and order updates."""
+        await self._persist()
+        for fill in fills:
+            self._stream.put_nowait(fill)
+        for cid in dict.fromkeys(f.client_order_id for f in fills):
+            order = self.exchange.order(cid)
+            if order is not None:
+                self._stream.put_nowait(order)
+
+    # -- the DataSource --
+
+    def market_rules(self, symbol: str) -> MarketRules:
+        spec = self.exchange.markets[symbol]
+        return MarketRules(spec.price_step, spec.amount_step, spec.amount_step)
+
+    def _next_prices(self) -> list[tuple[str, Decimal, int]]:
+        if self._replay is not None:
+            batch, self._replay_index = self._replay.next_batch(self._replay_index)
+            return [(r.symbol, r.price, r.timestamp_ms) for r in batch if r.symbol in self._config.markets]
+        self._step += 1
+        now = self._clock_ms()
+        return [(s, f.price_at(self._step, self.exchange.last_price(s)), now) for s, f in self._feeds.items()]
+
+    async def market_data(self, symbols: tuple[str, ...]) -> AsyncIterator[MarketTick]:
+        """One price per market per tick; matching runs first, so fills precede the tick that caused them."""
+        while True:
+            await asyncio.sleep(self._config.tick_interval_s)
+            prices = self._next_prices()
+            fills = [f for s, p, ts in prices for f in self.exchange.on_price(s, p, ts)]
+            await self._publish(fills)
+            for symbol, price, ts in prices:
+                if symbol in symbols:
+                    yield MarketTick(symbol, price, ts)
+
+    async def start_user_data_stream(self) -> AsyncIterator[UserStreamEvent]:
+        while True:
+            yield await self._stream.get()
+
+    # -- the REST-like surface --
+
+    async def get_open_orders(self) -> list[ExchangeOrder]:
+        return self.exchange.open_orders()
+
+    async def get_balances(self) -> dict[str, Balance]:
+        return self.exchange.balances()
+
+    async def create_order(self, request: OrderRequest) -> ExchangeOrder:
+        order, fills = self.exchange.place_order(request, self._clock_ms())
+        await self._publish(fills)
+        if not fills:
+            self._stream.put_nowait(order)
+        return self.exchange.order(order.client_order_id) or order
+
+    async def cancel_order(self, symbol: str, client_order_id: str) -> ExchangeOrder:
+        order = self.exchange.cancel_order(symbol, client_order_id, self._clock_ms())
+        await self._persist()
+        self._stream.put_nowait(order)
+        return order
+
+    async def fetch_order(self, symbol: str, client_order_id: str) -> ExchangeOrder | None:
+        return self.exchange.order(client_order_id)
+
+    async def fetch_trades(self, symbol: str, after_trade_id: str | None) -> list[Fill]:
+        return self.exchange.trades(symbol, after_trade_id)

@@ -1,0 +1,264 @@
+"""The Operation: the service ``systemctl start s1mpled`` runs, with one code path for a first start and
+for recovery after a crash ("crash-only").
+
+    config (validated before this) ->
+    A: open + lock the state directory, restore the environment, build every worker and load its state
+    B: reconcile every ledger with the exchange (the truth)
+    C: only if A and B succeeded: READY=1, start the streams, the scheduler and the strategies
+
+A failure in A or B raises (the CLI exits non-zero with the reason); nothing half-runs. SIGTERM and
+SIGINT stop new decisions, wait for in-flight order requests, persist and exit 0; SIGHUP reloads what
+can change safely (log level, alert URLs) and reports what needs a restart.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import signal
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+
+from s1mpled.alerts import Alerter
+from s1mpled.builder import ComponentBuilder
+from s1mpled.bus import EventBus
+from s1mpled.circuit_breaker import CircuitBreakerWorker
+from s1mpled.config import Config, load_config
+from s1mpled.control import ControlServer
+from s1mpled.environments.base import ExecutionEnvironment
+from s1mpled.environments.paper import STATE_NAME as PAPER_STATE_NAME
+from s1mpled.environments.paper import PaperEnvironment
+from s1mpled.errors import ConfigError, S1mpledError
+from s1mpled.events import (
+    ConnectionRestored,
+    ConnectionUnstableDetected,
+    MarketData,
+    OrderUpdated,
+    ReconciliationCompleted,
+    TradeExecuted,
+)
+from s1mpled.logs import setup_logging
+from s1mpled.model import Fill
+from s1mpled.reconciliation import ReconciliationMonitor
+from s1mpled.scheduler import MonotonicClock, Schedule, Scheduler
+from s1mpled.state.store import StateDirectory
+from s1mpled.status import ControlCommands
+from s1mpled.strategy_worker import StrategyWorker
+from s1mpled.systemd import Notifier, watchdog_interval
+from s1mpled.workers import LedgerObserver, wire
+
+__all__ = ["BREAKER_STATE_NAME", "Operation", "run"]
+
+log = logging.getLogger("s1mpled.operation")
+BREAKER_STATE_NAME = "circuit-breaker.state.json"
+
+
+def wall_ms() -> int:
+    return time.time_ns() // 1_000_000
+
+
+class _Stop(Exception):
+    """Raised inside the task group to end it (a requested shutdown, not a failure)."""
+
+
+@dataclass
+class Components:
+    """Everything step A built."""
+
+    env: ExecutionEnvironment
+    workers: list[StrategyWorker]
+    breaker: CircuitBreakerWorker
+    reconciler: ReconciliationMonitor
+    observer: LedgerObserver
+
+
+class Operation:
+    """One operation: its state directory, its environment, its strategies."""
+
+    def __init__(self, config: Config, *, clock_ms: Callable[[], int] = wall_ms, notifier: Notifier | None = None):
+        self.config = config
+        self.phase = "starting"
+        self.started_ms = clock_ms()
+        self._clock_ms = clock_ms
+        self.notifier = notifier or Notifier()
+        self.bus = EventBus()
+        self.alerter = Alerter(config.alerts.apprise_urls)
+        self.components: Components | None = None
+        self._stop = asyncio.Event()
+        self._reload = asyncio.Event()
+
+    # -- phases --
+
+    def _set_phase(self, phase: str, status: str) -> None:
+        self.phase = phase
+        self.notifier.status(status)
+        log.info("phase %s: %s", phase, status, extra={"EVENT": "PHASE"})
+
+    def _environment(self, state_dir: StateDirectory) -> ExecutionEnvironment:
+        if self.config.mode == "paper" and self.config.paper is not None:
+            return PaperEnvironment(self.config.paper, state_dir.file(PAPER_STATE_NAME), self._clock_ms)
+        raise ConfigError(str(self.config.path), "mode", "live mode is not available in this version of s1mpled")
+
+    async def _step_a(self, state_dir: StateDirectory) -> Components:
+        """Recovery step A: restore every piece of state before anything can act."""
+        self._set_phase("loading-state", "recovery A: loading state")
+        env = self._environment(state_dir)
+        await env.start()
+        workers = ComponentBuilder(self.config, state_dir, env, self.bus.publish, self._clock_ms).workers()
+        cb = self.config.circuit_breaker
+        breaker = CircuitBreakerWorker(
+            state_dir.file(BREAKER_STATE_NAME),
+            self.bus.publish,
+            self._clock_ms,
+            emergency_exit=cb.emergency_exit,
+            auto_close_after_s=cb.auto_close_after_s,
+            alert=self.alerter.send,
+        )
+        breaker.load_state()
+        for w in workers:
+            w.halted = breaker.breaker.halted
+        reconciler = ReconciliationMonitor(
+            env, workers, self.bus.publish, self._clock_ms, self.config.reconciliation.event
+        )
+        return Components(env, workers, breaker, reconciler, LedgerObserver())
+
+    async def _step_b(self, c: Components) -> None:
+        """Recovery step B: the ledgers are made to agree with the exchange before any decision."""
+        self._set_phase("reconciling", "recovery B: reconciling with the exchange")
+        report = await c.reconciler.reconcile("startup")
+        log.info("startup reconciliation done: %d correction(s)", len(report.corrections))
+
+    def _wire(self, c: Components) -> None:
+        wire(self.bus, [*c.workers, c.reconciler, c.observer])
+        b = c.breaker
+        self.bus.subscribe(ConnectionUnstableDetected, b.on_unstable, name="breaker.unstable")
+        self.bus.subscribe(ConnectionRestored, b.on_restored, name="breaker.restored")
+        self.bus.subscribe(ReconciliationCompleted, b.on_reconciled, name="breaker.reconciled")
+
+    # -- streams (the DataSource and the private user stream) --
+
+    async def _pump_market(self, c: Components) -> None:
+        symbols = tuple(sorted({w.symbol for w in c.workers}))
+        async for tick in c.env.market_data(symbols):
+            await self.bus.publish(MarketData(tick))
+
+    async def _pump_user_stream(self, c: Components) -> None:
+        async for item in c.env.start_user_data_stream():
+            await self.bus.publish(TradeExecuted(item) if isinstance(item, Fill) else OrderUpdated(item))
+
+    # -- running --
+
+    def steady_status(self) -> str:
+        c = self.components
+        if c is None:
+            return self.phase
+        breaker = "OPEN" if c.breaker.breaker.halted else "closed"
+        last = c.reconciler.last_at_ms
+        ago = f"{(self._clock_ms() - last) / 1000:.0f} s ago" if last is not None else "never"
+        return f"trading: {len(c.workers)} strategies, breaker {breaker}, last reconciliation {ago}"
+
+    async def _status_loop(self) -> None:
+        while True:
+            await asyncio.sleep(5)
+            self.notifier.status(self.steady_status())
+            if self.components is not None:
+                await self.components.breaker.maybe_auto_close()
+
+    async def _signals(self) -> None:
+        """SIGTERM/SIGINT set the stop event (the main path shuts down); SIGHUP reloads."""
+        loop = asyncio.get_running_loop()
+        loop.add_signal_handler(signal.SIGTERM, self._stop.set)
+        loop.add_signal_handler(signal.SIGINT, self._stop.set)
+        loop.add_signal_handler(signal.SIGHUP, self._reload.set)
+        try:
+            while True:
+                await self._reload.wait()
+                self._reload.clear()
+                self._do_reload()
+        finally:
+            for sig in (signal.SIGTERM, signal.SIGINT, signal.SIGHUP):
+                loop.remove_signal_handler(sig)
+
+    def request_stop(self) -> None:
+        """Ask the operation to shut down (what SIGTERM does)."""
+        self._stop.set()
+
+    def _do_reload(self) -> None:
+        self.notifier.reloading()
+        try:
+            new = load_config(self.config.path)
+        except ConfigError as exc:
+            log.error("reload refused, keeping the running configuration: %s", exc, extra={"EVENT": "RELOAD"})
+        else:
+            setup_logging(new.log_level, operation=new.operation)
+            self.alerter.urls = new.alerts.apprise_urls
+            for field in ("mode", "state_dir", "strategies", "paper", "live", "schedule", "control_socket"):
+                if getattr(new, field) != getattr(self.config, field):
+                    log.warning("reload: %s changed; it takes effect after a restart", field, extra={"EVENT": "RELOAD"})
+            log.info("configuration reloaded (log level, alert URLs)", extra={"EVENT": "RELOAD"})
+        self.notifier.ready(self.steady_status())
+
+    async def _shutdown(self, c: Components) -> None:
+        """Stop deciding, let in-flight requests finish, persist every worker, close the environment."""
+        self.phase = "stopping"
+        self.notifier.stopping()
+        log.info("stopping: no new signals, persisting state", extra={"EVENT": "SHUTDOWN"})
+        for w in c.workers:
+            w.trading = False
+        async with asyncio.timeout(self.config.shutdown_timeout_s):
+            for w in c.workers:
+                async with w.lock:
+                    await w.save_state()
+            await c.env.close()
+
+    async def run(self) -> None:
+        """Run until SIGTERM/SIGINT; raises S1mpledError if recovery fails."""
+        commands = ControlCommands(self)
+        server = ControlServer(self.config.control_socket, commands.handlers())
+        with StateDirectory.open(self.config.state_dir) as state_dir:
+            try:
+                async with asyncio.TaskGroup() as tg:
+                    tg.create_task(self._signals())
+                    tg.create_task(server.serve())
+                    c = await self._step_a(state_dir)
+                    self.components = c
+                    await self._step_b(c)
+                    self._wire(c)
+                    tg.create_task(self.bus.run())
+                    tg.create_task(self._pump_user_stream(c))
+                    tg.create_task(self._pump_market(c))
+                    tg.create_task(Scheduler(self._schedules(), self.bus.publish, MonotonicClock()).run())
+                    tg.create_task(self._status_loop())
+                    tg.create_task(self.notifier.run_watchdog(lambda: True, watchdog_interval()))
+                    for w in c.workers:
+                        await w.start_trading()
+                    self.phase = "trading"
+                    self.notifier.ready(self.steady_status())
+                    log.info("READY: %s", self.steady_status(), extra={"EVENT": "READY"})
+                    await self._stop.wait()
+                    await self._shutdown(c)
+                    raise _Stop
+            except* _Stop:
+                pass
+        log.info("stopped", extra={"EVENT": "SHUTDOWN"})
+
+    def _schedules(self) -> list[Schedule]:
+        return [Schedule(e.name, e.every_s) for e in self.config.schedule]
+
+
+def _first_error(group: BaseExceptionGroup[BaseException]) -> BaseException:
+    for exc in group.exceptions:
+        if isinstance(exc, BaseExceptionGroup):
+            return _first_error(exc)
+        if isinstance(exc, S1mpledError):
+            return exc
+    return group.exceptions[0]
+
+
+async def run(config: Config) -> None:
+    """Run an operation; a failure inside the task group surfaces as its first S1mpledError."""
+    try:
+        await Operation(config).run()
+    except BaseExceptionGroup as group:
+        raise _first_error(group) from group

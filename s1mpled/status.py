@@ -1,0 +1,142 @@
+"""The control socket's commands: ``status``, ``reconcile``, ``halt``, ``resume``.
+
+``status`` answers in every phase (an operator wants to know *why* a daemon is not ready yet);
+the others need a running operation. ``reconcile`` runs through the daemon's own
+ReconciliationMonitor -- the systemd timer uses this, so there is never a second writer of the state.
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Mapping
+from typing import TYPE_CHECKING, Any
+
+from s1mpled.control import Handler
+from s1mpled.errors import ControlError
+from s1mpled.reconciliation import Report
+from s1mpled.strategy_worker import StrategyWorker
+
+if TYPE_CHECKING:
+    from s1mpled.operation import Components, Operation
+
+__all__ = ["ControlCommands", "format_status"]
+
+
+def _worker_status(w: StrategyWorker) -> dict[str, Any]:
+    snap = w.ledger.snapshot()
+    return {
+        "name": w.name,
+        "symbol": w.symbol,
+        "strategy": type(w.strategy).__name__,
+        "trading": w.trading,
+        "halted": w.halted,
+        "last_price": w.last_price,
+        "capital": snap.capital,
+        "holdings": snap.holdings,
+        "base": snap.base,
+        "quote": snap.quote,
+        "realized_pnl": snap.realized_pnl,
+        "fees_paid": snap.fees_paid,
+        "state_generation": w.state_file.generation,
+        "open_orders": [
+            {
+                "client_order_id": o.client_order_id,
+                "side": o.side,
+                "type": o.type,
+                "amount": o.amount,
+                "price": o.price,
+                "filled": o.filled,
+                "state": o.state,
+                "tag": o.tag,
+            }
+            for o in snap.open_orders
+        ],
+    }
+
+
+def report_dict(report: Report) -> dict[str, Any]:
+    return {
+        "corrections": [{"strategy": c.strategy, "what": c.describe()} for c in report.corrections],
+        "external_orders": [o.client_order_id for o in report.external_orders],
+        "external_surplus": dict(report.external_surplus),
+    }
+
+
+class ControlCommands:
+    """Binds the control-socket commands to a running Operation."""
+
+    def __init__(self, operation: Operation) -> None:
+        self._op = operation
+
+    def handlers(self) -> Mapping[str, Handler]:
+        return {"status": self.status, "reconcile": self.reconcile, "halt": self.halt, "resume": self.resume}
+
+    def _running(self) -> Components:
+        c = self._op.components
+        if c is None or self._op.phase != "trading":
+            raise ControlError(f"the operation is not trading yet (phase: {self._op.phase})")
+        return c
+
+    async def status(self, args: Mapping[str, Any]) -> dict[str, Any]:
+        op, c = self._op, self._op.components
+        doc: dict[str, Any] = {
+            "operation": op.config.operation,
+            "mode": op.config.mode,
+            "phase": op.phase,
+            "pid": os.getpid(),
+            "summary": op.steady_status(),
+            "state_dir": str(op.config.state_dir),
+        }
+        if c is not None:
+            b = c.breaker.breaker
+            doc["breaker"] = {"state": b.state, "reason": b.reason, "manual": b.manual, "opened_ms": b.opened_ms}
+            doc["strategies"] = [_worker_status(w) for w in c.workers]
+            r = c.reconciler
+            doc["last_reconciliation"] = {
+                "at_ms": r.last_at_ms,
+                "trigger": r.last_trigger,
+                "passes": r.passes,
+                "corrections": len(r.last_report.corrections) if r.last_report else None,
+            }
+        return doc
+
+    async def reconcile(self, args: Mapping[str, Any]) -> dict[str, Any]:
+        report = await self._running().reconciler.reconcile("control")
+        return report_dict(report)
+
+    async def halt(self, args: Mapping[str, Any]) -> dict[str, Any]:
+        reason = str(args.get("reason") or "operator halt")
+        await self._running().breaker.halt(reason, manual=True)
+        return {"breaker": "open", "reason": reason}
+
+    async def resume(self, args: Mapping[str, Any]) -> dict[str, Any]:
+        await self._running().breaker.resume("operator resume")
+        return {"breaker": "closed"}
+
+
+def _money(value: Any) -> str:
+    return "-" if value is None else str(value)
+
+
+def format_status(doc: Mapping[str, Any]) -> str:
+    """The human-readable `s1mpled status`."""
+    lines = [f"s1mpled {doc['operation']} ({doc['mode']}), pid {doc['pid']}: {doc['summary']}"]
+    breaker = doc.get("breaker")
+    if breaker:
+        extra = f" ({breaker['reason']})" if breaker["state"] == "open" else ""
+        lines.append(f"circuit breaker: {breaker['state']}{extra}")
+    rec = doc.get("last_reconciliation")
+    if rec:
+        lines.append(f"reconciliations: {rec['passes']}, last by {rec['trigger']}, {rec['corrections']} correction(s)")
+    for s in doc.get("strategies", []):
+        lines.append(
+            f"  {s['name']:<12} {s['strategy']:<6} {s['symbol']:<10} price {_money(s['last_price'])}  "
+            f"capital {s['capital']} {s['quote']}  holdings {s['holdings']} {s['base']}  "
+            f"pnl {s['realized_pnl']}  open orders {len(s['open_orders'])}"
+        )
+        for o in s["open_orders"]:
+            lines.append(
+                f"      {o['client_order_id']} {o['side']} {o['type']} {o['amount']} @ {_money(o['price'])} "
+                f"filled {o['filled']} {o['state']} {o['tag']}"
+            )
+    return "\n".join(lines)

@@ -1,0 +1,342 @@
+"""StrategyWorker: the ExecutionWorker that runs one strategy plugin over its StrategyLedger.
+
+It is the only writer of its ledger, and everything it does keeps one order of events:
+
+1. **Intent before action.** A new order gets its client order id from the ledger's persisted
+   sequence and is recorded PENDING -- together with the strategy's state, in one atomic save --
+   *before* the request leaves. A crash at any point therefore leaves an order the next start can
+   look up by client id, and never a second order (the exchange refuses a reused client id).
+2. **Ambiguity is a state.** A submit or cancel that fails without an answer leaves the order
+   UNRESOLVED; only reconciliation settles it. It is never re-sent blindly.
+3. **Fills are applied once.** The ledger de-duplicates by trade id, so the stream and the
+   reconciliation's REST catch-up can both deliver the same fill.
+4. **Nothing trades before phase C.** Until :meth:`start_trading`, market data only updates the
+   last price and strategy notifications are deferred.
+
+The ledger and the strategy's own state live in one state file, so they are always consistent.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from collections.abc import Awaitable, Callable, Sequence
+from decimal import Decimal
+from typing import Any
+
+from s1mpled.environments.base import ExecutionEnvironment
+from s1mpled.errors import ConfigError, ExchangeError, ExchangeRejected, LocalStateError, RemoteStateError
+from s1mpled.events import (
+    Event,
+    ExecuteEmergencyExit,
+    HaltNewSignals,
+    LedgerStateChanged,
+    MarketData,
+    OrderUpdated,
+    ResumeSignals,
+    ScheduledEvent,
+    TradeExecuted,
+)
+from s1mpled.ledger import LedgerOrder, StrategyLedger
+from s1mpled.model import ExchangeOrderStatus, Fill, OrderRequest, OrderType, Side
+from s1mpled.orders import OrderEvent, OrderState, can_cancel, client_order_id, is_terminal, probe_event
+from s1mpled.state.plugin import StatefulPlugin
+from s1mpled.state.store import StateFile
+from s1mpled.strategies.base import (
+    CancelOrder,
+    FillView,
+    OpenOrderView,
+    PlaceOrder,
+    Signal,
+    Strategy,
+    StrategyView,
+)
+from s1mpled.workers import ExecutionWorker, Subscription
+
+__all__ = ["StrategyWorker"]
+
+log = logging.getLogger("s1mpled.strategy_worker")
+_UNRESOLVED = (OrderState.PENDING, OrderState.UNRESOLVED)
+STATE_FORMAT = 1
+
+Publish = Callable[[Event], Awaitable[None]]
+Decision = Callable[[StrategyView], list[Signal]]
+
+
+class StrategyWorker(ExecutionWorker, StatefulPlugin):
+    """Runs one strategy: events in, ledger updated durably, signals turned into orders."""
+
+    def __init__(
+        self,
+        *,
+        strategy: Strategy,
+        capital: Decimal,
+        env: ExecutionEnvironment,
+        state_file: StateFile,
+        prefix: str,
+        publish: Publish,
+        clock_ms: Callable[[], int],
+    ) -> None:
+        StatefulPlugin.__init__(self, state_file)
+        self.strategy = strategy
+        self.name, self.symbol, self.prefix = strategy.name, strategy.symbol, prefix
+        self.ledger = StrategyLedger(strategy.name, strategy.symbol, capital)
+        self.lock = asyncio.Lock()
+        self.halted = False
+        self.trading = False
+        self.last_price: Decimal | None = None
+        self._env, self._publish, self._clock_ms = env, publish, clock_ms
+        self._deferred: list[Decision] = []
+        self._saved_strategy: dict[str, Any] | None = None
+
+    # -- persistence --
+
+    def state_snapshot(self) -> dict[str, Any]:
+        return {"format": STATE_FORMAT, "ledger": self.ledger.to_state(), "strategy": self.strategy.state_snapshot()}
+
+    def restore_state(self, state: dict[str, Any]) -> None:
+        ledger = StrategyLedger.from_state(state["ledger"])
+        if ledger.symbol != self.symbol:
+            raise ConfigError(
+                str(self.state_file.path),
+                f"strategies.{self.name}.symbol",
+                f"the saved ledger trades {ledger.symbol}, the config says {self.symbol}; "
+                "a strategy with positions cannot change symbol (use a new strategy name)",
+            )
+        self.ledger = ledger
+        self.strategy.restore_state(state["strategy"])
+        self._saved_strategy = self.strategy.state_snapshot()
+
+    async def persist(self, reason: str) -> None:
+        """Durably save ledger + strategy state, then announce LedgerStateChanged."""
+        generation = await self.save_state()
+        self._saved_strategy = self.strategy.state_snapshot()
+        await self._publish(LedgerStateChanged(self.name, reason, generation))
+
+    # -- what the strategy sees --
+
+    def view(self) -> StrategyView:
+        snap = self.ledger.snapshot()
+        reserved_base = sum((o.remaining for o in snap.open_orders if o.side is Side.SELL), Decimal(0))
+        orders = tuple(
+            OpenOrderView(o.client_order_id, o.side, o.type, o.amount, o.price, o.filled, o.tag, o.state in _UNRESOLVED)
+            for o in snap.open_orders
+        )
+        return StrategyView(
+            strategy=self.name,
+            symbol=self.symbol,
+            now_ms=self._clock_ms(),
+            last_price=self.last_price,
+            capital=snap.capital - snap.reserved_quote,
+            holdings=snap.holdings - reserved_base,
+            open_orders=orders,
+            rules=self._env.market_rules(self.symbol),
+            halted=self.halted,
+        )
+
+    # -- the bus --
+
+    def subscriptions(self) -> Sequence[Subscription]:
+        return [
+            Subscription(MarketData, self.on_market),
+            Subscription(TradeExecuted, self.on_trade),
+            Subscription(OrderUpdated, self.on_order),
+            Subscription(ScheduledEvent, self.on_schedule),
+            Subscription(HaltNewSignals, self.on_halt),
+            Subscription(ResumeSignals, self.on_resume),
+            Subscription(ExecuteEmergencyExit, self.on_emergency_exit),
+        ]
+
+    async def start_trading(self) -> None:
+        """Phase C: the strategy starts deciding (after state load and reconciliation)."""
+        async with self.lock:
+            self.trading = True
+            self._deferred.append(self.strategy.on_start)  # after the fills reconciliation found
+            await self._flush()
+
+    async def on_market(self, event: MarketData) -> None:
+        if event.tick.symbol != self.symbol:
+            return
+        self.last_price = event.tick.price
+        if self.trading:
+            async with self.lock:
+                await self._flush()
+                await self._decide(self.strategy.on_tick)
+
+    async def on_schedule(self, event: ScheduledEvent) -> None:
+        if self.trading:
+            async with self.lock:
+                await self._flush()
+                await self._decide(lambda view: self.strategy.on_event(event.name, view))
+
+    def on_halt(self, event: HaltNewSignals) -> None:
+        self.halted = True
+
+    def on_resume(self, event: ResumeSignals) -> None:
+        self.halted = False
+
+    async def on_trade(self, event: TradeExecuted) -> None:
+        fill = event.fill
+        if not fill.client_order_id.startswith(self.prefix):
+            return
+        async with self.lock:
+            try:
+                applied = self.ledger.apply_fill(fill)
+            except RemoteStateError as exc:
+                log.critical("%s; reconciliation will settle it", exc, extra=self._extra(fill.client_order_id))
+                return
+            if applied:
+                log.info(
+                    "fill %s: %s %s @ %s", fill.trade_id, fill.side, fill.amount, fill.price,
+                    extra=self._extra(fill.client_order_id, "TRADE_EXECUTED"),
+                )  # fmt: skip
+                await self.persist("fill")
+                self.notify_fill(fill)
+                await self._flush()
+
+    async def on_order(self, event: OrderUpdated) -> None:
+        order = event.order
+        cid = order.client_order_id
+        if not cid.startswith(self.prefix) or order.status is ExchangeOrderStatus.CLOSED:
+            return  # fills, not the status report, move an order to FILLED
+        async with self.lock:
+            known = self.ledger.order(cid)
+            if known is None:
+                log.warning("status for unknown order %s; reconciliation will adopt it", cid, extra=self._extra(cid))
+                return
+            event_ = probe_event(order.status)
+            try:
+                updated = self.ledger.on_order_event(cid, event_, self._clock_ms(), order.exchange_order_id)
+            except (LocalStateError, RemoteStateError) as exc:
+                log.critical("order %s: %s", cid, exc, extra=self._extra(cid))
+                return
+            if (updated.state, updated.exchange_order_id) != (known.state, known.exchange_order_id):
+                await self.persist(f"order {updated.state}")
+                if is_terminal(updated.state) and updated.state is not OrderState.FILLED:
+                    self.notify_closed(updated)
+                await self._flush()
+
+    async def on_emergency_exit(self, event: ExecuteEmergencyExit) -> None:
+        """Cancel every open order of this strategy and sell what it holds, at market."""
+        async with self.lock:
+            signals: list[Signal] = [CancelOrder(o.client_order_id) for o in self.ledger.snapshot().open_orders]
+            await self._execute(signals)
+            view = self.view()
+            amount = view.rules.amount_down(view.holdings)
+            if amount > 0 and amount >= view.rules.min_amount:
+                await self._execute([PlaceOrder(Side.SELL, OrderType.MARKET, amount, tag="emergency-exit")])
+
+    # -- notifications from reconciliation (made while it holds our lock) --
+
+    def notify_fill(self, fill: Fill) -> None:
+        order = self.ledger.order(fill.client_order_id)
+        tag = order.tag if order else ""
+        complete = order is not None and order.state is OrderState.FILLED
+        view = FillView(fill.client_order_id, tag, fill.side, fill.price, fill.amount, fill.fee, complete)
+        self._deferred.append(lambda v: self.strategy.on_fill(view, v))
+
+    def notify_closed(self, order: LedgerOrder) -> None:
+        cid, tag, state = order.client_order_id, order.tag, str(order.state)
+        self._deferred.append(lambda v: self.strategy.on_order_closed(cid, tag, state, v))
+
+    def _dropped(self, signal: PlaceOrder) -> None:
+        """Tell the strategy a signal never became an order, so it does not wait for it forever."""
+        tag = signal.tag
+        self._deferred.append(lambda v: self.strategy.on_order_closed("", tag, str(OrderState.NOT_PLACED), v))
+
+    async def _flush(self) -> None:
+        """Run deferred notifications; ones they cause wait for the next event (no feedback loops)."""
+        if not self.trading:
+            return
+        batch, self._deferred = self._deferred, []
+        for decision in batch:
+            await self._decide(decision)
+
+    # -- turning signals into orders --
+
+    async def _decide(self, decision: Decision) -> None:
+        signals = decision(self.view())
+        await self._execute(signals)
+        if self.strategy.state_snapshot() != self._saved_strategy:
+            await self.persist("strategy state")
+
+    async def _execute(self, signals: list[Signal]) -> None:
+        for signal in signals:
+            if isinstance(signal, CancelOrder):
+                await self._cancel(signal.client_order_id)
+            elif self.halted and signal.side is not Side.SELL:
+                log.warning("breaker open: dropped %s signal %s", signal.side, signal.tag, extra=self._extra(""))
+                self._dropped(signal)
+            else:
+                await self._place(signal)
+
+    async def _place(self, signal: PlaceOrder) -> None:
+        cid = client_order_id(self.prefix, self.ledger.next_sequence())
+        req = OrderRequest(cid, self.symbol, signal.side, signal.type, signal.amount, signal.price)
+        try:
+            self.ledger.record_intent(req, self._clock_ms(), signal.tag)
+        except LocalStateError as exc:
+            log.error("strategy asked for an invalid order: %s", exc, extra=self._extra(cid))
+            self._dropped(signal)
+            return
+        await self.persist("order intent")  # durable before the request leaves
+        try:
+            placed = await self._env.create_order(req)
+        except ExchangeRejected as exc:
+            log.warning("order %s rejected: %s", cid, exc, extra=self._extra(cid))
+            if self._event(cid, OrderEvent.SUBMIT_REJECTED):
+                self._notify_closed_cid(cid)
+        except ExchangeError as exc:
+            log.error("order %s outcome unknown (%s): UNRESOLVED", cid, exc, extra=self._extra(cid))
+            self._event(cid, OrderEvent.SUBMIT_TIMEOUT)
+        else:
+            self._event(cid, OrderEvent.SUBMIT_ACK, placed.exchange_order_id)
+            log.info(
+                "order %s placed: %s %s %s @ %s", cid, signal.side, signal.type, signal.amount, signal.price,
+                extra=self._extra(cid, "ORDER_PLACED"),
+            )  # fmt: skip
+        await self.persist("order sent")
+
+    async def _cancel(self, cid: str) -> None:
+        order = self.ledger.order(cid)
+        if order is None or not can_cancel(order.state):
+            return
+        self.ledger.on_order_event(cid, OrderEvent.CANCEL_REQUESTED, self._clock_ms())
+        await self.persist("cancel intent")
+        try:
+            await self._env.cancel_order(self.symbol, cid)
+        except ExchangeRejected as exc:
+            log.warning("cancel of %s refused: %s", cid, exc, extra=self._extra(cid))
+            self._event(cid, OrderEvent.CANCEL_REJECTED)
+        except ExchangeError as exc:
+            log.error("cancel of %s outcome unknown (%s)", cid, exc, extra=self._extra(cid))
+            self._event(cid, OrderEvent.CANCEL_TIMEOUT)
+        else:
+            if self._event(cid, OrderEvent.CANCEL_ACK):
+                self._notify_closed_cid(cid)
+        await self.persist("cancel sent")
+
+    def _notify_closed_cid(self, cid: str) -> None:
+        order = self.ledger.order(cid)
+        if order is not None and is_terminal(order.state):
+            self.notify_closed(order)
+
+    def _event(self, cid: str, event: OrderEvent, exchange_order_id: str | None = None) -> bool:
+        """Apply the answer to our own request; True if it changed the order's state.
+
+        A stream report can overtake the answer (the fill or the cancel report came first); then the
+        order is already past this step and the answer changes nothing.
+        """
+        before = self.ledger.order(cid)
+        if before is None:
+            return False
+        try:
+            after = self.ledger.on_order_event(cid, event, self._clock_ms(), exchange_order_id)
+        except (LocalStateError, RemoteStateError) as exc:
+            if not is_terminal(before.state):
+                log.critical("order %s: %s", cid, exc, extra=self._extra(cid))
+            return False
+        return after.state != before.state
+
+    def _extra(self, cid: str, event: str = "ORDER") -> dict[str, str]:
+        return {"STRATEGY": self.name, "SYMBOL": self.symbol, "ORDER_ID": cid, "EVENT": event}
