@@ -121,6 +121,7 @@ class PaperConfig:
 
     seed: int
     tick_interval_s: float
+    stream_latency_s: float
     fee_rate: Decimal
     balances: dict[str, Decimal]
     markets: dict[str, PaperMarketConfig]
@@ -540,7 +541,7 @@ _SECTION_KEYS: dict[str, tuple[str, ...] | None] = {
     "reconciliation": ("event",),
     "circuit_breaker": ("emergency_exit", "auto_close_after", "max_reconnect_attempts"),
     "alerts": ("apprise_urls",),
-    "paper": ("seed", "tick_interval", "fee_rate", "balances", "replay_csv", "markets"),
+    "paper": ("seed", "tick_interval", "stream_latency", "fee_rate", "balances", "replay_csv", "markets"),
     "live": ("exchange", "credentials", "urls"),
     "balances": None,
     "markets": None,
@@ -633,6 +634,9 @@ def _paper(doc: _Doc, section: _Map) -> PaperConfig:
     return PaperConfig(
         seed=0 if seed is None else _integer(doc, seed, section.at("seed")),
         tick_interval_s=_duration(doc, section, "tick_interval", "1s"),
+        stream_latency_s=0.0
+        if section.get("stream_latency") is None
+        else _duration(doc, section, "stream_latency", "1s"),
         fee_rate=fee_rate,
         balances=_balances(doc, _Map.section(doc, section, "balances")),
         markets=_markets(doc, _Map.section(doc, section, "markets")),

@@ -55,7 +55,7 @@ class PaperEnvironment(ExecutionEnvironment):
             s: SyntheticFeed(config.seed, s, m.start_price, m.volatility, m.price_step)
             for s, m in config.markets.items()
         }
-        self._stream: asyncio.Queue[UserStreamEvent] = asyncio.Queue()
+        self._stream: asyncio.Queue[tuple[float, UserStreamEvent]] = asyncio.Queue()
 
     # -- lifecycle --
 
@@ -107,11 +107,11 @@ class PaperEnvironment(ExecutionEnvironment):
         """Make the exchange's new state durable, then push its fills and order updates."""
         await self._persist()
         for fill in fills:
-            self._stream.put_nowait(fill)
+            self._push(fill)
         for cid in dict.fromkeys(f.client_order_id for f in fills):
             order = self.exchange.order(cid)
             if order is not None:
-                self._stream.put_nowait(order)
+                self._push(order)
 
     # -- the DataSource --
 
@@ -138,9 +138,17 @@ class PaperEnvironment(ExecutionEnvironment):
                 if symbol in symbols:
                     yield MarketTick(symbol, price, ts)
 
+    def _push(self, item: UserStreamEvent) -> None:
+        self._stream.put_nowait((asyncio.get_running_loop().time() + self._config.stream_latency_s, item))
+
     async def start_user_data_stream(self) -> AsyncIterator[UserStreamEvent]:
+        """Fills and order updates, each delivered ``stream_latency`` after the exchange produced it."""
+        loop = asyncio.get_running_loop()
         while True:
-            yield await self._stream.get()
+            due, item = await self._stream.get()
+            if due > loop.time():
+                await asyncio.sleep(due - loop.time())
+            yield item
 
     # -- the REST-like surface --
 
@@ -154,13 +162,13 @@ class PaperEnvironment(ExecutionEnvironment):
         order, fills = self.exchange.place_order(request, self._clock_ms())
         await self._publish(fills)
         if not fills:
-            self._stream.put_nowait(order)
+            self._push(order)
         return self.exchange.order(order.client_order_id) or order
 
     async def cancel_order(self, symbol: str, client_order_id: str) -> ExchangeOrder:
         order = self.exchange.cancel_order(symbol, client_order_id, self._clock_ms())
         await self._persist()
-        self._stream.put_nowait(order)
+        self._push(order)
         return order
 
     async def fetch_order(self, symbol: str, client_order_id: str) -> ExchangeOrder | None:
