@@ -115,7 +115,13 @@ class ControlCommands:
 
 
 def _money(value: Any) -> str:
-    return "-" if value is None else str(value)
+    """Amounts as exact plain decimals without trailing zeros ("0.39926762", not "0.399267620000000000")."""
+    if value is None:
+        return "-"
+    text = str(value)
+    if "." in text and "e" not in text.lower():
+        text = text.rstrip("0").rstrip(".")
+    return text or "0"
 
 
 def format_status(doc: Mapping[str, Any]) -> str:
@@ -131,8 +137,8 @@ def format_status(doc: Mapping[str, Any]) -> str:
     for s in doc.get("strategies", []):
         lines.append(
             f"  {s['name']:<12} {s['strategy']:<6} {s['symbol']:<10} price {_money(s['last_price'])}  "
-            f"capital {s['capital']} {s['quote']}  holdings {s['holdings']} {s['base']}  "
-            f"pnl {s['realized_pnl']}  open orders {len(s['open_orders'])}"
+            f"capital {_money(s['capital'])} {s['quote']}  holdings {_money(s['holdings'])} {s['base']}  "
+            f"pnl {_money(s['realized_pnl'])}  open orders {len(s['open_orders'])}"
         )
         for o in s["open_orders"]:
             lines.append(
