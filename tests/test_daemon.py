@@ -6,12 +6,14 @@ the source of truth: no lost fill, no fill counted twice, no duplicate order, ba
 
 from __future__ import annotations
 
+import json
 import os
 import random
 import signal
 import subprocess
 import sys
 import time
+from decimal import Decimal
 from pathlib import Path
 
 import pytest
@@ -214,3 +216,56 @@ def test_stop_signals_exit_zero_within_seconds(tmp_path: Path, sig: int) -> None
     started = time.monotonic()
     assert daemon.stop(sig) == 0
     assert time.monotonic() - started < 5
+
+
+def test_status_json_and_reconcile_cli_against_the_running_daemon(tmp_path: Path) -> None:
+    """`status --json` and `reconcile` talk to the running daemon; the reconciliation runs inside it."""
+    config = write_config(tmp_path)
+    daemon = Daemon(config, tmp_path / "daemon.log")
+    daemon.wait_trading()
+    cli = [sys.executable, "-m", "s1mpled"]
+    out = subprocess.run(
+        [*cli, "status", "--json", "--config", str(config)], capture_output=True, text=True, check=False
+    )
+    doc = json.loads(out.stdout)
+    assert doc["phase"] == "trading" and {s["name"] for s in doc["strategies"]} == {"dca-btc", "grid-eth"}
+    before = doc["last_reconciliation"]["passes"]
+    out = subprocess.run([*cli, "reconcile", "--config", str(config)], capture_output=True, text=True, check=False)
+    assert out.returncode == 0 and "reconciliation done" in out.stdout, out.stderr
+    assert daemon.status()["last_reconciliation"]["passes"] > before
+    assert daemon.stop() == 0
+
+
+def test_control_commands_fail_clearly_without_a_daemon(tmp_path: Path) -> None:
+    """`s1mpled status` with no daemon running says so and exits non-zero (no traceback)."""
+    config = write_config(tmp_path)
+    out = subprocess.run(
+        [sys.executable, "-m", "s1mpled", "status", "--config", str(config)],
+        capture_output=True, text=True, timeout=60, check=False,
+    )  # fmt: skip
+    assert out.returncode != 0 and "does not seem to run" in out.stderr and "Traceback" not in out.stderr
+
+
+def test_paper_replay_of_a_recorded_csv_drives_prices(tmp_path: Path) -> None:
+    """With paper.replay_csv the simulated exchange replays recorded prices instead of simulating them."""
+    rows = ["timestamp_ms,symbol,price"]
+    for i in range(400):
+        rows.append(f"{1_700_000_000_000 + i * 1000},ETH/USDT,{3000 - (i % 40) * 5}.00")
+        rows.append(f"{1_700_000_000_000 + i * 1000},BTC/USDT,{50000 + i}.00")
+    (tmp_path / "prices.csv").write_text("\n".join(rows) + "\n")
+    config = write_config(tmp_path)
+    config.write_text(config.read_text().replace("replay_csv: null", f"replay_csv: {tmp_path / 'prices.csv'}"))
+    daemon = Daemon(config, tmp_path / "daemon.log")
+    daemon.wait_trading()
+    doc = daemon.wait_for(lambda d: all(s["last_price"] is not None for s in d["strategies"]))
+    prices = {s["symbol"]: Decimal(s["last_price"]) for s in doc["strategies"]}
+    assert prices["BTC/USDT"] >= Decimal("50000") and prices["BTC/USDT"] == prices["BTC/USDT"].to_integral_value()
+    assert prices["ETH/USDT"] % 5 == 0
+    daemon.wait_for(lambda d: _fills(d) >= 1)
+    assert daemon.stop() == 0
+
+
+def test_paper_mode_never_imports_ccxt() -> None:
+    """Importing the whole daemon for paper mode does not import ccxt (~0.6 s and ~100 MiB)."""
+    code = "import sys, s1mpled.cli, s1mpled.operation; assert not [m for m in sys.modules if m.startswith('ccxt')]"
+    subprocess.run([sys.executable, "-c", code], check=True, timeout=60)
