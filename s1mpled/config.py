@@ -136,6 +136,9 @@ class LiveConfig:
     exchange: str
     credentials: str
     urls: dict[str, str]
+    rate_limit: bool = True  # ccxt's client-side rate limiter; only a loopback test turns it off
+    request_timeout_s: float = 10.0  # every REST call
+    heartbeat_s: float = 30.0  # a stream silent this long is dead
 
 
 @dataclass(frozen=True, slots=True)
@@ -542,7 +545,7 @@ _SECTION_KEYS: dict[str, tuple[str, ...] | None] = {
     "circuit_breaker": ("emergency_exit", "auto_close_after", "max_reconnect_attempts"),
     "alerts": ("apprise_urls",),
     "paper": ("seed", "tick_interval", "stream_latency", "fee_rate", "balances", "replay_csv", "markets"),
-    "live": ("exchange", "credentials", "urls"),
+    "live": ("exchange", "credentials", "urls", "rate_limit", "request_timeout", "heartbeat"),
     "balances": None,
     "markets": None,
     "urls": None,
@@ -690,6 +693,10 @@ def _live(doc: _Doc, section: _Map) -> LiveConfig:
         exchange=_match(doc, section.require("exchange"), section.at("exchange"), _EXCHANGE_RE),
         credentials=credentials,
         urls={} if urls is None else {key: _string(doc, node, urls.at(key)) for key, node in urls.items()},
+        rate_limit=section.get("rate_limit") is None
+        or _boolean(doc, section.require("rate_limit"), section.at("rate_limit")),
+        request_timeout_s=_duration(doc, section, "request_timeout", "10s"),
+        heartbeat_s=_duration(doc, section, "heartbeat", "30s"),
     )
 
 

@@ -25,7 +25,9 @@ from s1mpled.builder import ComponentBuilder
 from s1mpled.bus import EventBus
 from s1mpled.circuit_breaker import CircuitBreakerWorker
 from s1mpled.config import Config, load_config
+from s1mpled.connection import ConnectionMonitor
 from s1mpled.control import ControlServer
+from s1mpled.credentials import load_credentials
 from s1mpled.environments.base import ExecutionEnvironment
 from s1mpled.environments.paper import STATE_NAME as PAPER_STATE_NAME
 from s1mpled.environments.paper import PaperEnvironment
@@ -98,7 +100,20 @@ class Operation:
     def _environment(self, state_dir: StateDirectory) -> ExecutionEnvironment:
         if self.config.mode == "paper" and self.config.paper is not None:
             return PaperEnvironment(self.config.paper, state_dir.file(PAPER_STATE_NAME), self._clock_ms)
-        raise ConfigError(str(self.config.path), "mode", "live mode is not available in this version of s1mpled")
+        live = self.config.live
+        if live is None:
+            raise ConfigError(str(self.config.path), "live", "mode is live but there is no live section")
+        from s1mpled.environments.live import LiveEnvironment  # noqa: PLC0415 -- keeps ccxt out of paper mode
+
+        return LiveEnvironment(
+            live,
+            load_credentials(live.credentials, str(self.config.path)),
+            self.bus.publish,
+            max_failures=self.config.circuit_breaker.max_reconnect_attempts,
+            request_timeout_s=live.request_timeout_s,
+            heartbeat_s=live.heartbeat_s,
+            rate_limit=live.rate_limit,
+        )
 
     async def _step_a(self, state_dir: StateDirectory) -> Components:
         """Recovery step A: restore every piece of state before anything can act."""
@@ -130,7 +145,7 @@ class Operation:
         log.info("startup reconciliation done: %d correction(s)", len(report.corrections))
 
     def _wire(self, c: Components) -> None:
-        wire(self.bus, [*c.workers, c.reconciler, c.observer])
+        wire(self.bus, [*c.workers, c.reconciler, c.observer, ConnectionMonitor(self.bus.publish)])
         b = c.breaker
         self.bus.subscribe(ConnectionUnstableDetected, b.on_unstable, name="breaker.unstable")
         self.bus.subscribe(ConnectionRestored, b.on_restored, name="breaker.restored")
