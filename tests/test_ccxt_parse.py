@@ -14,7 +14,10 @@ from s1mpled.environments.ccxt_parse import decimal_of, parse_balances, parse_fi
 from s1mpled.errors import RemoteStateError
 from s1mpled.model import ExchangeOrderStatus, OrderType, Side
 
-amounts = st.decimals(min_value=0, max_value=Decimal("1e9"), places=8, allow_nan=False, allow_infinity=False)
+# up to 15 significant digits: what a double carries exactly (Binance: <= 8 decimals, < 10^7 units)
+amounts = st.decimals(
+    min_value=0, max_value=Decimal("9999999.99999999"), places=8, allow_nan=False, allow_infinity=False
+)
 
 
 def _order(**over: Any) -> dict[str, Any]:

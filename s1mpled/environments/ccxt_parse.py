@@ -102,6 +102,14 @@ def parse_order(raw: object) -> ExchangeOrder:
     )
 
 
+def _raw_first(info: Mapping[str, Any], keys: tuple[str, ...], fallback: object, what: str) -> Decimal:
+    """Binance's exact text (stream field, then REST field) if present, else ccxt's unified number."""
+    for key in keys:
+        if isinstance(info.get(key), str):
+            return decimal_of(info[key], what)
+    return decimal_of(fallback, what)
+
+
 def parse_fill(raw: object, client_order_id: str | None = None) -> Fill:
     """A ccxt unified trade -> Fill. REST trades carry no client order id: the caller passes it."""
     t = _mapping(raw, "a trade")
@@ -120,9 +128,9 @@ def parse_fill(raw: object, client_order_id: str | None = None) -> Fill:
         exchange_order_id=_text(t, "order", "a trade"),
         symbol=_text(t, "symbol", "a trade"),
         side=_enum(t, "side", Side, "a trade"),
-        price=decimal_of(t.get("price"), "trade price"),
-        amount=decimal_of(t.get("amount"), "trade amount"),
-        fee=Decimal(0) if fee_cost is None else decimal_of(fee_cost, "trade fee"),
+        price=_raw_first(info, ("L", "price"), t.get("price"), "trade price"),
+        amount=_raw_first(info, ("l", "qty"), t.get("amount"), "trade amount"),
+        fee=Decimal(0) if fee_cost is None else _raw_first(info, ("n", "commission"), fee_cost, "trade fee"),
         fee_asset=fee_asset if isinstance(fee_asset, str) else "",
         timestamp_ms=_timestamp(t),
     )
