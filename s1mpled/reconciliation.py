@@ -302,6 +302,28 @@ def facts_of(worker: ReconciledWorker) -> LedgerFacts:
     return LedgerFacts(snap, worker.prefix, orders, frozenset())
 
 
+def _order_of(c: Correction) -> str | None:
+    """The client id of the order a correction concerns, if any."""
+    if isinstance(c, AdoptOrder):
+        return c.order.client_order_id
+    if isinstance(c, ApplyFill):
+        return c.fill.client_order_id
+    if isinstance(c, SettleOrder):
+        return c.client_order_id
+    return None
+
+
+def _ledger_line(ledger: StrategyLedger, cid: str | None) -> str:
+    """What a correction changes, for its CRITICAL log line: the order (if any), holdings and capital."""
+    snap = ledger.snapshot()
+    money = f"holdings {snap.holdings} {snap.base}, capital {snap.capital} {snap.quote}"
+    if cid is None:
+        return money
+    order = ledger.order(cid)
+    state = "absent" if order is None else f"{order.state} (filled {order.filled})"
+    return f"order {cid} {state}, {money}"
+
+
 class ReconciliationMonitor(MonitorWorker):
     """Pulls the exchange's truth and force-corrects the ledgers (at startup, on schedule, after reconnects)."""
 
@@ -361,8 +383,10 @@ class ReconciliationMonitor(MonitorWorker):
         trades = tuple(fetched)
         probed: dict[str, ExchangeOrder | None] = {}
         to_probe = [(o.symbol, o.client_order_id) for f in facts for o in f.snapshot.open_orders]
-        to_probe += [
-            (t.symbol, t.client_order_id) for t in trades if not any(t.client_order_id in f.orders for f in facts)
+        to_probe += [  # an order of ours a fill names and no ledger knows (foreign orders are never queried)
+            (t.symbol, t.client_order_id)
+            for t in trades
+            if _owner(t.client_order_id, facts) != _FOREIGN and not any(t.client_order_id in f.orders for f in facts)
         ]
         for symbol, cid in to_probe:
             if cid not in listed and cid not in probed:
@@ -397,12 +421,21 @@ class ReconciliationMonitor(MonitorWorker):
         touched: dict[str, None] = {}
         for c in report.corrections:
             w = by_name[c.strategy]
+            cid = _order_of(c)
+            before = _ledger_line(w.ledger, cid)
             self._apply_one(w, c, now)
             log.critical(
-                "reconciliation corrected %s: %s",
+                "reconciliation corrected %s: %s; before: %s; after: %s",
                 c.strategy,
                 c.describe(),
-                extra={"EVENT": "RECONCILIATION_CORRECTION", "STRATEGY": c.strategy, "SYMBOL": w.symbol},
+                before,
+                _ledger_line(w.ledger, cid),
+                extra={
+                    "EVENT": "RECONCILIATION_CORRECTION",
+                    "STRATEGY": c.strategy,
+                    "SYMBOL": w.symbol,
+                    "ORDER_ID": cid or "",
+                },
             )
             touched[c.strategy] = None
         for name in touched:
