@@ -113,6 +113,7 @@ class LedgerSnapshot:
     avg_entry_price: Decimal | None  # cost_basis / holdings; None without holdings
     other_fees: tuple[tuple[str, Decimal], ...]  # fees in assets other than base and quote
     sequence: int  # the last client-order-id sequence number handed out
+    reconciled_trade_id: str | None = None  # every trade up to this id was checked by a reconciliation
 
 
 def _integer_id(trade_id: str) -> int | None:
@@ -232,6 +233,7 @@ class StrategyLedger:
         self._history: dict[str, LedgerOrder] = {}  # terminal orders, oldest first
         self._history_limit = history_limit
         self._seen = SeenTradeIds(seen_limit)
+        self._reconciled: str | None = None
 
     # ------------------------------------------------------------------ orders
 
@@ -374,6 +376,18 @@ class StrategyLedger:
         self._put(adopted)
         return None, adopted
 
+    def mark_reconciled(self, trade_id: str | None) -> bool:
+        """Advance the reconciliation cursor: every trade up to ``trade_id`` has been compared and applied.
+
+        The REST catch-up starts after this cursor, not after the highest *applied* trade: the stream
+        may deliver a later fill while losing an earlier one, and that earlier one must still be fetched.
+        """
+        number = None if trade_id is None else _integer_id(trade_id)
+        if number is None or (self._reconciled is not None and number <= int(self._reconciled)):
+            return False
+        self._reconciled = trade_id
+        return True
+
     # ------------------------------------------------------------------ reading
 
     def has_applied(self, trade_id: str) -> bool:
@@ -413,6 +427,7 @@ class StrategyLedger:
             avg_entry_price=avg,
             other_fees=tuple(sorted(self._other_fees.items())),
             sequence=self._sequence,
+            reconciled_trade_id=self._reconciled,
         )
 
     # ------------------------------------------------------------------ persistence
@@ -433,6 +448,7 @@ class StrategyLedger:
             "open_orders": [_order_to_state(o) for o in self._open.values()],
             "history": [_order_to_state(o) for o in self._history.values()],
             "seen_trades": self._seen.to_state(),
+            "reconciled_trade_id": self._reconciled,
         }
 
     @classmethod
@@ -463,6 +479,7 @@ class StrategyLedger:
         for raw in [*_get(state, "open_orders", list), *_get(state, "history", list)]:
             ledger._put(_order_from_state(raw))
         ledger._seen = SeenTradeIds.from_state(_get(state, "seen_trades", dict), seen_limit)
+        ledger._reconciled = _opt_str(state, "reconciled_trade_id") if "reconciled_trade_id" in state else None
         return ledger
 
     # ------------------------------------------------------------------ internals

@@ -26,7 +26,7 @@ import logging
 from collections import defaultdict
 from collections.abc import Awaitable, Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
-from decimal import Decimal
+from decimal import Context, Decimal, localcontext
 from typing import Protocol
 
 from s1mpled.environments.base import ExecutionEnvironment
@@ -230,7 +230,17 @@ def _signed_flows(fill: Fill, base: str, quote: str) -> tuple[Decimal, Decimal]:
     return d_base, d_quote
 
 
+_WIDE = Context(prec=60)  # like the ledger: sums of exchange amounts stay exact
+
+
 def _balance_corrections(
+    facts: Mapping[str, LedgerFacts], venue: VenueSnapshot, fills: Sequence[ApplyFill]
+) -> tuple[list[Correction], dict[str, Decimal]]:
+    with localcontext(_WIDE):
+        return _balance_corrections_exact(facts, venue, fills)
+
+
+def _balance_corrections_exact(
     facts: Mapping[str, LedgerFacts], venue: VenueSnapshot, fills: Sequence[ApplyFill]
 ) -> tuple[list[Correction], dict[str, Decimal]]:
     holdings = {s: f.snapshot.holdings for s, f in facts.items()}
@@ -374,7 +384,7 @@ class ReconciliationMonitor(MonitorWorker):
         listed = {o.client_order_id for o in open_orders}
         cursors: dict[str, str | None] = {}
         for f in facts:
-            cur = f.snapshot.last_trade_id
+            cur = f.snapshot.reconciled_trade_id
             prev = cursors.get(f.snapshot.symbol, cur)
             cursors[f.snapshot.symbol] = None if cur is None or prev is None else min(cur, prev, key=int)
         fetched: list[Fill] = []
@@ -410,12 +420,12 @@ class ReconciliationMonitor(MonitorWorker):
                 for f, w in zip(base_facts, self._workers, strict=True)
             ]
             report = reconcile(facts, venue)
-            await self._apply(report)
+            await self._apply(report, venue)
         self._summarize(trigger, report)
         await self._publish(ReconciliationCompleted(trigger, len(report.corrections), self.last_at_ms or 0))
         return report
 
-    async def _apply(self, report: Report) -> None:
+    async def _apply(self, report: Report, venue: VenueSnapshot) -> None:
         by_name = {w.name: w for w in self._workers}
         now = self._clock_ms()
         touched: dict[str, None] = {}
@@ -438,6 +448,10 @@ class ReconciliationMonitor(MonitorWorker):
                 },
             )
             touched[c.strategy] = None
+        for w in self._workers:  # every trade fetched this pass is now applied: advance the cursor
+            ids = [int(t.trade_id) for t in venue.trades if t.symbol == w.symbol and t.trade_id.isdigit()]
+            if ids and w.ledger.mark_reconciled(str(max(ids))):
+                touched.setdefault(w.name, None)
         for name in touched:
             await by_name[name].persist("reconciliation")
         self.last_report, self.last_at_ms = report, now

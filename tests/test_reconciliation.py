@@ -969,3 +969,27 @@ def test_stream_fill_overtaking_the_pass_is_not_applied_twice(state_dir: StateDi
     report = run(main)
     assert report.corrections == ()
     assert rig.worker("a").ledger.snapshot().holdings == D(1)
+
+
+def test_a_fill_the_stream_skipped_is_found_even_after_later_fills_arrived(state_dir: StateDirectory) -> None:
+    """The catch-up starts after the last *reconciled* trade, so fill N is fetched even when N+1 was streamed."""
+    rig = Rig(state_dir)
+
+    async def main() -> StrategyWorker:
+        await rig.env.start()
+        await rig.monitor.reconcile("startup")
+        w = rig.worker("c")  # alone on ETH/USDT: its own cursor decides
+        first = await rig.intent("c", Side.BUY, "1", None)  # fills at once; the stream "loses" this fill
+        second = await rig.intent("c", Side.BUY, "1", None)
+        for cid in (first, second):
+            w.ledger.on_order_event(cid, OrderEvent.SUBMIT_ACK, NOW)
+        [late] = [t for t in rig.env.exchange.trades() if t.client_order_id == second]
+        assert w.ledger.apply_fill(late)  # only the later fill arrived through the stream
+        report = await rig.monitor.reconcile("schedule")
+        assert [type(c).__name__ for c in report.corrections] == ["ApplyFill"]
+        assert (await rig.monitor.reconcile("schedule")).corrections == ()
+        return w
+
+    w = run(main)
+    assert w.ledger.snapshot().holdings == D(2)
+    assert w.ledger.snapshot().reconciled_trade_id == rig.env.exchange.trades()[-1].trade_id

@@ -1,0 +1,20 @@
+"""A Binance-spot-compatible exchange simulator on 127.0.0.1, for tests and demos of the live path.
+
+The daemon talks to it through the real ``ccxt.pro.binance`` (REST ``/api/v3``, the WebSocket API
+``/ws-api/v3`` for the user data stream, public streams under ``/stream``), so the live connector is
+exercised end to end without a real exchange. Orders, balances and fills come from the project's
+one matching engine (:class:`s1mpled.environments.paper_exchange.SimulatedExchange`), prices from
+:class:`s1mpled.environments.feeds.SyntheticFeed`. Faults (5xx, 429, slow and lost responses,
+resets, garbage bodies, dropped / stalled / refused WebSockets, clock skew) are injected in-process
+or over ``/__admin`` -- see :mod:`s1mpled.exchange_sim.faults`.
+
+Modules: ``config`` (SimConfig), ``auth`` (signatures, Binance errors), ``wire`` / ``marketdata``
+(JSON shapes), ``venue`` (the account), ``faults``, ``rest``, ``ws``, ``server`` (ExchangeSimulator),
+``__main__`` (``python -m s1mpled.exchange_sim``). Never imported by paper mode or by the daemon.
+"""
+
+from s1mpled.exchange_sim.config import DEFAULT_API_KEY, DEFAULT_API_SECRET, SimConfig, SimMarket
+from s1mpled.exchange_sim.faults import FAULT_NAMES
+from s1mpled.exchange_sim.server import ExchangeSimulator
+
+__all__ = ["DEFAULT_API_KEY", "DEFAULT_API_SECRET", "FAULT_NAMES", "ExchangeSimulator", "SimConfig", "SimMarket"]

@@ -1,0 +1,165 @@
+"""The REST side: ``/api/v3/...`` handlers and the middleware that applies the HTTP faults.
+
+Handlers are thin: read the raw query string and form body, check the signature (private
+endpoints), call the :class:`Venue`, send the user events it returns to the streams, and answer
+JSON -- or a Binance error ``{"code", "msg"}`` with its HTTP status. The middleware asks the
+:class:`FaultPlan` what to do with each request before and after the handler runs.
+
+Endpoints: GET ping, time, exchangeInfo, ticker/price, ticker/24hr, ticker/bookTicker (public);
+GET account, POST order, GET order, DELETE order, GET openOrders, DELETE openOrders, GET myTrades
+(signed, ``X-MBX-APIKEY``).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import logging
+import socket
+import struct
+from collections import Counter
+from collections.abc import Awaitable, Callable, Mapping
+from typing import Any
+
+from aiohttp import web
+
+from s1mpled.exchange_sim.auth import BinanceError, Credentials, parse_params, verify_rest
+from s1mpled.exchange_sim.faults import FaultPlan, HttpDecision
+from s1mpled.exchange_sim.venue import Venue
+
+__all__ = ["RestApi", "abort_connection"]
+
+log = logging.getLogger("s1mpled.exchange_sim.rest")
+Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
+_HTML_ERROR = "<html><head><title>{status}</title></head><body><h1>{status} Service Error</h1></body></html>"
+_MALFORMED = {
+    "html": ("<!DOCTYPE html><html><body><h1>Checking your browser...</h1></body></html>", "text/html"),
+    "json": ('{"symbol": "BTCUSDT", "orderId": 12, "status": "NE', "application/json"),
+    "empty": ("", "application/json"),
+}
+
+
+def abort_connection(request: web.Request, rst: bool) -> None:
+    """Kill the request's TCP connection without an answer (``rst``: send a reset, not a FIN)."""
+    transport = request.transport
+    if transport is None:
+        return
+    if rst:
+        sock = transport.get_extra_info("socket")
+        if sock is not None:
+            sock.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, struct.pack("ii", 1, 0))
+    transport.abort()
+
+
+def _json(data: object, status: int = 200) -> web.Response:
+    return web.Response(text=json.dumps(data), status=status, content_type="application/json")
+
+
+class RestApi:
+    """The ``/api/v3`` routes of one simulator."""
+
+    def __init__(
+        self,
+        venue: Venue,
+        faults: FaultPlan,
+        creds: Credentials,
+        *,
+        push_user: Callable[[list[dict[str, Any]]], None],
+        now_ms: Callable[[], int],
+        wall_ms: Callable[[], int],
+    ) -> None:
+        self._venue, self._faults, self._creds = venue, faults, creds
+        self._push_user, self._now_ms, self._wall_ms = push_user, now_ms, wall_ms
+        self.requests: Counter[tuple[str, str]] = Counter()  # (method, path) of every /api request seen
+
+    def routes(self) -> list[web.RouteDef]:
+        public = self._public
+        signed = self._signed
+        venue = self._venue
+        return [
+            web.get("/api/v3/ping", public(lambda p, now: {})),
+            web.get("/api/v3/time", public(lambda p, now: {"serverTime": now})),
+            web.get("/api/v3/exchangeInfo", public(venue.exchange_info)),
+            web.get("/api/v3/ticker/price", public(lambda p, now: venue.tickers("price", p, now))),
+            web.get("/api/v3/ticker/24hr", public(lambda p, now: venue.tickers("24hr", p, now))),
+            web.get("/api/v3/ticker/bookTicker", public(lambda p, now: venue.tickers("book", p, now))),
+            web.get("/api/v3/account", signed(venue.account)),
+            web.post("/api/v3/order", signed(self._with_events(venue.place))),
+            web.get("/api/v3/order", signed(lambda p, now: venue.get_order(p))),
+            web.delete("/api/v3/order", signed(self._with_events(venue.cancel))),
+            web.get("/api/v3/openOrders", signed(lambda p, now: venue.open_orders(p))),
+            web.delete("/api/v3/openOrders", signed(self._with_events(venue.cancel_all))),
+            web.get("/api/v3/myTrades", signed(lambda p, now: venue.my_trades(p))),
+        ]
+
+    def _with_events(
+        self, command: Callable[[Mapping[str, str], int], tuple[Any, list[dict[str, Any]]]]
+    ) -> Callable[[Mapping[str, str], int], Any]:
+        """Run a command and push the user events it caused before answering."""
+
+        def run(params: Mapping[str, str], now_ms: int) -> Any:
+            answer, events = command(params, now_ms)
+            self._push_user(events)
+            return answer
+
+        return run
+
+    def _public(self, call: Callable[[Mapping[str, str], int], object]) -> Handler:
+        async def handle(request: web.Request) -> web.StreamResponse:
+            try:
+                params = parse_params(request.rel_url.raw_query_string, "")
+                return _json(call(params, self._now_ms()))
+            except BinanceError as exc:
+                return _json(exc.body(), exc.status)
+
+        return handle
+
+    def _signed(self, call: Callable[[Mapping[str, str], int], object]) -> Handler:
+        async def handle(request: web.Request) -> web.StreamResponse:
+            body = await request.text()  # cached if the middleware read it already
+            now = self._now_ms()
+            try:
+                params = verify_rest(
+                    request.rel_url.raw_query_string, body, request.headers.get("X-MBX-APIKEY"), self._creds, now
+                )
+                return _json(call(params, now))
+            except BinanceError as exc:
+                return _json(exc.body(), exc.status)
+
+        return handle
+
+    @web.middleware
+    async def fault_middleware(self, request: web.Request, handler: Handler) -> web.StreamResponse:
+        """Apply the HTTP faults to ``/api/`` requests (see :mod:`.faults`)."""
+        if not request.path.startswith("/api/"):
+            return await handler(request)
+        self.requests[request.method, request.path] += 1
+        decision = self._faults.http(request.method, request.path, self._wall_ms())
+        if request.can_read_body:
+            await request.read()  # a delayed request is executed even if the client gives up meanwhile
+        if decision.delay_ms:
+            await asyncio.sleep(decision.delay_ms / 1000)
+        if decision.before is not None:
+            return self._fail_before(request, decision)
+        response = await handler(request)
+        if decision.after == "lost":
+            log.info("dropping the answer to %s %s", request.method, request.path, extra={"EVENT": "SIM_LOST_RESPONSE"})
+            abort_connection(request, rst=False)
+            return response
+        if decision.after == "malformed":
+            text, content_type = _MALFORMED[decision.kind]
+            return web.Response(text=text, status=200, content_type=content_type)
+        return response
+
+    def _fail_before(self, request: web.Request, decision: HttpDecision) -> web.StreamResponse:
+        if decision.before == "reset":
+            abort_connection(request, rst=True)
+            return web.Response(status=500)  # never reaches the client
+        if decision.status in (418, 429):
+            body = {"code": -1003, "msg": "Too many requests; current limit of IP is 6000 requests per minute."}
+            response = _json(body, decision.status)
+            response.headers["Retry-After"] = str(decision.retry_after)
+            return response
+        return web.Response(
+            text=_HTML_ERROR.format(status=decision.status), status=decision.status, content_type="text/html"
+        )

@@ -1,0 +1,419 @@
+"""The simulated Binance account: request parameters in, Binance answers and user events out.
+
+It wraps the one matching engine of the project, :class:`SimulatedExchange` (orders, balances,
+fills), and the :class:`SyntheticFeed` (prices); it adds only what Binance says about orders and
+the engine does not keep (market ids, timeInForce, cumulative quote, maker flags, cancel ids) and
+validates parameters so that each rejection carries the Binance code ccxt maps to the right
+exception. Pure: no I/O, no clock (``now_ms`` is passed in); every command returns the answer and
+the user-stream events it caused, and the server decides whom to send them to.
+"""
+
+from __future__ import annotations
+
+import json
+import re
+from collections.abc import Mapping
+from dataclasses import dataclass, field, replace
+from decimal import ROUND_DOWN, Context, InvalidOperation
+from decimal import Decimal as D
+from typing import Any
+
+from s1mpled.environments.feeds import SyntheticFeed
+from s1mpled.environments.paper_exchange import MarketSpec, SimulatedExchange
+from s1mpled.errors import ExchangeRejected
+from s1mpled.exchange_sim.auth import BinanceError, mandatory
+from s1mpled.exchange_sim.config import SimConfig, SimMarket
+from s1mpled.exchange_sim.marketdata import MarketStats, exchange_info
+from s1mpled.exchange_sim.wire import (
+    OrderExtra,
+    account_json,
+    account_position,
+    execution_report,
+    fmt,
+    order_json,
+    order_state,
+    trade_json,
+    trade_state,
+)
+from s1mpled.model import ExchangeOrder, ExchangeOrderStatus, Fill, OrderRequest, OrderType, Side
+
+__all__ = ["PriceUpdate", "Venue"]
+
+Json = dict[str, Any]
+_WIDE = Context(prec=100)
+_NUMBER = re.compile(r"[0-9]{1,20}(\.[0-9]{1,20})?")
+_CLIENT_ID = re.compile(r"[.A-Z:/a-z0-9_-]{1,36}")
+_INSUFFICIENT = "Account has insufficient balance for requested action."
+
+
+@dataclass(frozen=True)
+class PriceUpdate:
+    """What one price move caused: user events (fills) and public stream events by stream name."""
+
+    user_events: list[Json] = field(default_factory=list)
+    public_events: list[tuple[str, Json]] = field(default_factory=list)
+
+
+def _decimal(params: Mapping[str, str], name: str) -> D | None:
+    text = params.get(name)
+    if text is None or text == "":
+        return None
+    if not _NUMBER.fullmatch(text):
+        raise BinanceError(
+            -1100,
+            f"Illegal characters found in parameter '{name}'; legal range is '^([0-9]{{1,20}})(\\.[0-9]{{1,20}})?$'.",
+        )
+    try:
+        return D(text)
+    except InvalidOperation:  # pragma: no cover - the regex admits only valid numbers
+        raise BinanceError(-1100, f"Illegal characters found in parameter '{name}'.") from None
+
+
+def _integer(params: Mapping[str, str], name: str) -> int | None:
+    text = params.get(name)
+    if text is None or text == "":
+        return None
+    if not text.isascii() or not text.lstrip("-").isdigit():
+        raise BinanceError(-1100, f"Illegal characters found in parameter '{name}'; legal range is '^[0-9]{{1,20}}$'.")
+    return int(text)
+
+
+def _required(params: Mapping[str, str], name: str) -> str:
+    value = params.get(name)
+    if not value:
+        raise mandatory(name)
+    return value
+
+
+class Venue:
+    """One Binance spot account on top of the shared matching engine and price feed."""
+
+    def __init__(self, config: SimConfig, now_ms: int) -> None:
+        self._config = config
+        self._markets = {m.symbol: m for m in config.markets}
+        self._by_id = {m.market_id: m for m in config.markets}
+        specs = {m.symbol: MarketSpec(m.symbol, m.price_step, m.amount_step, m.liquidity) for m in config.markets}
+        self.exchange = SimulatedExchange(specs, config.balances, config.fee_rate)
+        self._feeds = {
+            m.symbol: SyntheticFeed(config.seed, m.symbol, m.start_price, m.volatility, m.price_step)
+            for m in config.markets
+        }
+        self._stats = {m.symbol: MarketStats.start(m, now_ms) for m in config.markets}
+        self._extra: dict[str, OrderExtra] = {}  # by client order id
+        self._cid_by_order_id: dict[int, str] = {}
+        self._maker: dict[str, bool] = {}  # by trade id
+        self._filled: dict[str, D] = {}  # by client order id: filled so far, as the fills were reported
+        self._step = 0
+        self._auto_ids = 0
+        for m in config.markets:
+            self.exchange.on_price(m.symbol, m.start_price, now_ms)
+
+    # ----------------------------------------------------------------- lookups
+
+    @property
+    def markets(self) -> list[SimMarket]:
+        return list(self._markets.values())
+
+    def market(self, market_id: str) -> SimMarket:
+        """The market of a Binance id, or -1121."""
+        market = self._by_id.get(market_id)
+        if market is None:
+            raise BinanceError(-1121, "Invalid symbol.")
+        return market
+
+    def _symbol_param(self, params: Mapping[str, str]) -> SimMarket:
+        return self.market(_required(params, "symbol"))
+
+    def _find(self, params: Mapping[str, str], market: SimMarket, not_found: BinanceError) -> ExchangeOrder:
+        order_id = _integer(params, "orderId")
+        cid = params.get("origClientOrderId") or None
+        if order_id is None and cid is None:
+            raise BinanceError(-1102, "Param 'origClientOrderId' or 'orderId' must be sent, but both were empty/null!")
+        if order_id is not None:
+            found = self._cid_by_order_id.get(order_id)
+            if found is None or (cid is not None and cid != found):
+                raise not_found
+            cid = found
+        assert cid is not None
+        order = self.exchange.order(cid)
+        if order is None or order.symbol != market.symbol:
+            raise not_found
+        return order
+
+    def _new_client_id(self, prefix: str) -> str:
+        self._auto_ids += 1
+        return f"{prefix}{self._auto_ids:016d}"
+
+    # ----------------------------------------------------------------- private REST
+
+    def account(self, params: Mapping[str, str], now_ms: int) -> Json:
+        """``GET /api/v3/account``."""
+        omit_zero = params.get("omitZeroBalances") == "true"
+        balances = [b for b in self.exchange.balances().values() if not omit_zero or b.total != 0]
+        return account_json(balances, self._config.fee_rate, now_ms)
+
+    def place(self, params: Mapping[str, str], now_ms: int) -> tuple[Json, list[Json]]:
+        """``POST /api/v3/order``: the answer (ACK, RESULT or FULL) and the user events."""
+        market = self._symbol_param(params)
+        req, tif, resp_type = self._order_request(params, market)
+        if self.exchange.order(req.client_order_id) is not None:
+            raise BinanceError(-2010, "Duplicate order sent.")
+        try:
+            order, fills = self.exchange.place_order(req, now_ms)
+        except ExchangeRejected as exc:
+            msg = _INSUFFICIENT if "insufficient funds" in str(exc) else str(exc)
+            raise BinanceError(-2010, msg) from None
+        self._cid_by_order_id[int(order.exchange_order_id)] = order.client_order_id
+        extra = OrderExtra(market.market_id, tif, D(0), now_ms)
+        self._extra[order.client_order_id] = extra
+        opened = replace(order, filled=D(0), status=ExchangeOrderStatus.OPEN)
+        events = [execution_report(opened, extra, now_ms)]
+        events += self._fill_events(fills, maker=False, now_ms=now_ms)
+        events.append(self._position(market, now_ms))
+        return self._place_answer(self.exchange.order(req.client_order_id) or order, fills, resp_type, now_ms), events
+
+    def _order_request(self, params: Mapping[str, str], market: SimMarket) -> tuple[OrderRequest, str | None, str]:
+        side_text = _required(params, "side")
+        if side_text not in ("BUY", "SELL"):
+            raise BinanceError(-1117, "Invalid side.")
+        type_text = _required(params, "type")
+        if type_text not in ("LIMIT", "MARKET"):
+            raise BinanceError(-1116, "Invalid orderType.")
+        cid = params.get("newClientOrderId") or self._new_client_id("sim")
+        if not _CLIENT_ID.fullmatch(cid):
+            raise BinanceError(-1100, "Illegal characters found in parameter 'newClientOrderId'.")
+        resp_type = params.get("newOrderRespType") or "FULL"
+        if resp_type not in ("ACK", "RESULT", "FULL"):
+            raise BinanceError(-1100, "Illegal characters found in parameter 'newOrderRespType'.")
+        side = Side.BUY if side_text == "BUY" else Side.SELL
+        if type_text == "LIMIT":
+            tif = _required(params, "timeInForce")
+            if tif != "GTC":
+                raise BinanceError(-1115, "Invalid timeInForce.")
+            price = _decimal(params, "price")
+            if price is None:
+                raise mandatory("price")
+            amount = self._quantity(params, market, None)
+            self._check_filters(market, amount, price)
+            return OrderRequest(cid, market.symbol, side, OrderType.LIMIT, amount, price), tif, resp_type
+        if params.get("price"):
+            raise BinanceError(-1106, "Parameter 'price' sent when not required.")
+        amount = self._quantity(params, market, _decimal(params, "quoteOrderQty"))
+        self._check_filters(market, amount, None)
+        return OrderRequest(cid, market.symbol, side, OrderType.MARKET, amount), None, resp_type
+
+    def _quantity(self, params: Mapping[str, str], market: SimMarket, quote_qty: D | None) -> D:
+        quantity = _decimal(params, "quantity")
+        if (quantity is None) == (quote_qty is None):
+            if quantity is None:
+                raise BinanceError(-1102, "Param 'quantity' or 'quoteOrderQty' must be sent, but both were empty/null!")
+            raise BinanceError(-1106, "Parameter 'quoteOrderQty' sent when not required.")
+        if quantity is not None:
+            return quantity
+        assert quote_qty is not None
+        last = self.exchange.last_price(market.symbol) or market.start_price
+        units = _WIDE.divide(quote_qty, _WIDE.multiply(last, market.amount_step)).to_integral_value(ROUND_DOWN)
+        return _WIDE.multiply(units, market.amount_step)
+
+    @staticmethod
+    def _check_filters(market: SimMarket, amount: D, price: D | None) -> None:
+        if price is not None and (price <= 0 or _WIDE.remainder(price, market.price_step) != 0):
+            raise BinanceError(-1013, "Filter failure: PRICE_FILTER")
+        if amount < market.amount_step or _WIDE.remainder(amount, market.amount_step) != 0:
+            raise BinanceError(-1013, "Filter failure: LOT_SIZE")
+
+    def _place_answer(self, order: ExchangeOrder, fills: list[Fill], resp_type: str, now_ms: int) -> Json:
+        extra = self._extra[order.client_order_id]
+        if resp_type == "ACK":
+            return {
+                "symbol": extra.market_id,
+                "orderId": int(order.exchange_order_id),
+                "orderListId": -1,
+                "clientOrderId": order.client_order_id,
+                "transactTime": now_ms,
+            }
+        answer = order_json(order, extra)
+        for key in ("stopPrice", "icebergQty", "time", "updateTime", "isWorking"):
+            answer.pop(key)
+        answer["transactTime"] = now_ms
+        if resp_type == "FULL":
+            answer["fills"] = [
+                {
+                    "price": fmt(f.price),
+                    "qty": fmt(f.amount),
+                    "commission": fmt(f.fee),
+                    "commissionAsset": f.fee_asset,
+                    "tradeId": int(f.trade_id),
+                }
+                for f in fills
+            ]
+        return answer
+
+    def get_order(self, params: Mapping[str, str]) -> Json:
+        """``GET /api/v3/order`` by ``orderId`` or ``origClientOrderId``."""
+        market = self._symbol_param(params)
+        order = self._find(params, market, BinanceError(-2013, "Order does not exist."))
+        return order_json(order, self._extra[order.client_order_id])
+
+    def cancel(self, params: Mapping[str, str], now_ms: int) -> tuple[Json, list[Json]]:
+        """``DELETE /api/v3/order``: unknown or no longer open orders are -2011."""
+        market = self._symbol_param(params)
+        unknown = BinanceError(-2011, "Unknown order sent.")
+        order = self._find(params, market, unknown)
+        if order.status is not ExchangeOrderStatus.OPEN:
+            raise unknown
+        return self._cancel(order, market, params.get("newClientOrderId") or None, now_ms)
+
+    def cancel_all(self, params: Mapping[str, str], now_ms: int) -> tuple[list[Json], list[Json]]:
+        """``DELETE /api/v3/openOrders`` for one symbol."""
+        market = self._symbol_param(params)
+        answers: list[Json] = []
+        events: list[Json] = []
+        for order in self.exchange.open_orders():
+            if order.symbol == market.symbol:
+                answer, more = self._cancel(order, market, None, now_ms)
+                answers.append(answer)
+                events += more
+        return answers, events
+
+    def _cancel(
+        self, order: ExchangeOrder, market: SimMarket, cancel_id: str | None, now_ms: int
+    ) -> tuple[Json, list[Json]]:
+        canceled = self.exchange.cancel_order(market.symbol, order.client_order_id, now_ms)
+        extra = replace(self._extra[order.client_order_id], update_ms=now_ms)
+        self._extra[order.client_order_id] = extra
+        cancel_cid = cancel_id or self._new_client_id("cancel")
+        answer = order_json(canceled, extra)
+        for key in ("stopPrice", "icebergQty", "time", "updateTime", "isWorking", "workingTime"):
+            answer.pop(key)
+        answer.update({"origClientOrderId": order.client_order_id, "clientOrderId": cancel_cid, "transactTime": now_ms})
+        report = execution_report(canceled, extra, now_ms, cancel_client_id=cancel_cid)
+        return answer, [report, self._position(market, now_ms)]
+
+    def open_orders(self, params: Mapping[str, str]) -> list[Json]:
+        """``GET /api/v3/openOrders``, of one symbol or (without ``symbol``) of all."""
+        symbol = self._symbol_param(params).symbol if params.get("symbol") else None
+        return [
+            order_json(o, self._extra[o.client_order_id])
+            for o in self.exchange.open_orders()
+            if symbol is None or o.symbol == symbol
+        ]
+
+    def my_trades(self, params: Mapping[str, str]) -> list[Json]:
+        """``GET /api/v3/myTrades``: ``fromId`` (trade id >=), ``orderId``, ``startTime``/``endTime``, ``limit``."""
+        market = self._symbol_param(params)
+        order_id, from_id = _integer(params, "orderId"), _integer(params, "fromId")
+        start, end = _integer(params, "startTime"), _integer(params, "endTime")
+        limit = min(_integer(params, "limit") or 500, 1000)
+        trades = [
+            f
+            for f in self.exchange.trades(market.symbol)
+            if (order_id is None or int(f.exchange_order_id) == order_id)
+            and (from_id is None or int(f.trade_id) >= from_id)
+            and (start is None or f.timestamp_ms >= start)
+            and (end is None or f.timestamp_ms <= end)
+        ]
+        chosen = trades[:limit] if from_id is not None or start is not None else trades[-limit:]
+        return [trade_json(f, market.market_id, self._maker[f.trade_id]) for f in chosen]
+
+    # ----------------------------------------------------------------- public REST
+
+    def exchange_info(self, params: Mapping[str, str], now_ms: int) -> Json:
+        """``GET /api/v3/exchangeInfo`` (``symbol`` or ``symbols=["A","B"]`` narrow it)."""
+        wanted: list[str] | None = None
+        if params.get("symbol"):
+            wanted = [params["symbol"]]
+        elif params.get("symbols"):
+            try:
+                loaded = json.loads(params["symbols"])
+            except ValueError:
+                raise BinanceError(-1100, "Illegal characters found in parameter 'symbols'.") from None
+            wanted = [str(s) for s in loaded] if isinstance(loaded, list) else None
+        markets = self.markets if wanted is None else [self.market(s) for s in wanted]
+        return exchange_info(markets, now_ms)
+
+    def tickers(self, kind: str, params: Mapping[str, str], now_ms: int) -> Json | list[Json]:
+        """``GET /api/v3/ticker/{price,24hr,bookTicker}``, of one symbol or of all."""
+        markets = [self._symbol_param(params)] if params.get("symbol") else self.markets
+
+        def one(market: SimMarket) -> Json:
+            stats = self._stats[market.symbol]
+            if kind == "price":
+                return {"symbol": market.market_id, "price": fmt(stats.last)}
+            if kind == "24hr":
+                return stats.ticker_24hr(now_ms)
+            return stats.book_ticker()
+
+        answers = [one(m) for m in markets]
+        return answers[0] if params.get("symbol") else answers
+
+    # ----------------------------------------------------------------- prices
+
+    def tick(self, now_ms: int) -> PriceUpdate:
+        """Move every market one step along its synthetic feed and match the resting orders."""
+        self._step += 1
+        update = PriceUpdate()
+        for symbol, feed in self._feeds.items():
+            price = feed.price_at(self._step, self._stats[symbol].last)
+            self._merge(update, self.set_price(symbol, price, now_ms))
+        return update
+
+    def set_price(self, symbol: str, price: D, now_ms: int) -> PriceUpdate:
+        """One public trade at ``price``: resting orders it crosses fill (at their limit price)."""
+        market = self._markets.get(symbol)
+        if market is None:
+            raise ValueError(f"unknown symbol {symbol!r}")
+        if price <= 0 or _WIDE.remainder(price, market.price_step) != 0:
+            raise ValueError(f"{symbol}: price {price} is not a positive multiple of {market.price_step}")
+        stats = self._stats[symbol]
+        down = price < stats.last
+        fills = self.exchange.on_price(symbol, price, now_ms)
+        stats.record(price)
+        user = self._fill_events(fills, maker=True, now_ms=now_ms)
+        if fills:
+            user.append(self._position(market, now_ms))
+        return PriceUpdate(user, stats.events(now_ms, buyer_maker=down))
+
+    @staticmethod
+    def _merge(into: PriceUpdate, more: PriceUpdate) -> None:
+        into.user_events.extend(more.user_events)
+        into.public_events.extend(more.public_events)
+
+    def _fill_events(self, fills: list[Fill], maker: bool, now_ms: int) -> list[Json]:
+        """Record each fill's extras and describe it as an executionReport with x = TRADE."""
+        events: list[Json] = []
+        for fill in fills:
+            self._maker[fill.trade_id] = maker
+            extra = self._extra[fill.client_order_id]
+            quote = _WIDE.add(extra.quote_qty, _WIDE.multiply(fill.price, fill.amount))
+            extra = replace(extra, quote_qty=quote, update_ms=now_ms)
+            self._extra[fill.client_order_id] = extra
+            final = self.exchange.order(fill.client_order_id)
+            assert final is not None
+            # the order as it was right after this fill (one order may fill several times in one batch)
+            filled = _WIDE.add(self._filled.get(fill.client_order_id, D(0)), fill.amount)
+            self._filled[fill.client_order_id] = filled
+            status = ExchangeOrderStatus.OPEN if filled < final.amount else ExchangeOrderStatus.CLOSED
+            at_fill = replace(final, filled=filled, status=status)
+            events.append(execution_report(at_fill, extra, now_ms, fill=fill, maker=maker))
+        return events
+
+    def _position(self, market: SimMarket, now_ms: int) -> Json:
+        balances = self.exchange.balances()
+        base, quote = market.symbol.split("/")
+        return account_position([balances[base], balances[quote]], now_ms)
+
+    # ----------------------------------------------------------------- admin
+
+    def snapshot(self, now_ms: int) -> Json:
+        """Everything a test needs to compare a ledger with the exchange (``GET /__admin/state``)."""
+        orders = [self.exchange.order(cid) for cid in self._extra]
+        return {
+            "server_time_ms": now_ms,
+            "step": self._step,
+            "last_prices": {s: str(st.last) for s, st in self._stats.items()},
+            "balances": {a: {"free": str(b.free), "used": str(b.used)} for a, b in self.exchange.balances().items()},
+            "open_orders": [order_state(o) for o in self.exchange.open_orders()],
+            "orders": {o.client_order_id: order_state(o) for o in orders if o is not None},
+            "trades": [trade_state(f, self._maker[f.trade_id]) for f in self.exchange.trades()],
+        }
