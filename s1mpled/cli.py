@@ -175,6 +175,9 @@ def main(argv: Sequence[str] | None = None) -> int:
         return code
     except KeyboardInterrupt:
         return 130
+    except BrokenPipeError:  # `s1mpled state show X | head`: the reader left, which is not our error
+        sys.stderr.close()
+        return 0
     except Exception:  # a bug: show everything, exit like a crashed daemon so systemd restarts it
         import traceback
 

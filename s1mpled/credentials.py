@@ -47,7 +47,10 @@ def resolve_credentials_path(name: str, env: Mapping[str, str], config_file: str
             f"{name!r} is a systemd credential name, but $CREDENTIALS_DIRECTORY is not set "
             "(run under the s1mpled unit with LoadCredential=, or give a path)",
         )
-    return Path(directory) / name
+    plain, packaged = Path(directory) / name, Path(directory) / f"s1mpled_{name}"
+    # The packaged units load the whole /etc/s1mpled/credentials folder (LoadCredential=s1mpled:DIR),
+    # which systemd exposes as s1mpled_<file>; a unit with its own LoadCredential=NAME:PATH gives NAME.
+    return packaged if not plain.exists() and packaged.exists() else plain
 
 
 def load_credentials(name: str, config_file: str, env: Mapping[str, str] | None = None) -> Credentials:

@@ -17,7 +17,7 @@ import asyncio
 import logging
 import signal
 import time
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 
 from s1mpled.alerts import Alerter
@@ -31,7 +31,7 @@ from s1mpled.credentials import load_credentials
 from s1mpled.environments.base import ExecutionEnvironment
 from s1mpled.environments.paper import STATE_NAME as PAPER_STATE_NAME
 from s1mpled.environments.paper import PaperEnvironment
-from s1mpled.errors import ConfigError, S1mpledError
+from s1mpled.errors import ConfigError, LocalStateError, S1mpledError
 from s1mpled.events import (
     ConnectionRestored,
     ConnectionUnstableDetected,
@@ -119,7 +119,14 @@ class Operation:
         """Recovery step A: restore every piece of state before anything can act."""
         self._set_phase("loading-state", "recovery A: loading state")
         env = self._environment(state_dir)
-        await env.start()
+        try:
+            await env.start()
+            return self._build(state_dir, env)
+        except BaseException:
+            await env.close()  # never leave a half-open exchange client behind a failed start
+            raise
+
+    def _build(self, state_dir: StateDirectory, env: ExecutionEnvironment) -> Components:
         workers = ComponentBuilder(self.config, state_dir, env, self.bus.publish, self._clock_ms).workers()
         cb = self.config.circuit_breaker
         breaker = CircuitBreakerWorker(
@@ -157,10 +164,27 @@ class Operation:
         symbols = tuple(sorted({w.symbol for w in c.workers}))
         async for tick in c.env.market_data(symbols):
             await self.bus.publish(MarketData(tick))
+        raise LocalStateError("the market data stream ended")  # it never should: crash and recover
 
     async def _pump_user_stream(self, c: Components) -> None:
         async for item in c.env.start_user_data_stream():
             await self.bus.publish(TradeExecuted(item) if isinstance(item, Fill) else OrderUpdated(item))
+        raise LocalStateError("the user data stream ended")
+
+    @staticmethod
+    async def _guarded(name: str, work: Awaitable[None]) -> None:
+        """A stream pump that a library cancels without us asking must fail loudly, not vanish.
+
+        A TaskGroup treats a child that ends "cancelled" as fine; a silently dead stream would leave
+        the daemon running blind.
+        """
+        task = asyncio.current_task()
+        try:
+            await work
+        except asyncio.CancelledError:
+            if task is not None and task.cancelling():
+                raise
+            raise LocalStateError(f"the {name} pump was cancelled from inside; restarting") from None
 
     # -- running --
 
@@ -177,8 +201,9 @@ class Operation:
         while True:
             await asyncio.sleep(5)
             self.notifier.status(self.steady_status())
-            if self.components is not None:
+            if self.components is not None and self.phase == "trading":
                 await self.components.breaker.maybe_auto_close()
+                await self.components.reconciler.follow_up()
 
     async def _signals(self) -> None:
         """SIGTERM/SIGINT set the stop event (the main path shuts down); SIGHUP reloads."""
@@ -222,6 +247,8 @@ class Operation:
         for w in c.workers:
             w.trading = False
         async with asyncio.timeout(self.config.shutdown_timeout_s):
+            await self.bus.drain()  # fills already received are applied now, not "found missing" next start
+            await c.reconciler.stop()
             for w in c.workers:
                 async with w.lock:
                     await w.save_state()
@@ -238,11 +265,15 @@ class Operation:
                     tg.create_task(server.serve())
                     c = await self._step_a(state_dir)
                     self.components = c
-                    await self._step_b(c)
+                    try:
+                        await self._step_b(c)
+                    except BaseException:
+                        await c.env.close()  # release connections before the failure propagates
+                        raise
                     self._wire(c)
                     tg.create_task(self.bus.run())
-                    tg.create_task(self._pump_user_stream(c))
-                    tg.create_task(self._pump_market(c))
+                    tg.create_task(self._guarded("user stream", self._pump_user_stream(c)))
+                    tg.create_task(self._guarded("market data", self._pump_market(c)))
                     tg.create_task(Scheduler(self._schedules(), self.bus.publish, MonotonicClock()).run())
                     tg.create_task(self._status_loop())
                     tg.create_task(self.notifier.run_watchdog(lambda: True, watchdog_interval()))

@@ -25,7 +25,7 @@ import contextlib
 import logging
 from collections import defaultdict
 from collections.abc import Awaitable, Callable, Iterable, Mapping, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from decimal import Context, Decimal, localcontext
 from typing import Protocol
 
@@ -78,6 +78,7 @@ class VenueSnapshot:
     probed: Mapping[str, ExchangeOrder | None]
     trades: tuple[Fill, ...]
     balances: Mapping[str, Balance]
+    at_ms: int = 0  # when the snapshot was taken (decides whether a request may still be in flight)
 
 
 @dataclass(frozen=True, slots=True)
@@ -144,6 +145,7 @@ class Report:
     corrections: tuple[Correction, ...]
     external_orders: tuple[ExchangeOrder, ...] = ()
     external_surplus: Mapping[str, Decimal] = field(default_factory=dict)
+    unsettled: tuple[str, ...] = ()  # orders the exchange does not show yet but may still receive
 
 
 def _owner(cid: str, facts: Sequence[LedgerFacts]) -> str:
@@ -190,23 +192,48 @@ def _exchange_view(
     return venue.probed[cid]
 
 
+IN_FLIGHT_MS = 15_000  # > Binance's recvWindow (5 s) + our timeout: a later request is refused by the exchange
+_DEAD = (OrderState.NOT_PLACED, OrderState.REJECTED)  # terminal without ever trading
+
+
+def _revivals(facts: Mapping[str, LedgerFacts], fills: Sequence[ApplyFill]) -> list[SettleOrder]:
+    """An order we wrote off (not placed, rejected) that the exchange shows trading: it exists after all."""
+    out: dict[str, SettleOrder] = {}
+    for f in fills:
+        order = facts[f.strategy].orders.get(f.fill.client_order_id)
+        if order is not None and order.state in _DEAD and order.client_order_id not in out:
+            out[order.client_order_id] = SettleOrder(
+                f.strategy, order.client_order_id, order.state, OrderState.OPEN, order.filled
+            )
+    return list(out.values())
+
+
 def _settlements(
-    facts: Mapping[str, LedgerFacts], venue: VenueSnapshot, fills: Sequence[ApplyFill]
-) -> list[SettleOrder]:
+    facts: Mapping[str, LedgerFacts],
+    venue: VenueSnapshot,
+    fills: Sequence[ApplyFill],
+    revived: Sequence[SettleOrder],
+    in_flight_ms: int,
+) -> tuple[list[SettleOrder], list[str]]:
     open_by_cid = {o.client_order_id: o for o in venue.open_orders}
     added: dict[str, Decimal] = defaultdict(Decimal)
     for f in fills:
         added[f.fill.client_order_id] += f.fill.amount
-    out = []
+    revived_ids = {r.client_order_id for r in revived}
+    out, unsettled = [], []
     for strategy, fact in facts.items():
-        for order in fact.snapshot.open_orders:
+        orders = [*fact.snapshot.open_orders]
+        orders += [replace(o, state=OrderState.OPEN) for o in fact.orders.values() if o.client_order_id in revived_ids]
+        for order in orders:
             seen = _exchange_view(order, venue, open_by_cid)
             if seen is None:
-                after = (
-                    OrderState.NOT_PLACED
-                    if order.state in (OrderState.PENDING, OrderState.UNRESOLVED)
-                    else OrderState.EXPIRED
-                )
+                if order.state in (OrderState.PENDING, OrderState.UNRESOLVED):
+                    if venue.at_ms - order.updated_ms < in_flight_ms:
+                        unsettled.append(order.client_order_id)  # the request may still land: ask again later
+                        continue
+                    after = OrderState.NOT_PLACED
+                else:
+                    after = OrderState.EXPIRED
                 filled = order.filled
             else:
                 after = state_for_status(seen.status)
@@ -216,7 +243,7 @@ def _settlements(
                 continue  # the missed fills move it to FILLED themselves
             if after != order.state or filled != expected_filled:
                 out.append(SettleOrder(strategy, order.client_order_id, order.state, after, filled))
-    return out
+    return out, unsettled
 
 
 def _signed_flows(fill: Fill, base: str, quote: str) -> tuple[Decimal, Decimal]:
@@ -274,19 +301,33 @@ def _balance_corrections_exact(
     return corrections, surplus
 
 
-def reconcile(ledgers: Sequence[LedgerFacts], venue: VenueSnapshot) -> Report:
-    """Compare the ledgers with the exchange; pure. Corrections are listed in the order to apply them."""
+def reconcile(ledgers: Sequence[LedgerFacts], venue: VenueSnapshot, in_flight_ms: int = IN_FLIGHT_MS) -> Report:
+    """Compare the ledgers with the exchange; pure. Corrections are listed in the order to apply them.
+
+    A PENDING or UNRESOLVED order the exchange does not know is declared NOT_PLACED only once no
+    request for it can still arrive (``in_flight_ms`` after its last change); until then it is
+    reported ``unsettled`` and left alone.
+    """
     facts = {f.snapshot.strategy: f for f in ledgers}
     fills = _missed_fills(facts, venue)
     adoptions = _adoptions(facts, venue, fills)
-    settlements = _settlements(facts, venue, fills)
+    revived = _revivals(facts, fills)
+    settlements, unsettled = _settlements(facts, venue, fills, revived, in_flight_ms)
     balances, surplus = _balance_corrections(facts, venue, fills)
     external = tuple(o for o in venue.open_orders if _owner(o.client_order_id, ledgers) == _FOREIGN)
-    corrections: tuple[Correction, ...] = (*adoptions, *fills, *settlements, *balances)
-    return Report(corrections, external, surplus)
+    corrections: tuple[Correction, ...] = (*adoptions, *revived, *fills, *settlements, *balances)
+    return Report(corrections, external, surplus, tuple(unsettled))
 
 
 # ---------------------------------------------------------------------------------------------- the monitor
+
+
+def _known_alive(cid: str, facts: Sequence[LedgerFacts]) -> bool:
+    for f in facts:
+        order = f.orders.get(cid)
+        if order is not None:
+            return order.state not in _DEAD
+    return False
 
 
 class ReconciledWorker(Protocol):
@@ -350,6 +391,8 @@ class ReconciliationMonitor(MonitorWorker):
         self._env, self._workers, self._publish, self._clock_ms = env, workers, publish, clock_ms
         self._event = schedule_event
         self._running = asyncio.Lock()
+        self._stopped = False
+        self._follow_up_at: int | None = None
         self.last_report: Report | None = None
         self.last_at_ms: int | None = None
         self.last_trigger: str | None = None
@@ -365,8 +408,22 @@ class ReconciliationMonitor(MonitorWorker):
     async def _on_reconnect(self, event: ConnectionRestored) -> None:
         await self._reconcile_logged(f"reconnect:{event.stream}")
 
+    async def stop(self) -> None:
+        """No pass starts after this; returns once a pass under way has finished (before the client closes)."""
+        self._stopped = True
+        async with self._running:
+            pass
+
+    async def follow_up(self) -> None:
+        """Run the extra pass a previous one asked for (orders it could not settle yet), when it is due."""
+        due = self._follow_up_at
+        if due is not None and self._clock_ms() >= due:
+            await self._reconcile_logged("follow-up")
+
     async def _reconcile_logged(self, trigger: str) -> None:
         """A periodic pass that fails is logged and retried next time; it never corrects anything."""
+        if self._stopped:
+            return
         try:
             await self.reconcile(trigger)
         except ExchangeError as exc:
@@ -393,15 +450,15 @@ class ReconciliationMonitor(MonitorWorker):
         trades = tuple(fetched)
         probed: dict[str, ExchangeOrder | None] = {}
         to_probe = [(o.symbol, o.client_order_id) for f in facts for o in f.snapshot.open_orders]
-        to_probe += [  # an order of ours a fill names and no ledger knows (foreign orders are never queried)
+        to_probe += [  # an order of ours a fill names that no ledger knows, or that one wrote off
             (t.symbol, t.client_order_id)
             for t in trades
-            if _owner(t.client_order_id, facts) != _FOREIGN and not any(t.client_order_id in f.orders for f in facts)
+            if _owner(t.client_order_id, facts) != _FOREIGN and not _known_alive(t.client_order_id, facts)
         ]
         for symbol, cid in to_probe:
             if cid not in listed and cid not in probed:
                 probed[cid] = await self._env.fetch_order(symbol, cid)
-        return VenueSnapshot(open_orders, probed, trades, balances)
+        return VenueSnapshot(open_orders, probed, trades, balances, self._clock_ms())
 
     async def reconcile(self, trigger: str) -> Report:
         """One full pass: lock the ledgers, pull, diff, correct, persist, then notify the strategies."""
@@ -419,8 +476,9 @@ class ReconciliationMonitor(MonitorWorker):
                 )
                 for f, w in zip(base_facts, self._workers, strict=True)
             ]
-            report = reconcile(facts, venue)
+            report = reconcile(facts, venue, self._env.in_flight_ms)
             await self._apply(report, venue)
+        self._follow_up_at = self._clock_ms() + self._env.in_flight_ms if report.unsettled else None
         self._summarize(trigger, report)
         await self._publish(ReconciliationCompleted(trigger, len(report.corrections), self.last_at_ms or 0))
         return report

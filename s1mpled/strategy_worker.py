@@ -37,6 +37,7 @@ from s1mpled.events import (
     ScheduledEvent,
     TradeExecuted,
 )
+from s1mpled.failpoints import failpoint
 from s1mpled.ledger import LedgerOrder, StrategyLedger
 from s1mpled.model import ExchangeOrderStatus, Fill, OrderRequest, OrderType, Side
 from s1mpled.orders import OrderEvent, OrderState, can_cancel, client_order_id, is_terminal, probe_event
@@ -160,14 +161,16 @@ class StrategyWorker(ExecutionWorker, StatefulPlugin):
         self.last_price = event.tick.price
         if self.trading:
             async with self.lock:
-                await self._flush()
-                await self._decide(self.strategy.on_tick)
+                if self.trading:  # a shutdown may have begun while we waited for the lock
+                    await self._flush()
+                    await self._decide(self.strategy.on_tick)
 
     async def on_schedule(self, event: ScheduledEvent) -> None:
         if self.trading:
             async with self.lock:
-                await self._flush()
-                await self._decide(lambda view: self.strategy.on_event(event.name, view))
+                if self.trading:
+                    await self._flush()
+                    await self._decide(lambda view: self.strategy.on_event(event.name, view))
 
     def on_halt(self, event: HaltNewSignals) -> None:
         self.halted = True
@@ -180,12 +183,14 @@ class StrategyWorker(ExecutionWorker, StatefulPlugin):
         if not fill.client_order_id.startswith(self.prefix):
             return
         async with self.lock:
+            failpoint("fill.before_apply")
             try:
                 applied = self.ledger.apply_fill(fill)
             except RemoteStateError as exc:
                 log.critical("%s; reconciliation will settle it", exc, extra=self._extra(fill.client_order_id))
                 return
             if applied:
+                failpoint("fill.after_apply")
                 log.info(
                     "fill %s: %s %s @ %s", fill.trade_id, fill.side, fill.amount, fill.price,
                     extra=self._extra(fill.client_order_id, "TRADE_EXECUTED"),
@@ -280,6 +285,7 @@ class StrategyWorker(ExecutionWorker, StatefulPlugin):
             self._dropped(signal)
             return
         await self.persist("order intent")  # durable before the request leaves
+        failpoint("order.after_intent")
         try:
             placed = await self._env.create_order(req)
         except ExchangeRejected as exc:
@@ -290,6 +296,7 @@ class StrategyWorker(ExecutionWorker, StatefulPlugin):
             log.error("order %s outcome unknown (%s): UNRESOLVED", cid, exc, extra=self._extra(cid))
             self._event(cid, OrderEvent.SUBMIT_TIMEOUT)
         else:
+            failpoint("order.after_send")
             self._event(cid, OrderEvent.SUBMIT_ACK, placed.exchange_order_id)
             log.info(
                 "order %s placed: %s %s %s @ %s", cid, signal.side, signal.type, signal.amount, signal.price,

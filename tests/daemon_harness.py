@@ -16,7 +16,7 @@ from collections import defaultdict
 from dataclasses import dataclass
 from decimal import Decimal
 from pathlib import Path
-from typing import Any
+from typing import Any, ClassVar
 
 import yaml
 
@@ -68,6 +68,8 @@ def frozen_config(directory: Path) -> Path:
 class Daemon:
     """One ``s1mpled run`` process with its log in a file."""
 
+    running: ClassVar[list[Daemon]] = []  # killed after each test by tests/conftest.py, even when it fails
+
     def __init__(self, config: Path, log: Path) -> None:
         self.config, self.log_path = config, log
         self._log = log.open("ab")
@@ -80,6 +82,7 @@ class Daemon:
             env=env,
             cwd=config.parent,
         )
+        Daemon.running.append(self)
 
     def status(self, timeout: float = 5.0) -> dict[str, Any]:
         socket = Path(yaml.safe_load(self.config.read_text())["control_socket"])
@@ -106,11 +109,27 @@ class Daemon:
     def wait_trading(self, timeout: float = 30.0) -> dict[str, Any]:
         return self.wait_for(lambda d: d["phase"] == "trading", timeout)
 
+    def reconcile(self, timeout: float = 60.0) -> dict[str, Any]:
+        """Run a reconciliation inside the daemon (what `s1mpled reconcile` does) and return its report."""
+        socket = Path(yaml.safe_load(self.config.read_text())["control_socket"])
+        result = asyncio.run(request(socket, "reconcile", timeout_s=timeout))
+        assert isinstance(result, dict)
+        return result
+
     def stop(self, sig: int = signal.SIGTERM, timeout: float = 20.0) -> int:
         self.proc.send_signal(sig)
         code = self.proc.wait(timeout=timeout)
         self._log.close()
         return code
+
+    @classmethod
+    def kill_leftovers(cls) -> None:
+        """SIGKILL every daemon a test left running (a failed assertion must not leave orphans)."""
+        for d in cls.running:
+            if d.proc.poll() is None:
+                d.proc.kill()
+                d.proc.wait(timeout=10)
+        cls.running.clear()
 
     def log_tail(self, lines: int = 60) -> str:
         self._log.flush()

@@ -6,6 +6,7 @@ import asyncio
 import logging
 from collections import Counter, defaultdict
 from collections.abc import Callable, Coroutine, Iterable, Iterator, Mapping
+from dataclasses import replace
 from decimal import Decimal as D
 from pathlib import Path
 from typing import Any, TypeVar
@@ -32,6 +33,7 @@ from s1mpled.model import (
 )
 from s1mpled.orders import OrderEvent, OrderState, can_cancel, client_order_id, order_prefix
 from s1mpled.reconciliation import (
+    IN_FLIGHT_MS,
     AdoptOrder,
     ApplyFill,
     Correction,
@@ -149,7 +151,7 @@ def venue(
     balances: Mapping[str, str] | None = None,
 ) -> VenueSnapshot:
     bal = {a: Balance(a, D(v), D(0)) for a, v in (balances or {"USDT": "1000", "BTC": "0"}).items()}
-    return VenueSnapshot(tuple(open_orders), dict(probed or {}), tuple(trades), bal)
+    return VenueSnapshot(tuple(open_orders), dict(probed or {}), tuple(trades), bal, NOW)
 
 
 def placed(h: Holder, seq: int, state: OrderState = S.OPEN, **kw: Any) -> OrderRequest:
@@ -541,7 +543,8 @@ class World:
                 total = b.total * eighths / 8  # exact, like every amount an exchange reports
                 balances[asset] = Balance(asset, max(total - b.used, D(0)), min(b.used, total))
                 tampered = True
-        return VenueSnapshot(tuple(self.ex.open_orders()), probed, tuple(self.ex.trades()), balances), tampered
+        at = self.now + IN_FLIGHT_MS  # reconciled once no request of the history can still be in flight
+        return VenueSnapshot(tuple(self.ex.open_orders()), probed, tuple(self.ex.trades()), balances, at), tampered
 
 
 def _expected_state(order: ExchangeOrder | None) -> set[OrderState]:
@@ -768,7 +771,7 @@ class Rig:
             D(amount),
             None if price is None else D(price),
         )
-        w.ledger.record_intent(req, self.clock.now, tag="t")
+        w.ledger.record_intent(req, self.clock.now - IN_FLIGHT_MS, tag="t")  # long enough ago to be settled
         await w.save_state()
         if send:
             await self.env.create_order(req)
@@ -993,3 +996,29 @@ def test_a_fill_the_stream_skipped_is_found_even_after_later_fills_arrived(state
     w = run(main)
     assert w.ledger.snapshot().holdings == D(2)
     assert w.ledger.snapshot().reconciled_trade_id == rig.env.exchange.trades()[-1].trade_id
+
+
+def test_an_order_whose_request_may_still_be_in_flight_is_left_unsettled() -> None:
+    """A timed-out order the exchange does not show yet is not written off until no request can still land."""
+    a = Holder("a")
+    req = placed(a, 1, S.PENDING)
+    young = VenueSnapshot((), {req.client_order_id: None}, (), {"USDT": Balance("USDT", D(1000), D(0))}, 2 + 1000)
+    report = reconcile(facts([a], young), young)
+    assert report.corrections == () and report.unsettled == (req.client_order_id,)
+    old = replace(young, at_ms=2 + IN_FLIGHT_MS)
+    assert reconcile(facts([a], old), old).corrections == (
+        SettleOrder("a", req.client_order_id, S.PENDING, S.NOT_PLACED, D(0)),
+    )
+
+
+def test_an_order_written_off_that_the_exchange_shows_filled_is_revived() -> None:
+    """If a request landed after we declared it NOT_PLACED, its fill revives it: settle, then apply, no crash."""
+    a = Holder("a")
+    req = placed(a, 1, S.PENDING)
+    a.ledger.on_order_event(req.client_order_id, E.PROBE_NOT_FOUND, 3)
+    filled = ex_order(req, X.CLOSED, filled=str(req.amount))
+    v = venue(probed={req.client_order_id: filled}, trades=[trade(1, req, str(req.amount))])
+    report = assert_settled([a], v)
+    assert [type(c).__name__ for c in report.corrections[:2]] == ["SettleOrder", "ApplyFill"]
+    order = a.ledger.order(req.client_order_id)
+    assert order is not None and order.state is S.FILLED

@@ -27,7 +27,7 @@ from s1mpled.events import (
 )
 from s1mpled.model import ExchangeOrderStatus, Fill, MarketTick, OrderRequest, OrderType, Side
 from s1mpled.orders import OrderState, client_order_id, order_prefix
-from s1mpled.reconciliation import ReconciliationMonitor
+from s1mpled.reconciliation import IN_FLIGHT_MS, ReconciliationMonitor
 from s1mpled.state import StateDirectory
 from s1mpled.state.inspect import inspect
 from s1mpled.strategies.base import CancelOrder, FillView, PlaceOrder, Signal, Strategy, StrategyView
@@ -292,7 +292,11 @@ def test_reconciliation_settles_an_unresolved_order_and_tells_the_strategy(state
         await s.start()
         s.env.fail_next = ExchangeUnavailable("timeout")
         await s.tick()
+        s.env.in_flight_ms = IN_FLIGHT_MS  # as for a remote exchange: a timed-out request may still land
         monitor = ReconciliationMonitor(s.env, [s.worker], s.publish, s.clock, "tick")
+        early = await monitor.reconcile("test")  # not written off yet
+        assert early.corrections == () and early.unsettled == (cid(1),)
+        s.clock.now += IN_FLIGHT_MS
         report = await monitor.reconcile("test")
         assert len(report.corrections) == 1
         await s.tick()  # delivers the closure, then the strategy re-arms with a new order

@@ -30,6 +30,9 @@ class ExecutionEnvironment(ABC):
     """Where orders go and where the truth about them comes from."""
 
     name: str = "environment"
+    #: How long after an order request was sent (or timed out) the exchange may still act on it; a
+    #: probe that finds no such order is conclusive only after this (Binance: recvWindow + margin).
+    in_flight_ms: int = 15_000
 
     @abstractmethod
     async def start(self) -> None:

@@ -89,6 +89,8 @@ class LiveEnvironment(ExecutionEnvironment):
     """Orders and truth from a real (or simulated, on loopback) exchange through ccxt."""
 
     name = "live"
+    RECV_WINDOW_MS = 5000  # Binance refuses a signed request older than this: it bounds "in flight"
+    in_flight_ms = RECV_WINDOW_MS + 2000  # plus clock-skew margin
 
     def __init__(
         self,
@@ -133,7 +135,7 @@ class LiveEnvironment(ExecutionEnvironment):
                     "fetchCurrencies": False,
                     "fetchMargins": False,
                     "adjustForTimeDifference": False,
-                    "recvWindow": 5000,
+                    "recvWindow": self.RECV_WINDOW_MS,
                     "fetchOpenOrders": {"warnWithoutSymbol": False},
                     "warnOnFetchOpenOrdersWithoutSymbol": False,
                 },
@@ -149,9 +151,11 @@ class LiveEnvironment(ExecutionEnvironment):
             raise ConfigError("live.credentials", "api_key", f"the exchange refused the API key ({exc})") from None
 
     async def close(self) -> None:
-        if self._ex is not None:
+        if self._ex is not None and not getattr(self, "_closed", False):
+            self._closed = True
             try:
-                await asyncio.wait_for(self._ex.close(), self._timeout_s)
+                async with asyncio.timeout(self._timeout_s):
+                    await self._ex.close()
             except Exception as exc:  # closing is best effort; the process may be exiting
                 log.warning("closing the exchange client: %s", exc)
 
@@ -162,9 +166,14 @@ class LiveEnvironment(ExecutionEnvironment):
         return self._ex
 
     async def _call(self, awaitable: Awaitable[Any], what: str, timeout_s: float | None = None) -> Any:
-        """Run one ccxt call under a deadline; classify whatever goes wrong."""
+        """Run one ccxt call under a deadline; classify whatever goes wrong.
+
+        ``asyncio.timeout`` rather than ``wait_for``: on Python 3.11 ``wait_for`` can swallow a
+        cancellation that races with completion, which would keep a stopping daemon alive.
+        """
         try:
-            return await asyncio.wait_for(awaitable, timeout_s or self._timeout_s)
+            async with asyncio.timeout(timeout_s or self._timeout_s):
+                return await awaitable
         except asyncio.CancelledError:
             raise
         except TimeoutError:
@@ -239,9 +248,8 @@ class LiveEnvironment(ExecutionEnvironment):
         import ccxt  # noqa: PLC0415 -- live mode only
 
         try:
-            raw = await asyncio.wait_for(
-                self.exchange.fetch_order("", symbol, {"origClientOrderId": client_order_id}), self._timeout_s
-            )
+            async with asyncio.timeout(self._timeout_s):
+                raw = await self.exchange.fetch_order("", symbol, {"origClientOrderId": client_order_id})
         except ccxt.OrderNotFound:
             return None
         except asyncio.CancelledError:
@@ -281,42 +289,69 @@ class LiveEnvironment(ExecutionEnvironment):
             self.links[name] = Link(name, self._max_failures, self._heartbeat_s, self._backoff)
         return self.links[name]
 
-    async def _drop_ws_clients(self) -> None:
-        """ccxt keeps a wedged client after some failures: close and forget every WS connection."""
+    async def _drop_ws_clients(self, family: str) -> None:
+        """Close and forget this stream family's WS connections (ccxt can keep a wedged one).
+
+        Only the failing family's: closing a shared client cancels the other streams' pending watches.
+        """
         for url, client in list(getattr(self.exchange, "clients", {}).items()):
+            if family not in url:
+                continue
             try:
-                await asyncio.wait_for(client.close(), 2)
+                async with asyncio.timeout(2):
+                    await client.close()
             except Exception as exc:  # best effort on a broken socket
                 log.debug("closing ws client %s: %s", url, exc)
             self.exchange.clients.pop(url, None)
 
-    async def _supervised(self, name: str, watch: Callable[[], Awaitable[list[Any]]]) -> AsyncIterator[list[Any]]:
-        """Yield batches from ``watch`` forever; reconnect with backoff, publish LOST/RESTORED."""
+    async def _attempt(self, watch: Callable[[], Awaitable[list[Any]]], quiet_ok: bool) -> tuple[list[Any], str | None]:
+        """One watch under the heartbeat deadline: (batch, None) or ([], why it failed)."""
+        task = asyncio.current_task()
+        try:
+            async with asyncio.timeout(self._heartbeat_s):  # not wait_for: it can swallow a cancel
+                return list(await watch()), None
+        except asyncio.CancelledError:
+            if task is not None and task.cancelling():
+                raise
+            return [], "its connection was closed under it"  # ccxt cancelled our watch, nobody cancelled us
+        except TimeoutError:
+            return [], None if quiet_ok else f"no data for {self._heartbeat_s:.0f} s"
+        except Exception as exc:  # ccxt / network errors
+            return [], f"{exc!r}"
+
+    async def _supervised(
+        self, name: str, family: str, watch: Callable[[], Awaitable[list[Any]]], *, quiet_ok: bool
+    ) -> AsyncIterator[list[Any]]:
+        """Yield batches from ``watch`` forever; reconnect with backoff, publish LOST/RESTORED.
+
+        ``quiet_ok``: silence is normal (a private stream of an idle account). ccxt's own pings detect a
+        dead connection there, so a watch that merely times out proves the connection is up.
+        """
         link = self._link(name)
+        task = asyncio.current_task()
         while True:
+            if task is not None and task.cancelling():
+                raise asyncio.CancelledError  # a library swallowed our cancellation: honour it anyway
             delay = link.next_delay(self._rng)
             if delay:
                 await asyncio.sleep(delay)
-            try:
-                batch = await asyncio.wait_for(watch(), self._heartbeat_s)
-            except asyncio.CancelledError:
-                raise
-            except Exception as exc:  # TimeoutError = heartbeat missed; the rest: ccxt/network
-                why = f"no data for {self._heartbeat_s:.0f} s" if isinstance(exc, TimeoutError) else f"{exc!r}"
-                log.warning("%s stream failed (%s); reconnecting", name, why, extra={"EVENT": "STREAM_FAILED"})
-                for event in link.on_failure(why):
+            batch, failure = await self._attempt(watch, quiet_ok)
+            if failure is not None:
+                log.warning("%s stream failed (%s); reconnecting", name, failure, extra={"EVENT": "STREAM_FAILED"})
+                for event in link.on_failure(failure):
                     await self._publish(event)
-                await self._drop_ws_clients()
+                await self._drop_ws_clients(family)
                 continue
             now = time.monotonic()
             if not link.connected:
                 for event in link.on_connected(now):
                     await self._publish(event)
             link.on_data(now)
-            yield batch
+            if batch:
+                yield batch
 
     async def market_data(self, symbols: tuple[str, ...]) -> AsyncIterator[MarketTick]:
-        async for batch in self._supervised("market", lambda: self._watch_tickers(symbols)):
+        async for batch in self._supervised("market", "/stream", lambda: self._watch_tickers(symbols), quiet_ok=False):
             for tick in batch:
                 yield tick
 
@@ -335,7 +370,7 @@ class LiveEnvironment(ExecutionEnvironment):
         queue: asyncio.Queue[UserStreamEvent] = asyncio.Queue()
 
         async def pump(name: str, watch: Callable[[], Awaitable[list[Any]]]) -> None:
-            async for batch in self._supervised(name, watch):
+            async for batch in self._supervised(name, "/ws-api", watch, quiet_ok=True):
                 for item in batch:
                     queue.put_nowait(item)
 

@@ -34,6 +34,7 @@ __all__ = ["STATE_NAME", "PaperEnvironment"]
 
 log = logging.getLogger("s1mpled.environments.paper")
 STATE_NAME = "paper-exchange.state.json"
+PRICE_PERSIST_S = 10.0  # a price-only tick is persisted at most this often
 
 
 def wall_ms() -> int:
@@ -44,6 +45,7 @@ class PaperEnvironment(ExecutionEnvironment):
     """The simulated exchange, persisted through the state store and driven by a price feed."""
 
     name = "paper"
+    in_flight_ms = 0  # in-process: a request either happened or it did not, nothing is in transit
 
     def __init__(self, config: PaperConfig, state_file: StateFile, clock_ms: Callable[[], int] = wall_ms) -> None:
         self._config, self._file, self._clock_ms = config, state_file, clock_ms
@@ -55,6 +57,7 @@ class PaperEnvironment(ExecutionEnvironment):
             s: SyntheticFeed(config.seed, s, m.start_price, m.volatility, m.price_step)
             for s, m in config.markets.items()
         }
+        self._persisted_at = float("-inf")
         self._stream: asyncio.Queue[tuple[float, UserStreamEvent]] = asyncio.Queue()
 
     # -- lifecycle --
@@ -103,9 +106,16 @@ class PaperEnvironment(ExecutionEnvironment):
         state["replay_index"] = self._replay_index
         await self._file.save(state)
 
-    async def _publish(self, fills: list[Fill]) -> None:
-        """Make the exchange's new state durable, then push its fills and order updates."""
-        await self._persist()
+    async def _publish(self, fills: list[Fill], *, account_changed: bool = True) -> None:
+        """Make the exchange's new state durable, then push its fills and order updates.
+
+        A tick that only moved prices changes no account, so it is persisted at most every
+        ``PRICE_PERSIST_S`` (a restart then replays a few seconds of the price path, nothing else).
+        """
+        now = asyncio.get_running_loop().time()
+        if account_changed or fills or now - self._persisted_at >= PRICE_PERSIST_S:
+            await self._persist()
+            self._persisted_at = now
         for fill in fills:
             self._push(fill)
         for cid in dict.fromkeys(f.client_order_id for f in fills):
@@ -133,7 +143,7 @@ class PaperEnvironment(ExecutionEnvironment):
             await asyncio.sleep(self._config.tick_interval_s)
             prices = self._next_prices()
             fills = [f for s, p, ts in prices for f in self.exchange.on_price(s, p, ts)]
-            await self._publish(fills)
+            await self._publish(fills, account_changed=False)
             for symbol, price, ts in prices:
                 if symbol in symbols:
                     yield MarketTick(symbol, price, ts)
