@@ -2,7 +2,7 @@
 VENV ?= .venv
 PY := $(VENV)/bin/python
 
-.PHONY: setup run test lint typecheck pytest bench
+.PHONY: setup run test lint typecheck pytest bench deb
 
 setup:
 	VENV=$(VENV) bash packaging/dev-setup.sh
@@ -24,3 +24,13 @@ pytest:
 
 bench: setup
 	$(PY) bench/state_save.py
+	$(PY) bench/state_torture.py
+	$(PY) bench/startup.py
+	$(PY) bench/throughput.py
+	$(PY) bench/reconcile.py
+	$(PY) bench/fill_latency.py
+	$(PY) bench/reconnect.py
+
+# The Debian package (needs root for apt-get and about two minutes): prints the .deb's path.
+deb:
+	bash packaging/build-deb.sh

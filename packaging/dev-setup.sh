@@ -7,7 +7,8 @@ cd "$(dirname "$0")/.."
 VENV=${VENV:-.venv}
 PYTHON=${PYTHON:-python3}
 # libsystemd-dev + pkg-config: systemd-python compiles against libsystemd.
-APT_PACKAGES=(libsystemd-dev pkg-config gcc)
+# systemd (systemd-analyze), dpkg-dev, gnupg: tests/test_packaging.py checks the units and the apt repo script.
+APT_PACKAGES=(libsystemd-dev pkg-config gcc systemd dpkg-dev gnupg)
 
 missing=()
 for p in "${APT_PACKAGES[@]}"; do

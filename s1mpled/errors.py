@@ -23,6 +23,7 @@ from __future__ import annotations
 __all__ = [
     "EX_CONFIG",
     "EX_SOFTWARE",
+    "EX_UNAVAILABLE",
     "EX_TEMPFAIL",
     "ConfigError",
     "ControlError",
@@ -38,6 +39,7 @@ __all__ = [
     "StateLockedError",
 ]
 
+EX_UNAVAILABLE = 69  # the daemon (control socket) is not there
 EX_SOFTWARE = 70  # internal error / broken invariant: let the supervisor restart us
 EX_TEMPFAIL = 75  # a dependency (the exchange) is unavailable at startup: retry later
 EX_CONFIG = 78  # configuration error: restarting cannot help
@@ -110,3 +112,5 @@ class ExchangeRejected(ExchangeError):
 
 class ControlError(S1mpledError):
     """The control socket could not be reached or answered with an error."""
+
+    exit_code = EX_UNAVAILABLE
