@@ -23,8 +23,8 @@ from __future__ import annotations
 __all__ = [
     "EX_CONFIG",
     "EX_SOFTWARE",
-    "EX_UNAVAILABLE",
     "EX_TEMPFAIL",
+    "EX_UNAVAILABLE",
     "ConfigError",
     "ControlError",
     "ExchangeError",
