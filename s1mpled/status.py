@@ -13,6 +13,7 @@ from typing import TYPE_CHECKING, Any
 
 from s1mpled.control import Handler
 from s1mpled.errors import ControlError
+from s1mpled.failpoints import failpoint
 from s1mpled.reconciliation import Report
 from s1mpled.strategy_worker import StrategyWorker
 
@@ -78,6 +79,7 @@ class ControlCommands:
         return c
 
     async def status(self, args: Mapping[str, Any]) -> dict[str, Any]:
+        failpoint("control.status")
         op, c = self._op, self._op.components
         doc: dict[str, Any] = {
             "operation": op.config.operation,
