@@ -148,26 +148,36 @@ class Report:
     unsettled: tuple[str, ...] = ()  # orders the exchange does not show yet but may still receive
 
 
-def _owner(cid: str, facts: Sequence[LedgerFacts]) -> str:
-    for f in facts:
-        if cid.startswith(f.prefix):
-            return f.snapshot.strategy
-    return _FOREIGN
+class _Owners:
+    """Which strategy a client order id belongs to: one dict lookup per prefix length, built once per pass."""
+
+    def __init__(self, facts: Iterable[LedgerFacts]) -> None:
+        by_length: dict[int, dict[str, str]] = defaultdict(dict)
+        for f in facts:
+            by_length[len(f.prefix)][f.prefix] = f.snapshot.strategy
+        self._table = sorted(by_length.items())
+
+    def __call__(self, cid: str) -> str:
+        for length, owners in self._table:
+            strategy = owners.get(cid[:length])
+            if strategy is not None:
+                return strategy
+        return _FOREIGN
 
 
-def _missed_fills(facts: Mapping[str, LedgerFacts], venue: VenueSnapshot) -> list[ApplyFill]:
-    owners = list(facts.values())
+def _missed_fills(facts: Mapping[str, LedgerFacts], venue: VenueSnapshot, owner: _Owners) -> list[ApplyFill]:
     out = []
     for fill in sorted(venue.trades, key=lambda f: (f.symbol, int(f.trade_id) if f.trade_id.isdigit() else 0)):
-        strategy = _owner(fill.client_order_id, owners)
+        strategy = owner(fill.client_order_id)
         if strategy != _FOREIGN and fill.trade_id not in facts[strategy].applied_trade_ids:
             out.append(ApplyFill(strategy, fill))
     return out
 
 
-def _adoptions(facts: Mapping[str, LedgerFacts], venue: VenueSnapshot, fills: Iterable[ApplyFill]) -> list[AdoptOrder]:
+def _adoptions(
+    facts: Mapping[str, LedgerFacts], venue: VenueSnapshot, fills: Iterable[ApplyFill], owner: _Owners
+) -> list[AdoptOrder]:
     """Orders of ours that the exchange has (open, or named by a missed fill) and no ledger knows."""
-    owners = list(facts.values())
     candidates: dict[str, ExchangeOrder] = {o.client_order_id: o for o in venue.open_orders}
     for f in fills:
         probed = venue.probed.get(f.fill.client_order_id)
@@ -175,7 +185,7 @@ def _adoptions(facts: Mapping[str, LedgerFacts], venue: VenueSnapshot, fills: It
             candidates.setdefault(probed.client_order_id, probed)
     out = []
     for cid, order in candidates.items():
-        strategy = _owner(cid, owners)
+        strategy = owner(cid)
         if strategy != _FOREIGN and cid not in facts[strategy].orders:
             out.append(AdoptOrder(strategy, order))
     return out
@@ -309,12 +319,13 @@ def reconcile(ledgers: Sequence[LedgerFacts], venue: VenueSnapshot, in_flight_ms
     reported ``unsettled`` and left alone.
     """
     facts = {f.snapshot.strategy: f for f in ledgers}
-    fills = _missed_fills(facts, venue)
-    adoptions = _adoptions(facts, venue, fills)
+    owner = _Owners(ledgers)
+    fills = _missed_fills(facts, venue, owner)
+    adoptions = _adoptions(facts, venue, fills, owner)
     revived = _revivals(facts, fills)
     settlements, unsettled = _settlements(facts, venue, fills, revived, in_flight_ms)
     balances, surplus = _balance_corrections(facts, venue, fills)
-    external = tuple(o for o in venue.open_orders if _owner(o.client_order_id, ledgers) == _FOREIGN)
+    external = tuple(o for o in venue.open_orders if owner(o.client_order_id) == _FOREIGN)
     corrections: tuple[Correction, ...] = (*adoptions, *revived, *fills, *settlements, *balances)
     return Report(corrections, external, surplus, tuple(unsettled))
 
@@ -449,11 +460,12 @@ class ReconciliationMonitor(MonitorWorker):
             fetched += await self._env.fetch_trades(symbol, after)
         trades = tuple(fetched)
         probed: dict[str, ExchangeOrder | None] = {}
+        owner = _Owners(facts)
         to_probe = [(o.symbol, o.client_order_id) for f in facts for o in f.snapshot.open_orders]
         to_probe += [  # an order of ours a fill names that no ledger knows, or that one wrote off
             (t.symbol, t.client_order_id)
             for t in trades
-            if _owner(t.client_order_id, facts) != _FOREIGN and not _known_alive(t.client_order_id, facts)
+            if owner(t.client_order_id) != _FOREIGN and not _known_alive(t.client_order_id, facts)
         ]
         for symbol, cid in to_probe:
             if cid not in listed and cid not in probed:
