@@ -32,19 +32,21 @@ class Alerter:
             client.add(url)
         return bool(client.notify(title="s1mpled", body=message))
 
-    async def send(self, message: str) -> None:
-        """Log at CRITICAL and deliver to every URL (best effort, bounded in time)."""
+    async def send(self, message: str) -> bool:
+        """Log at CRITICAL and deliver to every URL (best effort, bounded in time); True if all delivered."""
         log.critical("ALERT: %s", message, extra={"EVENT": "ALERT"})
         self.sent += 1
         if not self.urls:
-            return
+            return True
         try:
-            ok = await asyncio.wait_for(asyncio.to_thread(self._notify_blocking, message), self._timeout_s)
+            async with asyncio.timeout(self._timeout_s):
+                ok = await asyncio.to_thread(self._notify_blocking, message)
         except TimeoutError:
             log.error("alert delivery timed out after %.0f s", self._timeout_s, extra={"EVENT": "ALERT_FAILED"})
-            return
+            return False
         except Exception as exc:  # a notification plugin failing must not take the daemon down
             log.error("alert delivery failed: %s", exc, extra={"EVENT": "ALERT_FAILED"})
-            return
+            return False
         if not ok:
             log.error("alert delivery failed for at least one URL", extra={"EVENT": "ALERT_FAILED"})
+        return ok

@@ -134,7 +134,7 @@ class CircuitBreakerWorker(StatefulPlugin):
         *,
         emergency_exit: bool,
         auto_close_after_s: float | None,
-        alert: Callable[[str], Awaitable[None]],
+        alert: Callable[[str], Awaitable[object]],
     ) -> None:
         super().__init__(state_file)
         self.breaker = Breaker()

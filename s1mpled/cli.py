@@ -122,6 +122,28 @@ def _cmd_resume(args: argparse.Namespace) -> int:
     return 0
 
 
+def _cmd_alert(args: argparse.Namespace) -> int:
+    """Send a critical alert (what systemd's OnFailure= unit runs after a restart storm)."""
+    import asyncio
+    from pathlib import Path
+
+    from s1mpled.alerts import Alerter
+    from s1mpled.config import load_config, resolve_config_path
+    from s1mpled.logs import setup_logging
+
+    config_path = args.config
+    if config_path is None and args.unit and args.unit.startswith("s1mpled@"):
+        instance = Path("/etc/s1mpled") / (args.unit.removeprefix("s1mpled@").removesuffix(".service") + ".yaml")
+        config_path = str(instance) if instance.exists() else None
+    config = load_config(resolve_config_path(config_path, os.environ))
+    setup_logging(config.log_level, operation=config.operation)
+    message = args.message or f"{args.unit or 's1mpled'} failed and systemd gave up restarting it; trading is stopped"
+    alerter = Alerter(config.alerts.apprise_urls)
+    delivered = asyncio.run(alerter.send(message))
+    print(f"alert sent to the journal{' and ' + str(len(alerter.urls)) + ' URL(s)' if alerter.urls else ''}: {message}")
+    return 0 if delivered else 1
+
+
 def _add_config(p: argparse.ArgumentParser) -> None:
     p.add_argument("--config", help="configuration file (default: $S1MPLED_CONFIG, then /etc/s1mpled/s1mpled.yaml)")
 
@@ -151,6 +173,11 @@ def _parser() -> argparse.ArgumentParser:
     halt = _add_control(sub, "halt", _cmd_halt, "open the circuit breaker: no new orders until resume")
     halt.add_argument("--reason", help="why (shown in status and alerts)")
     _add_control(sub, "resume", _cmd_resume, "close the circuit breaker: trading resumes")
+    alert = sub.add_parser("alert", help="send a critical alert to the journal and the configured Apprise URLs")
+    _add_config(alert)
+    alert.add_argument("--unit", help="the systemd unit that failed (OnFailure=s1mpled-alert@%%n.service)")
+    alert.add_argument("--message", help="the alert text (default: says the unit failed)")
+    alert.set_defaults(func=_cmd_alert)
 
     state = sub.add_parser("state", help="inspect durable state files (read-only, safe next to a running daemon)")
     state_sub = state.add_subparsers(dest="state_command", required=True)

@@ -34,7 +34,7 @@ SYSTEMD = ROOT / "systemd"
 DEBIAN = ROOT / "debian"
 PACKAGING = ROOT / "packaging"
 DAEMON_UNITS = ("s1mpled.service", "s1mpled@.service")
-ALL_UNITS = (*DAEMON_UNITS, "s1mpled-reconcile.service", "s1mpled-reconcile.timer")
+ALL_UNITS = (*DAEMON_UNITS, "s1mpled-reconcile.service", "s1mpled-reconcile.timer", "s1mpled-alert@.service")
 VENV_BIN = "/opt/venvs/s1mpled/bin/s1mpled"
 MAX_EXPOSURE = 1.5
 
@@ -165,7 +165,7 @@ def test_main_unit_directories_and_credentials() -> None:
     assert one(u, "Service", "LoadCredential") == "s1mpled:/etc/s1mpled/credentials"
 
 
-@pytest.mark.parametrize("name", [*DAEMON_UNITS, "s1mpled-reconcile.service"])
+@pytest.mark.parametrize("name", [*DAEMON_UNITS, "s1mpled-reconcile.service", "s1mpled-alert@.service"])
 def test_units_that_run_our_code_are_sandboxed(name: str) -> None:
     """Every service running s1mpled code has the full sandbox and a system call filter."""
     u = parse_unit(SYSTEMD / name)
@@ -563,3 +563,13 @@ def test_signed_repository_is_accepted_by_apt(tmp_path: Path, gpg_home: dict[str
     assert not re.search(r"^(W|E):", update.stdout + update.stderr, re.MULTILINE), update.stdout + update.stderr
     show = subprocess.run(["apt-cache", *opts, "show", "alpha"], check=True, capture_output=True, text=True)
     assert "Version: 1.0" in show.stdout
+
+
+@pytest.mark.parametrize("name", DAEMON_UNITS)
+def test_a_daemon_that_fails_for_good_sends_the_alert(name: str) -> None:
+    """After a restart storm (start-limit-hit) systemd starts the alert unit for the failed daemon unit."""
+    u = parse_unit(SYSTEMD / name)
+    assert one(u, "Unit", "OnFailure") == "s1mpled-alert@%n.service"
+    alert = parse_unit(SYSTEMD / "s1mpled-alert@.service")
+    assert one(alert, "Service", "Type") == "oneshot"
+    assert one(alert, "Service", "ExecStart") == "/opt/venvs/s1mpled/bin/s1mpled alert --unit %i"
