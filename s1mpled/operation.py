@@ -188,6 +188,11 @@ class Operation:
 
     # -- running --
 
+    def healthy(self) -> bool:
+        """Checked before every watchdog ping (which only a running event loop can send at all):
+        no bus subscriber may be wedged with a full queue."""
+        return all(sub.depth < sub.capacity for sub in self.bus.statistics().subscribers)
+
     def steady_status(self) -> str:
         c = self.components
         if c is None:
@@ -276,7 +281,7 @@ class Operation:
                     tg.create_task(self._guarded("market data", self._pump_market(c)))
                     tg.create_task(Scheduler(self._schedules(), self.bus.publish, MonotonicClock()).run())
                     tg.create_task(self._status_loop())
-                    tg.create_task(self.notifier.run_watchdog(lambda: True, watchdog_interval()))
+                    tg.create_task(self.notifier.run_watchdog(self.healthy, watchdog_interval()))
                     for w in c.workers:
                         await w.start_trading()
                     self.phase = "trading"

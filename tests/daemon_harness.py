@@ -70,11 +70,12 @@ class Daemon:
 
     running: ClassVar[list[Daemon]] = []  # killed after each test by tests/conftest.py, even when it fails
 
-    def __init__(self, config: Path, log: Path) -> None:
+    def __init__(self, config: Path, log: Path, env: dict[str, str] | None = None) -> None:
         self.config, self.log_path = config, log
         self._log = log.open("ab")
-        env = dict(os.environ)
-        env.pop("NOTIFY_SOCKET", None)
+        base = dict(os.environ)
+        base.pop("NOTIFY_SOCKET", None)  # never talk to a systemd the test run itself may be under
+        env = {**base, **(env or {})}
         self.proc = subprocess.Popen(
             [sys.executable, "-m", "s1mpled", "run", "--config", str(config)],
             stdout=self._log,
