@@ -45,11 +45,7 @@ from __future__ import annotations
 import argparse
 import asyncio
 import gc
-import json
-import os
-import shutil
 import sys
-import tempfile
 import time
 from collections.abc import Awaitable, Callable
 from dataclasses import asdict, dataclass, field
@@ -59,7 +55,8 @@ from typing import Any
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))  # run from a checkout without installing
 
-from state_save import filesystem_of, machine_facts, summarize  # bench/ is sys.path[0] when run as a script
+from common import run_benchmark, wall_ms
+from state_save import summarize  # bench/ is sys.path[0] when run as a script
 
 from s1mpled.builder import strategy_state_name
 from s1mpled.bus import EventBus
@@ -68,7 +65,6 @@ from s1mpled.credentials import Credentials
 from s1mpled.environments.live import LiveEnvironment
 from s1mpled.events import Event, LedgerStateChanged, OrderUpdated, TradeExecuted
 from s1mpled.exchange_sim import DEFAULT_API_KEY, DEFAULT_API_SECRET, ExchangeSimulator, SimConfig, SimMarket
-from s1mpled.logs import setup_logging
 from s1mpled.model import ExchangeOrderStatus, Fill, OrderRequest, OrderType, Side
 from s1mpled.orders import OrderEvent, client_order_id, order_prefix
 from s1mpled.state import protocol
@@ -84,7 +80,6 @@ START_PRICE = Decimal("30000.00")
 PRICE_STEP = Decimal("0.01")
 ORDER_AMOUNT = Decimal("0.00100")
 STEP_DEADLINE_S = 5.0
-_MEMORY_FS = frozenset({"tmpfs", "ramfs", "devtmpfs"})
 SEGMENTS = (
     ("push_to_ccxt", "sim push -> ccxt"),
     ("ccxt_parse", "ccxt parse"),
@@ -95,10 +90,6 @@ SEGMENTS = (
     ("fsync_io", "fsync I/O"),
     ("to_published", "-> published"),
 )
-
-
-def wall_ms() -> int:
-    return time.time_ns() // 1_000_000
 
 
 class TimedStateDirectory(StateDirectory):
@@ -424,39 +415,7 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
 
 
 def main(argv: list[str] | None = None) -> int:
-    args = parse_args(argv)
-    args.dir.mkdir(parents=True, exist_ok=True)
-    work = Path(tempfile.mkdtemp(prefix="s1mpled-fill-latency-", dir=args.dir))
-    fs = filesystem_of(work)
-    print(f"benchmarking in {work} ({fs.fstype} on {fs.device}, mounted at {fs.mountpoint})", file=sys.stderr)
-    if fs.fstype in _MEMORY_FS:
-        print(f"WARNING: {fs.fstype} is memory-backed; fsync is free there", file=sys.stderr)
-    started, t0, load = int(time.time()), time.perf_counter(), os.getloadavg()
-    try:
-        with (work / "bench.log").open("w") as log_stream:
-            setup_logging("info", operation=OPERATION, stream=log_stream, journald=False)
-            try:
-                results = asyncio.run(measure(work, args))
-            finally:
-                setup_logging("warning", stream=sys.stderr, journald=False)
-    finally:
-        shutil.rmtree(work, ignore_errors=True)
-    import ccxt
-
-    report = {
-        "benchmark": "fill_latency",
-        "started_unix": started,
-        "duration_s": round(time.perf_counter() - t0, 2),
-        "machine": machine_facts(fs),
-        "loadavg": " ".join(f"{x:.2f}" for x in load),
-        "ccxt": ccxt.__version__,
-        **results,
-    }
-    args.json.parent.mkdir(parents=True, exist_ok=True)
-    args.json.write_text(json.dumps(report, indent=2, default=str) + "\n")
-    print(markdown(report))
-    print(f"\n(wall time {report['duration_s']} s; JSON written to {args.json})", file=sys.stderr)
-    return 0
+    return run_benchmark("fill_latency", parse_args(argv), measure, markdown, operation=OPERATION)
 
 
 if __name__ == "__main__":

@@ -33,11 +33,7 @@ from __future__ import annotations
 import argparse
 import asyncio
 import gc
-import json
-import os
-import shutil
 import sys
-import tempfile
 import time
 from collections import Counter
 from collections.abc import Sequence
@@ -48,7 +44,8 @@ from typing import Any
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))  # run from a checkout without installing
 
-from state_save import filesystem_of, machine_facts, summarize  # bench/ is sys.path[0] when run as a script
+from common import run_benchmark, wall_ms
+from state_save import summarize  # bench/ is sys.path[0] when run as a script
 
 from s1mpled.builder import strategy_state_name
 from s1mpled.config import LiveConfig
@@ -57,7 +54,6 @@ from s1mpled.credentials import Credentials
 from s1mpled.environments.live import LiveEnvironment
 from s1mpled.events import Event, LedgerStateChanged
 from s1mpled.exchange_sim import DEFAULT_API_KEY, DEFAULT_API_SECRET, ExchangeSimulator, SimConfig, SimMarket
-from s1mpled.logs import setup_logging
 from s1mpled.model import Balance, ExchangeOrder, Fill, OrderRequest, OrderType, Side
 from s1mpled.orders import OrderEvent, client_order_id, order_prefix
 from s1mpled.reconciliation import LedgerFacts, ReconciliationMonitor, VenueSnapshot, facts_of, reconcile
@@ -73,11 +69,6 @@ PRICE_STEP = Decimal("0.01")
 AMOUNT_STEP = Decimal("0.001")
 ORDER_AMOUNT = Decimal("0.010")
 CAPITAL = Decimal("10000")
-_MEMORY_FS = frozenset({"tmpfs", "ramfs", "devtmpfs"})
-
-
-def wall_ms() -> int:
-    return time.time_ns() // 1_000_000
 
 
 def symbols(n: int) -> list[str]:
@@ -412,40 +403,7 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
 
 
 def main(argv: list[str] | None = None) -> int:
-    args = parse_args(argv)
-    args.dir.mkdir(parents=True, exist_ok=True)
-    work = Path(tempfile.mkdtemp(prefix="s1mpled-reconcile-", dir=args.dir))
-    fs = filesystem_of(work)
-    print(f"benchmarking in {work} ({fs.fstype} on {fs.device}, mounted at {fs.mountpoint})", file=sys.stderr)
-    if fs.fstype in _MEMORY_FS:
-        print(f"WARNING: {fs.fstype} is memory-backed; fsync is free there", file=sys.stderr)
-    started, t0, load = int(time.time()), time.perf_counter(), os.getloadavg()
-    log_path = work / "bench.log"
-    try:
-        with log_path.open("w") as log_stream:
-            setup_logging("info", operation=OPERATION, stream=log_stream, journald=False)
-            try:
-                results = asyncio.run(measure(work, args))
-            finally:
-                setup_logging("warning", stream=sys.stderr, journald=False)
-    finally:
-        shutil.rmtree(work, ignore_errors=True)
-    import ccxt
-
-    report = {
-        "benchmark": "reconcile",
-        "started_unix": started,
-        "duration_s": round(time.perf_counter() - t0, 2),
-        "machine": machine_facts(fs),
-        "loadavg": " ".join(f"{x:.2f}" for x in load),
-        "ccxt": ccxt.__version__,
-        **results,
-    }
-    args.json.parent.mkdir(parents=True, exist_ok=True)
-    args.json.write_text(json.dumps(report, indent=2, default=str) + "\n")
-    print(markdown(report))
-    print(f"\n(wall time {report['duration_s']} s; JSON written to {args.json})", file=sys.stderr)
-    return 0
+    return run_benchmark("reconcile", parse_args(argv), measure, markdown, operation=OPERATION)
 
 
 if __name__ == "__main__":

@@ -34,13 +34,9 @@ from __future__ import annotations
 import argparse
 import asyncio
 import contextlib
-import json
 import logging
-import os
-import shutil
 import statistics
 import sys
-import tempfile
 import time
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
@@ -48,9 +44,10 @@ from decimal import Decimal
 from pathlib import Path
 from typing import Any
 
+from common import run_benchmark, wall_ms  # bench/ is sys.path[0] when run as a script
+
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))  # run from a checkout without installing
 
-from state_save import filesystem_of, machine_facts  # bench/ is sys.path[0] when run as a script
 
 from s1mpled.builder import strategy_state_name
 from s1mpled.bus import EventBus
@@ -60,7 +57,6 @@ from s1mpled.credentials import Credentials
 from s1mpled.environments.live import LiveEnvironment
 from s1mpled.events import ConnectionLost, ConnectionRestored, Event, ReconciliationCompleted
 from s1mpled.exchange_sim import DEFAULT_API_KEY, DEFAULT_API_SECRET, ExchangeSimulator, SimConfig, SimMarket
-from s1mpled.logs import setup_logging
 from s1mpled.model import OrderRequest, OrderType, Side
 from s1mpled.orders import OrderEvent, client_order_id, order_prefix
 from s1mpled.reconciliation import ReconciliationMonitor
@@ -79,11 +75,6 @@ PULSE_SYMBOL, PULSE_BID, PULSE_PRICE = "ETH/USDT", Decimal("1999.00"), Decimal("
 HEALTHY_DEADLINE_S = 10.0
 RECOVERY_DEADLINE_S = 20.0  # after the simulator is back up
 _PUMP = "LiveEnvironment.start_user_data_stream.<locals>.pump"
-_MEMORY_FS = frozenset({"tmpfs", "ramfs", "devtmpfs"})
-
-
-def wall_ms() -> int:
-    return time.time_ns() // 1_000_000
 
 
 def ccxt_dial_backoff_s(attempts: int) -> float:
@@ -501,39 +492,7 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
 
 
 def main(argv: list[str] | None = None) -> int:
-    args = parse_args(argv)
-    args.dir.mkdir(parents=True, exist_ok=True)
-    work = Path(tempfile.mkdtemp(prefix="s1mpled-reconnect-", dir=args.dir))
-    fs = filesystem_of(work)
-    print(f"benchmarking in {work} ({fs.fstype} on {fs.device}, mounted at {fs.mountpoint})", file=sys.stderr)
-    if fs.fstype in _MEMORY_FS:
-        print(f"WARNING: {fs.fstype} is memory-backed; fsync is free there", file=sys.stderr)
-    started, t0, load = int(time.time()), time.perf_counter(), os.getloadavg()
-    try:
-        with (work / "bench.log").open("w") as log_stream:
-            setup_logging("info", operation=OPERATION, stream=log_stream, journald=False)
-            try:
-                results = asyncio.run(measure(work, args))
-            finally:
-                setup_logging("warning", stream=sys.stderr, journald=False)
-    finally:
-        shutil.rmtree(work, ignore_errors=True)
-    import ccxt
-
-    report = {
-        "benchmark": "reconnect",
-        "started_unix": started,
-        "duration_s": round(time.perf_counter() - t0, 2),
-        "machine": machine_facts(fs),
-        "loadavg": " ".join(f"{x:.2f}" for x in load),
-        "ccxt": ccxt.__version__,
-        **results,
-    }
-    args.json.parent.mkdir(parents=True, exist_ok=True)
-    args.json.write_text(json.dumps(report, indent=2, default=str) + "\n")
-    print(markdown(report))
-    print(f"\n(wall time {report['duration_s']} s; JSON written to {args.json})", file=sys.stderr)
-    return 0
+    return run_benchmark("reconnect", parse_args(argv), measure, markdown, operation=OPERATION)
 
 
 if __name__ == "__main__":
