@@ -202,6 +202,8 @@ class Config:
     paper: PaperConfig | None
     live: LiveConfig | None
     strategies: tuple[StrategyConfig, ...]
+    # True when state_dir is the per-user XDG default: its parents (~/.local/state) may be created.
+    state_dir_is_default: bool = False
 
 
 # ------------------------------------------------------------------------------------ public functions
@@ -266,6 +268,7 @@ def load_config(path: str | Path | None = None, env: Mapping[str, str] | None = 
         operation=operation,
         mode=mode,
         state_dir=state_dir,
+        state_dir_is_default=not root.has("state_dir") and _first_env_path(env, "STATE_DIRECTORY") is None,
         control_socket=control_socket,
         schedule_path=schedule_path,
         schedule=schedule,

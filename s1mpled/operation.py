@@ -263,6 +263,8 @@ class Operation:
         """Run until SIGTERM/SIGINT; raises S1mpledError if recovery fails."""
         commands = ControlCommands(self)
         server = ControlServer(self.config.control_socket, commands.handlers())
+        if self.config.state_dir_is_default:  # ~/.local/state may not exist yet on a fresh machine
+            self.config.state_dir.parent.mkdir(mode=0o700, parents=True, exist_ok=True)
         with StateDirectory.open(self.config.state_dir) as state_dir:
             try:
                 async with asyncio.TaskGroup() as tg:

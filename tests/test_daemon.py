@@ -270,3 +270,36 @@ def test_paper_mode_never_imports_ccxt() -> None:
     """Importing the whole daemon for paper mode does not import ccxt (~0.6 s and ~100 MiB)."""
     code = "import sys, s1mpled.cli, s1mpled.operation; assert not [m for m in sys.modules if m.startswith('ccxt')]"
     subprocess.run([sys.executable, "-c", code], check=True, timeout=60)
+
+
+def test_the_shipped_config_runs_with_zero_setup_on_a_fresh_home(tmp_path: Path) -> None:
+    """`make run`'s path: the example config, no state_dir, a home without ~/.local/state: it starts trading."""
+    import asyncio
+
+    from s1mpled.control import request
+    from s1mpled.errors import ControlError
+
+    home = tmp_path / "home"
+    home.mkdir()
+    env = {k: v for k, v in os.environ.items() if k not in ("XDG_STATE_HOME", "STATE_DIRECTORY", "RUNTIME_DIRECTORY")}
+    env["HOME"] = str(home)
+    example = Path(__file__).resolve().parents[1] / "etc" / "s1mpled" / "s1mpled.yaml"
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "s1mpled", "run", "--config", str(example)],
+        env=env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True,
+    )  # fmt: skip
+    socket = home / ".local" / "state" / "s1mpled" / "control.sock"
+    try:
+        deadline = time.monotonic() + 30
+        phase = None
+        while time.monotonic() < deadline and phase != "trading":
+            assert proc.poll() is None, proc.stderr.read() if proc.stderr else ""
+            try:
+                phase = asyncio.run(request(socket, "status", timeout_s=5))["phase"]
+            except ControlError:
+                time.sleep(0.05)
+        assert phase == "trading"
+        assert oct((home / ".local" / "state" / "s1mpled").stat().st_mode & 0o777) == "0o700"
+    finally:
+        proc.send_signal(signal.SIGTERM)
+        assert proc.wait(timeout=20) == 0
