@@ -1,0 +1,565 @@
+"""End to end: the real .deb, installed with apt-get into a real systemd 252 (PID 1 of a systemd-nspawn
+container), trading live against the exchange simulator on the host.
+
+Each test checks one promise of debian/README.Debian and the units, the way an operator would see it:
+``systemctl status``, ``journalctl``, ``kill -9``, a hung event loop, a bad config, a crash loop, the
+reconcile timer, the sandbox, upgrade and purge. The expensive set-up happens once per session
+(tests/container.py: cached build and root file system, boot, install, switch to live mode); each
+test then starts from the same healthy daemon (the ``stack`` fixture removes the test drop-ins,
+restores the config and starts the daemon if needed), and the destructive tests come last, in file
+order (reinstall, then purge). The simulator runs on the host: the container shares its network
+namespace, so the daemon reaches it at 127.0.0.1.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import json
+import time
+from collections.abc import Iterator
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from decimal import Decimal
+from pathlib import Path
+from typing import Any
+
+import pytest
+import yaml
+
+from s1mpled.builder import strategy_state_name
+from s1mpled.exchange_sim import DEFAULT_API_KEY, DEFAULT_API_SECRET
+from s1mpled.orders import parse_client_order_id
+from s1mpled.state.inspect import inspect
+from tests.container import (
+    ROOTFS_PACKAGES,
+    Container,
+    Phases,
+    build_deb,
+    deb_depends,
+    ensure_host_packages,
+    rootfs_tarball,
+    wait_until,
+)
+from tests.live_harness import (
+    CAPITAL,
+    STRATEGIES,
+    Simulator,
+    assert_books_equal_exchange,
+    assert_no_duplicate_orders,
+    read_ledgers,
+)
+
+UNIT = "s1mpled.service"
+TIMER = "s1mpled-reconcile.timer"
+RECONCILE = "s1mpled-reconcile.service"
+ALERT = f"s1mpled-alert@{UNIT}.service"  # OnFailure=s1mpled-alert@%n.service
+CONFIG = "/etc/s1mpled/s1mpled.yaml"
+SCHEDULE = "/etc/s1mpled/e2e-schedule.yaml"
+KEY_FILE = "/etc/s1mpled/credentials/binance.key"
+STATE_DIR = "/var/lib/s1mpled"
+DROPINS = {
+    UNIT: "/etc/systemd/system/s1mpled.service.d/e2e.conf",
+    TIMER: "/etc/systemd/system/s1mpled-reconcile.timer.d/e2e.conf",
+}
+SYMBOLS = {"dca-btc": "BTC/USDT", "grid-eth": "ETH/USDT"}
+MAX_EXPOSURE = 1.5
+START_S = 120  # TimeoutStartSec of the unit
+
+
+# ------------------------------------------------------------------------------------ configuration
+
+
+def live_config(sim: Simulator) -> str:
+    """Live mode against the simulator, with the packaged paths and the key from LoadCredential=."""
+    doc = {
+        "operation": "e2e",
+        "mode": "live",
+        "state_dir": STATE_DIR,
+        "control_socket": "/run/s1mpled/control.sock",
+        "schedule": Path(SCHEDULE).name,
+        "shutdown_timeout": "10s",
+        "circuit_breaker": {"emergency_exit": False, "auto_close_after": "2s", "max_reconnect_attempts": 3},
+        "live": {
+            "exchange": "binance",
+            # README.Debian's spelling: LoadCredential=s1mpled:/etc/s1mpled/credentials prefixes each file.
+            "credentials": f"s1mpled_{Path(KEY_FILE).name}",
+            "urls": {"http": sim.urls["http"], "ws": sim.urls["ws"]},
+            "rate_limit": False,
+            "request_timeout": "2s",
+            "heartbeat": "3s",
+        },
+        "strategies": [
+            {
+                "name": "dca-btc",
+                "class": "s1mpled.strategies.dca:DCA",
+                "symbol": SYMBOLS["dca-btc"],
+                "capital": str(CAPITAL["dca-btc"]),
+                "params": {"quote_per_buy": "5", "every_event": "strategy_tick"},  # 200 buys: lasts the session
+            },
+            {
+                "name": "grid-eth",
+                "class": "s1mpled.strategies.grid:Grid",
+                "symbol": SYMBOLS["grid-eth"],
+                "capital": str(CAPITAL["grid-eth"]),
+                "params": {"levels": 3, "spacing": "0.0008", "order_quote": "100"},
+            },
+        ],
+    }
+    return yaml.safe_dump(doc, sort_keys=False)
+
+
+def schedule(*, frozen: bool = False) -> str:
+    """Strategy ticks every 2 s; ``frozen``: no scheduled decisions at all (for comparing books)."""
+    events = {
+        "five_minute_reconciliation_tick": {"every": "1h"},
+        "strategy_tick": {"every": "1h" if frozen else "2s"},
+    }
+    return yaml.safe_dump({"events": events})
+
+
+# ------------------------------------------------------------------------------------------ the stack
+
+
+@dataclass
+class Stack:
+    """The booted container with s1mpled installed and live, and the simulator it trades on."""
+
+    ct: Container
+    sim: Simulator
+    deb: Path
+    config: str
+    after_install: dict[str, str]
+    live_from: str  # journal cursor from before the switch to live mode
+
+    def state(self, *props: str) -> dict[str, str]:
+        props = props or ("ActiveState", "SubState", "Result", "NRestarts", "MainPID", "ExecMainStatus")
+        return self.ct.show(UNIT, *props)
+
+    def wait_active(self, timeout: float = START_S, *, replacing: str = "") -> dict[str, str]:
+        """Wait until the daemon is active (running), i.e. READY=1 came -- from a main process other than
+        ``replacing``, if given."""
+
+        def active() -> dict[str, str] | None:
+            st = self.state("ActiveState", "SubState", "NRestarts", "MainPID", "InvocationID", "StatusText")
+            ready = (st["ActiveState"], st["SubState"]) == ("active", "running") and st["MainPID"] != replacing
+            return st if ready else None
+
+        return wait_until(active, timeout, f"{UNIT} to be active (replacing main PID {replacing or '-'})")
+
+    def wait_state(self, timeout: float, **expected: str) -> dict[str, str]:
+        """Wait until the unit's properties have the ``expected`` values; all of :meth:`state` then."""
+
+        def reached() -> dict[str, str] | None:
+            st = self.state(*{"ActiveState", "SubState", "Result", "NRestarts", "ExecMainStatus", *expected})
+            return st if all(st[k] == v for k, v in expected.items()) else None
+
+        return wait_until(reached, timeout, f"{UNIT} to reach {expected}")
+
+    def dropin(self, unit: str, text: str) -> None:
+        self.ct.write(DROPINS[unit], text)
+        self.ct.systemctl("daemon-reload")
+
+    def restore(self) -> None:
+        """Back to the healthy live daemon: no test drop-ins, the good config, started, rate limit reset."""
+        ct, changed = self.ct, False
+        for path in DROPINS.values():
+            if ct.path(path).exists():
+                ct.path(path).unlink()
+                changed = True
+        if changed:
+            ct.systemctl("daemon-reload")
+            ct.systemctl("restart", TIMER)
+        for path, text in ((CONFIG, self.config), (SCHEDULE, schedule())):
+            if ct.path(path).read_text() != text:
+                ct.write(path, text, mode=0o640, owner="root:s1mpled")
+                changed = True
+        ct.systemctl("reset-failed", UNIT, check=False)  # also resets the start rate limit and NRestarts
+        if changed or self.state("ActiveState")["ActiveState"] != "active":
+            ct.systemctl("restart", UNIT, check=False)
+        self.wait_active()
+
+    def journal(self, *args: str, after: str | None = None) -> list[dict[str, Any]]:
+        return self.ct.journal("-u", UNIT, *args, after=after)
+
+    def wait_journal(self, text: str, after: str | None, timeout: float = 60) -> list[dict[str, Any]]:
+        """The daemon's journal after ``after`` once some entry's message contains ``text``."""
+
+        def found() -> list[dict[str, Any]] | None:
+            entries = self.journal(after=after)
+            return entries if any(text in str(e.get("MESSAGE", "")) for e in entries) else None
+
+        return wait_until(found, timeout, f"{text!r} in the journal of {UNIT}", interval=0.25)
+
+    def daemon_status(self) -> dict[str, Any]:
+        return json.loads(self.ct.run("s1mpled", "status", "--json", "--timeout", "10").stdout)  # type: ignore[no-any-return]
+
+    def our_fills(self, symbol: str | None = None) -> int:
+        """Trades of the daemon's own orders on the exchange (of ``symbol`` only, if given)."""
+        ours = [t for t in self.sim.state()["trades"] if parse_client_order_id(t["client_order_id"]) is not None]
+        return sum(1 for t in ours if symbol is None or t["symbol"] == symbol)
+
+
+def _report(config: pytest.Config, line: str) -> None:
+    """A line on the terminal even while pytest captures output (set-up timings are worth seeing)."""
+    reporter = config.pluginmanager.get_plugin("terminalreporter")
+    capture = config.pluginmanager.get_plugin("capturemanager")
+    if reporter is None:
+        return
+    with capture.global_and_fixture_disabled() if capture is not None else contextlib.nullcontext():
+        reporter.write_line(line)
+
+
+def _go_live(ct: Container, sim: Simulator) -> str:
+    """From the packaged paper daemon to live mode, as README.Debian says, with fresh books for the new account."""
+    ct.systemctl("stop", UNIT)
+    ct.run("find", STATE_DIR, "-mindepth", "1", "-delete")  # the paper ledgers are not the live account's
+    ct.write(KEY_FILE, yaml.safe_dump({"api_key": DEFAULT_API_KEY, "secret": DEFAULT_API_SECRET}), mode=0o600)
+    config = live_config(sim)
+    ct.write(SCHEDULE, schedule(), mode=0o640, owner="root:s1mpled")
+    ct.write(CONFIG, config, mode=0o640, owner="root:s1mpled")
+    assert "live mode" in ct.run("s1mpled", "check-config").stdout
+    ct.systemctl("start", UNIT)
+    return config
+
+
+@pytest.fixture(scope="session")
+def e2e(pytestconfig: pytest.Config, tmp_path_factory: pytest.TempPathFactory) -> Iterator[Stack]:
+    """Build (cached), root fs (cached), boot, install the .deb, go live; torn down whatever happens."""
+    phases = Phases()
+    logs = tmp_path_factory.mktemp("systemd-e2e")
+    with contextlib.ExitStack() as cleanup:
+        with phases("host packages"):
+            ensure_host_packages()
+        with phases("build"):
+            deb = build_deb()
+        with phases("rootfs"):
+            tarball = rootfs_tarball([*ROOTFS_PACKAGES, *deb_depends(deb)])
+        sim = Simulator(logs / "sim.log", tick=0.05, seed=3)
+        cleanup.callback(sim.stop)
+        with phases("unpack"):
+            ct = cleanup.enter_context(Container(tarball))
+        cleanup.callback(_save_journal, ct, logs / "journal.txt")
+        with phases("boot"):
+            failed = ct.boot()
+        with phases("install"):
+            ct.install_deb(deb)
+        after_install = {
+            **ct.show(UNIT, "ActiveState", "SubState", "UnitFileState", "StatusText"),
+            **{f"timer.{k}": v for k, v in ct.show(TIMER, "ActiveState", "UnitFileState").items()},
+        }
+        with phases("live"):
+            live_from = ct.cursor()
+            stack = Stack(ct, sim, deb, _go_live(ct, sim), after_install, live_from)
+            stack.wait_active()
+        _report(pytestconfig, f"\nsystemd e2e set-up: {phases.report()}; failed units at boot: {failed or 'none'}")
+        _report(pytestconfig, f"systemd e2e logs (simulator, container journal at teardown): {logs}")
+        yield stack
+
+
+def _save_journal(ct: Container, path: Path) -> None:
+    with contextlib.suppress(Exception):  # a post-mortem aid only: never mask the test's own failure
+        path.write_text(ct.run("journalctl", "--no-pager", "-o", "short-precise", check=False).stdout)
+
+
+@pytest.fixture
+def stack(e2e: Stack) -> Stack:
+    """The shared container, restored to the healthy live daemon before the test."""
+    e2e.restore()
+    return e2e
+
+
+# ------------------------------------------------------------------------------------------- the tests
+
+
+def test_install_enables_and_starts_the_paper_daemon_and_the_timer(e2e: Stack) -> None:
+    """apt-get install enables and starts s1mpled (paper mode, no setup) and enables the reconcile timer."""
+    facts = dict(e2e.after_install)
+    assert facts.pop("StatusText").startswith("trading: 2 strategies, breaker closed")
+    assert facts == {
+        "ActiveState": "active",
+        "SubState": "running",
+        "UnitFileState": "enabled",
+        "timer.ActiveState": "active",
+        "timer.UnitFileState": "enabled",
+    }
+
+
+def _usec(timestamp: str) -> int:
+    """``systemctl show --timestamp=us+utc`` ('Sun 2026-11-22 00:48:56.068933 UTC') as Unix microseconds."""
+    dt = datetime.strptime(timestamp, "%a %Y-%m-%d %H:%M:%S.%f %Z").replace(tzinfo=UTC)
+    return int(dt.timestamp()) * 1_000_000 + dt.microsecond
+
+
+def test_status_line_and_ready_only_after_recovery(stack: Stack) -> None:
+    """systemctl status shows the daemon's STATUS line, and READY=1 came after the startup reconciliation."""
+    ct = stack.ct
+    st = ct.show(UNIT, "Type", "InvocationID", "ActiveEnterTimestamp", "StatusText")
+    assert st["Type"] == "notify"
+    status = ct.systemctl("status", UNIT, "-n", "0").stdout
+    assert "Active: active (running)" in status
+    assert 'Status: "trading: 2 strategies, breaker closed, last reconciliation' in status
+    entries = ct.journal(f"_SYSTEMD_INVOCATION_ID={st['InvocationID']}")
+    done = [e for e in entries if str(e.get("MESSAGE", "")).startswith("startup reconciliation done")]
+    assert len(done) == 1, [e.get("MESSAGE") for e in entries]
+    # Sent before READY=1 by the same process; systemd entered "active" when it received READY=1.
+    assert int(done[0]["_SOURCE_REALTIME_TIMESTAMP"]) < _usec(st["ActiveEnterTimestamp"])
+
+
+def test_journal_carries_the_structured_fields(stack: Stack) -> None:
+    """Order lines in the journal carry SYSLOG_IDENTIFIER, OPERATION, STRATEGY, EVENT, ORDER_ID and SYMBOL."""
+
+    def placed_by_both() -> list[dict[str, Any]] | None:
+        entries = stack.journal("EVENT=ORDER_PLACED", after=stack.live_from)
+        return entries if {e.get("STRATEGY") for e in entries} >= set(STRATEGIES) else None
+
+    entries = wait_until(placed_by_both, 60, "orders placed by both strategies")
+    sim_orders = stack.sim.state()["orders"]
+    for e in entries:
+        assert e["SYSLOG_IDENTIFIER"] == "s1mpled"
+        assert e["OPERATION"] == "e2e"
+        assert e["SYMBOL"] == SYMBOLS[e["STRATEGY"]]
+        assert e["ORDER_ID"] in sim_orders, e  # the id the exchange knows the order by
+        assert e["PRIORITY"] == "6"
+    grid = stack.journal("EVENT=ORDER_PLACED", "STRATEGY=grid-eth", after=stack.live_from)  # matches on our fields
+    assert grid and {e["STRATEGY"] for e in grid} == {"grid-eth"}
+
+
+def test_reconcile_service_and_timer_make_the_daemon_reconcile(stack: Stack) -> None:
+    """s1mpled-reconcile.service (by hand, and fired by its timer) makes the running daemon reconcile."""
+    ct = stack.ct
+    cursor = ct.cursor()
+    ct.systemctl("start", RECONCILE)
+    assert ct.show(RECONCILE, "Result")["Result"] == "success"
+    stack.wait_journal("reconciliation (control):", cursor)
+    # The timer, shortened (an empty assignment drops the packaged OnBootSec/OnUnitActiveSec). The
+    # timer is restarted after daemon-reload: systemd 252 re-arms timers on reload (a package's
+    # postinst runs one), and restarting makes the new schedule count from now.
+    before = ct.show(TIMER, "LastTriggerUSecMonotonic")["LastTriggerUSecMonotonic"]
+    cursor = ct.cursor()
+    stack.dropin(TIMER, "[Timer]\nOnUnitActiveSec=\nOnUnitActiveSec=3s\nAccuracySec=100ms\n")
+    ct.systemctl("restart", TIMER)
+    wait_until(
+        lambda: ct.show(TIMER, "LastTriggerUSecMonotonic")["LastTriggerUSecMonotonic"] != before,
+        30,
+        "the timer to fire",
+    )
+    stack.wait_journal("reconciliation (control):", cursor)
+    wait_until(lambda: ct.show(RECONCILE, "ActiveState")["ActiveState"] == "inactive", 30, "the oneshot to finish")
+    assert ct.show(RECONCILE, "Result")["Result"] == "success"
+
+
+def _settled(doc: dict[str, Any]) -> bool:
+    return all(o["state"] not in ("pending", "unresolved") for s in doc["strategies"] for o in s["open_orders"])
+
+
+def _verify_books(stack: Stack) -> None:
+    """Freeze prices and decisions, let a fresh start reconcile, stop, and compare the books with the exchange."""
+    ct, sim = stack.ct, stack.sim
+    sim.clear()
+    sim.pause_feed(True)
+    try:
+        ct.write(SCHEDULE, schedule(frozen=True), mode=0o640, owner="root:s1mpled")
+        ct.systemctl("reset-failed", UNIT, check=False)
+        ct.systemctl("restart", UNIT)
+        stack.wait_active()
+        wait_until(lambda: _settled(stack.daemon_status()), 60, "every order settled")
+        ct.run("s1mpled", "reconcile", "--timeout", "60")
+        ct.systemctl("stop", UNIT)
+        ledgers, ex = read_ledgers(ct.path(STATE_DIR)), sim.state()
+        assert set(ledgers) == set(STRATEGIES)
+        assert_books_equal_exchange(ledgers, ex)
+        assert_no_duplicate_orders(ledgers, ex)
+    finally:
+        sim.pause_feed(False)
+        ct.write(SCHEDULE, schedule(), mode=0o640, owner="root:s1mpled")
+
+
+def test_kill_9_is_restarted_recovered_and_never_duplicates_an_order(stack: Stack) -> None:
+    """kill -9 of MainPID: systemd restarts it, it recovers and reconciles, and no order is doubled."""
+    ct = stack.ct
+    wait_until(lambda: stack.our_fills() >= 2, 60, "the daemon to trade")
+    before = stack.state()
+    cursor = ct.cursor()
+    ct.run("kill", "-9", before["MainPID"])
+
+    after = stack.wait_active(replacing=before["MainPID"])
+    assert int(after["NRestarts"]) == int(before["NRestarts"]) + 1
+    messages = [str(e.get("MESSAGE")) for e in stack.journal(after=cursor)]
+    assert any("Main process exited, code=killed, status=9/KILL" in m for m in messages), messages
+    recovery = [str(e.get("MESSAGE")) for e in ct.journal(f"_SYSTEMD_INVOCATION_ID={after['InvocationID']}")]
+    for name in STRATEGIES:
+        assert any(m.startswith(f"strategy {name}: state generation") for m in recovery), recovery
+    assert any(m.startswith("reconciliation (startup):") for m in recovery), recovery
+    open_ids = [o["client_order_id"] for o in stack.sim.state()["open_orders"]]
+    assert len(open_ids) == len(set(open_ids))
+    _verify_books(stack)
+
+
+def _sell_everything_by_hand(sim: Simulator, symbol: str) -> None:
+    """What a user does on the exchange's website: sell the whole balance, under the exchange's own order id."""
+    import ccxt.pro
+
+    async def sell() -> None:
+        ex: Any = ccxt.pro.binance({"apiKey": DEFAULT_API_KEY, "secret": DEFAULT_API_SECRET, "enableRateLimit": False})
+        http = sim.urls["http"]
+        ex.urls["api"] = {"public": f"{http}/api/v3", "private": f"{http}/api/v3", "v1": f"{http}/api/v1"}
+        ex.options.update({"fetchCurrencies": False, "fetchMargins": False, "fetchMarkets": {"types": ["spot"]}})
+        try:
+            await ex.load_markets()
+            balance = await ex.fetch_balance()
+            amount = ex.amount_to_precision(symbol, balance["free"][symbol.split("/", maxsplit=1)[0]])
+            await ex.create_order(symbol, "market", "sell", amount, None, {"newClientOrderId": "web_manual_1"})
+        finally:
+            await ex.close()
+
+    asyncio.run(sell())
+
+
+def test_position_sold_by_hand_is_corrected_and_only_critical_lines_show_with_p_crit(stack: Stack) -> None:
+    """BTC sold by hand while the daemon is stopped: the start corrects the ledger with CRITICAL lines, and
+    ``journalctl -p crit`` shows exactly the critical entries."""
+    ct = stack.ct
+    wait_until(lambda: stack.our_fills("BTC/USDT") >= 1, 60, "a DCA buy")
+    ct.systemctl("stop", UNIT)
+    _sell_everything_by_hand(stack.sim, "BTC/USDT")
+    cursor = ct.cursor()
+    ct.systemctl("start", UNIT)
+    stack.wait_journal("startup reconciliation done", cursor)
+    critical, everything = stack.journal("-p", "crit", after=cursor), stack.journal(after=cursor)
+    # Compared up to the end of recovery: later passes may log more while we read.
+    done = next(e for e in everything if str(e.get("MESSAGE")).startswith("startup reconciliation done"))
+    upto = int(done["__REALTIME_TIMESTAMP"])
+    critical = [e for e in critical if int(e["__REALTIME_TIMESTAMP"]) <= upto]
+    everything = [e for e in everything if int(e["__REALTIME_TIMESTAMP"]) <= upto]
+    assert [e["__CURSOR"] for e in critical] == [e["__CURSOR"] for e in everything if int(e["PRIORITY"]) <= 2]
+    corrections = [
+        e for e in critical if str(e["MESSAGE"]).startswith("reconciliation corrected dca-btc: holdings BTC")
+    ]
+    assert corrections, [e["MESSAGE"] for e in critical]
+    assert {(e["EVENT"], e["STRATEGY"], e["SYMBOL"]) for e in corrections} == {
+        ("RECONCILIATION_CORRECTION", "dca-btc", "BTC/USDT")
+    }
+    assert any(e["PRIORITY"] == "6" for e in everything)  # the INFO lines exist; -p crit left them out
+    status = stack.daemon_status()
+    assert Decimal(next(s for s in status["strategies"] if s["name"] == "dca-btc")["holdings"]) == 0
+
+
+def test_hung_event_loop_is_killed_by_the_watchdog_and_restarted(stack: Stack) -> None:
+    """A blocked event loop stops the WATCHDOG=1 pings: systemd logs "Watchdog timeout" and restarts it."""
+    ct = stack.ct
+    stack.dropin(UNIT, "[Service]\nEnvironment=S1MPLED_FAILPOINTS=hang:control.status\n")
+    ct.systemctl("restart", UNIT)
+    before = stack.wait_active()
+    cursor = ct.cursor()
+    hung = ct.run("timeout", "30", "s1mpled", "status", "--timeout", "3", check=False)
+    assert hung.returncode != 0, hung.stdout
+    stack.wait_journal("Watchdog timeout", cursor, timeout=30)
+
+    after = stack.wait_active(replacing=before["MainPID"])
+    assert int(after["NRestarts"]) == int(before["NRestarts"]) + 1
+    messages = [str(e.get("MESSAGE")) for e in stack.journal(after=cursor)]
+    assert any("Killing process" in m and "SIGABRT" in m for m in messages), messages
+
+
+def _assert_stays(predicate: Any, seconds: float, what: str) -> None:
+    deadline = time.monotonic() + seconds
+    while time.monotonic() < deadline:
+        assert predicate(), what
+        time.sleep(0.2)
+
+
+def test_config_error_fails_with_status_78_and_is_not_restarted(stack: Stack) -> None:
+    """A bad config: exit 78/CONFIG with file:line in the journal, the unit failed, no restart loop."""
+    ct = stack.ct
+    bad = stack.config.replace("mode: live\n", "mode: live\nmodee: live\n", 1)
+    line = bad.splitlines().index("modee: live") + 1
+    ct.write(CONFIG, bad, mode=0o640, owner="root:s1mpled")
+    cursor = ct.cursor()
+    assert ct.systemctl("restart", UNIT, check=False).returncode != 0
+    st = stack.wait_state(30, ActiveState="failed")
+    assert (st["Result"], st["ExecMainStatus"], st["NRestarts"]) == ("exit-code", "78", "0")
+    _assert_stays(lambda: stack.state()["ActiveState"] == "failed", 4, "restarted despite RestartPreventExitStatus=78")
+    assert stack.state()["NRestarts"] == "0"
+    messages = [str(e.get("MESSAGE")) for e in stack.journal(after=cursor)]
+    assert any("status=78/CONFIG" in m for m in messages), messages
+    assert any(f"{CONFIG}:{line}: modee: unknown key" in m for m in messages), messages
+
+
+def test_restart_storm_ends_failed_with_the_alert_sent(stack: Stack) -> None:
+    """A daemon that crashes on every start is restarted StartLimitBurst-1 times, then left failed
+    ("Start request repeated too quickly"), and OnFailure= sends the critical alert."""
+    ct = stack.ct
+    # SIGKILL right after the exchange accepted an order: the next start settles that order at once (with
+    # after_intent it would wait out the in-flight window first) and the next order kills it again.
+    stack.dropin(UNIT, "[Service]\nEnvironment=S1MPLED_FAILPOINTS=order.after_send\n")
+    cursor = ct.cursor()
+    ct.systemctl("restart", "--no-block", UNIT)
+    stack.wait_journal("Start request repeated too quickly", cursor, timeout=180)
+    # systemd 252 keeps the last failure as the Result ("signal"); start-limit-hit shows only in the log.
+    st = stack.wait_state(30, ActiveState="failed", Result="signal")
+    messages = [str(e.get("MESSAGE")) for e in stack.journal(after=cursor)]
+    kills = [m for m in messages if "Main process exited, code=killed, status=9/KILL" in m]
+    assert len(kills) == 5, messages  # StartLimitBurst=5 starts in StartLimitIntervalSec=120
+    _assert_stays(lambda: stack.state()["ActiveState"] == "failed", 4, "restarted after the start limit")
+    assert stack.state()["NRestarts"] == st["NRestarts"] == "5"  # the fifth scheduled restart was refused
+
+    def alerted() -> list[dict[str, Any]] | None:
+        entries = ct.journal(f"_SYSTEMD_UNIT={ALERT}", "-p", "crit", after=cursor)
+        return entries or None
+
+    alerts = wait_until(alerted, 60, f"the alert from {ALERT}")
+    assert [(e["EVENT"], e["MESSAGE"]) for e in alerts] == [
+        ("ALERT", f"ALERT: {UNIT} failed and systemd gave up restarting it; trading is stopped")
+    ]
+    wait_until(lambda: ct.show(ALERT, "ActiveState")["ActiveState"] == "inactive", 60, f"{ALERT} to finish")
+    assert ct.show(ALERT, "Result")["Result"] == "success"
+
+
+def test_api_secret_never_reaches_the_journal(stack: Stack) -> None:
+    """Nothing in the whole journal (every field of every entry) contains the API secret or key."""
+    ct = stack.ct
+    assert DEFAULT_API_SECRET in ct.path(KEY_FILE).read_text()  # the daemon had it all along
+    ct.systemctl("start", RECONCILE)  # one more client that loaded the config
+    export = ct.run("journalctl", "--no-pager", "-o", "export").stdout
+    assert "s1mpled" in export
+    assert DEFAULT_API_SECRET not in export
+    assert DEFAULT_API_KEY not in export
+
+
+@pytest.mark.parametrize("unit", [UNIT, "s1mpled@e2e.service", RECONCILE, ALERT])
+def test_systemd_rates_the_sandbox_at_most_1_5(e2e: Stack, unit: str) -> None:
+    """systemd-analyze security, inside the container with the package installed, rates every unit <= 1.5."""
+    out = e2e.ct.run("systemd-analyze", "security", "--no-pager", unit).stdout
+    level = out.rsplit(f"Overall exposure level for {unit}: ", 1)[1].split()[0]
+    assert float(level) <= MAX_EXPOSURE, out[-2000:]
+
+
+def _generations(stack: Stack) -> dict[str, int]:
+    state = stack.ct.path(STATE_DIR)
+    return {name: inspect(state / strategy_state_name(name)).record.generation for name in STRATEGIES}
+
+
+def test_reinstall_keeps_state_and_config_and_restarts_the_daemon(stack: Stack) -> None:
+    """apt-get install --reinstall keeps /var/lib/s1mpled and the edited config, and restarts the daemon."""
+    ct = stack.ct
+    state = ct.path(STATE_DIR)
+    wait_until(lambda: all((state / strategy_state_name(n)).exists() for n in STRATEGIES), 60, "state files")
+    files, generations = {p.name for p in state.iterdir()}, _generations(stack)
+    before = stack.state()
+    ct.install_deb(stack.deb, "--reinstall")
+    stack.wait_active(replacing=before["MainPID"])  # debhelper's postinst restarts the unit on upgrade
+    assert files <= {p.name for p in state.iterdir()}
+    assert all(_generations(stack)[n] >= g for n, g in generations.items())
+    assert ct.path(CONFIG).read_text() == stack.config  # a conffile the admin edited is kept
+
+
+def test_purge_removes_state_and_config_but_not_the_admins_keys(stack: Stack) -> None:
+    """apt-get purge stops and removes the daemon and deletes /var/lib/s1mpled; the key file stays."""
+    ct = stack.ct
+    assert ct.path(STATE_DIR).is_dir()
+    ct.run("apt-get", "purge", "-y", "s1mpled", timeout=300)
+    assert not ct.path(STATE_DIR).exists()
+    assert not ct.path(CONFIG).exists()
+    assert ct.path(KEY_FILE).exists()
+    assert ct.show(UNIT, "LoadState")["LoadState"] == "not-found"
