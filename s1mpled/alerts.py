@@ -32,10 +32,14 @@ class Alerter:
             client.add(url)
         return bool(client.notify(title="s1mpled", body=message))
 
-    async def send(self, message: str) -> bool:
-        """Log at CRITICAL and deliver to every URL (best effort, bounded in time); True if all delivered."""
+    def log_only(self, message: str) -> None:
+        """The alert as a CRITICAL journal entry (every alert is one, whatever else happens)."""
         log.critical("ALERT: %s", message, extra={"EVENT": "ALERT"})
         self.sent += 1
+
+    async def send(self, message: str) -> bool:
+        """Log at CRITICAL and deliver to every URL (best effort, bounded in time); True if all delivered."""
+        self.log_only(message)
         if not self.urls:
             return True
         try:

@@ -129,15 +129,21 @@ def _cmd_alert(args: argparse.Namespace) -> int:
 
     from s1mpled.alerts import Alerter
     from s1mpled.config import load_config, resolve_config_path
+    from s1mpled.errors import ConfigError
     from s1mpled.logs import setup_logging
 
     config_path = args.config
     if config_path is None and args.unit and args.unit.startswith("s1mpled@"):
         instance = Path("/etc/s1mpled") / (args.unit.removeprefix("s1mpled@").removesuffix(".service") + ".yaml")
         config_path = str(instance) if instance.exists() else None
-    config = load_config(resolve_config_path(config_path, os.environ))
+    message = args.message or f"{args.unit or 's1mpled'} failed and is not being restarted: trading is stopped"
+    try:
+        config = load_config(resolve_config_path(config_path, os.environ))
+    except ConfigError as exc:  # the failure may be this very config: alert through the journal at least
+        setup_logging("info")
+        Alerter(()).log_only(f"{message} (configuration error: {exc})")
+        return 0
     setup_logging(config.log_level, operation=config.operation)
-    message = args.message or f"{args.unit or 's1mpled'} failed and systemd gave up restarting it; trading is stopped"
     alerter = Alerter(config.alerts.apprise_urls)
     delivered = asyncio.run(alerter.send(message))
     print(f"alert sent to the journal{' and ' + str(len(alerter.urls)) + ' URL(s)' if alerter.urls else ''}: {message}")

@@ -50,10 +50,11 @@ from s1mpled.strategy_worker import StrategyWorker
 from s1mpled.systemd import Notifier, watchdog_interval
 from s1mpled.workers import LedgerObserver, wire
 
-__all__ = ["BREAKER_STATE_NAME", "Operation", "run"]
+__all__ = ["BREAKER_STATE_NAME", "IDENTITY_STATE_NAME", "Operation", "run"]
 
 log = logging.getLogger("s1mpled.operation")
 BREAKER_STATE_NAME = "circuit-breaker.state.json"
+IDENTITY_STATE_NAME = "operation.state.json"  # which operation, mode and venue these books belong to
 
 
 def wall_ms() -> int:
@@ -89,6 +90,7 @@ class Operation:
         self.components: Components | None = None
         self._stop = asyncio.Event()
         self._reload = asyncio.Event()
+        self._pumps: list[asyncio.Task[None]] = []
 
     # -- phases --
 
@@ -115,9 +117,31 @@ class Operation:
             rate_limit=live.rate_limit,
         )
 
+    def _identity(self) -> dict[str, str]:
+        live = self.config.live
+        venue = "paper" if self.config.mode == "paper" or live is None else live.urls.get("http", live.exchange)
+        return {"operation": self.config.operation, "mode": self.config.mode, "venue": venue}
+
+    def _check_identity(self, state_dir: StateDirectory) -> None:
+        """Refuse books that belong to another operation, mode or exchange (paper profits are no live capital)."""
+        f = state_dir.file(IDENTITY_STATE_NAME)
+        mine, stored = self._identity(), f.load().state
+        if stored is None:
+            f.save_sync(mine)
+            return
+        if stored != mine:
+            raise ConfigError(
+                str(self.config.path),
+                "mode",
+                f"the state in {state_dir.path} belongs to {stored}, this configuration is {mine}; "
+                f"its ledgers would be wrong here. Stop the daemon and move {state_dir.path} away "
+                "to start with fresh books (or restore the configuration that made them)",
+            )
+
     async def _step_a(self, state_dir: StateDirectory) -> Components:
         """Recovery step A: restore every piece of state before anything can act."""
         self._set_phase("loading-state", "recovery A: loading state")
+        self._check_identity(state_dir)
         env = self._environment(state_dir)
         try:
             await env.start()
@@ -257,6 +281,9 @@ class Operation:
             for w in c.workers:
                 async with w.lock:
                     await w.save_state()
+            for pump in self._pumps:  # streams end before their client closes (no reconnect attempts)
+                pump.cancel()
+            await asyncio.wait(self._pumps)
             await c.env.close()
 
     async def run(self) -> None:
@@ -279,8 +306,10 @@ class Operation:
                         raise
                     self._wire(c)
                     tg.create_task(self.bus.run())
-                    tg.create_task(self._guarded("user stream", self._pump_user_stream(c)))
-                    tg.create_task(self._guarded("market data", self._pump_market(c)))
+                    self._pumps = [
+                        tg.create_task(self._guarded("user stream", self._pump_user_stream(c))),
+                        tg.create_task(self._guarded("market data", self._pump_market(c))),
+                    ]
                     tg.create_task(Scheduler(self._schedules(), self.bus.publish, MonotonicClock()).run())
                     tg.create_task(self._status_loop())
                     tg.create_task(self.notifier.run_watchdog(self.healthy, watchdog_interval()))

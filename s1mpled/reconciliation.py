@@ -56,6 +56,11 @@ _ZERO = Decimal(0)
 _FOREIGN = "\x00external"
 
 
+def _amt(value: Decimal) -> str:
+    """An amount as plain digits for the log ("0.00000000", never "0E-8")."""
+    return format(value, "f")
+
+
 @dataclass(frozen=True, slots=True)
 class LedgerFacts:
     """What the diff needs of one ledger: its snapshot, its orders (open and recent), applied trades."""
@@ -88,7 +93,7 @@ class AdoptOrder:
 
     def describe(self) -> str:
         o = self.order
-        return f"adopted order {o.client_order_id} ({o.side} {o.amount} {o.symbol}, {o.status}) the ledger lacked"
+        return f"adopted order {o.client_order_id} ({o.side} {_amt(o.amount)} {o.symbol}, {o.status}) the ledger lacked"
 
 
 @dataclass(frozen=True, slots=True)
@@ -98,7 +103,7 @@ class ApplyFill:
 
     def describe(self) -> str:
         f = self.fill
-        return f"applied missed fill {f.trade_id} of {f.client_order_id}: {f.side} {f.amount} @ {f.price}"
+        return f"applied missed fill {f.trade_id} of {f.client_order_id}: {f.side} {_amt(f.amount)} @ {_amt(f.price)}"
 
 
 @dataclass(frozen=True, slots=True)
@@ -110,7 +115,7 @@ class SettleOrder:
     filled: Decimal
 
     def describe(self) -> str:
-        return f"order {self.client_order_id}: {self.before} -> {self.after} (filled {self.filled})"
+        return f"order {self.client_order_id}: {self.before} -> {self.after} (filled {_amt(self.filled)})"
 
 
 @dataclass(frozen=True, slots=True)
@@ -121,7 +126,7 @@ class SetHoldings:
     after: Decimal
 
     def describe(self) -> str:
-        return f"holdings {self.asset}: {self.before} -> {self.after} (the exchange holds less)"
+        return f"holdings {self.asset}: {_amt(self.before)} -> {_amt(self.after)} (the exchange holds less)"
 
 
 @dataclass(frozen=True, slots=True)
@@ -132,7 +137,7 @@ class SetCapital:
     after: Decimal
 
     def describe(self) -> str:
-        return f"capital {self.asset}: {self.before} -> {self.after} (the exchange holds less)"
+        return f"capital {self.asset}: {_amt(self.before)} -> {_amt(self.after)} (the exchange holds less)"
 
 
 Correction = AdoptOrder | ApplyFill | SettleOrder | SetHoldings | SetCapital
@@ -378,11 +383,11 @@ def _order_of(c: Correction) -> str | None:
 def _ledger_line(ledger: StrategyLedger, cid: str | None) -> str:
     """What a correction changes, for its CRITICAL log line: the order (if any), holdings and capital."""
     snap = ledger.snapshot()
-    money = f"holdings {snap.holdings} {snap.base}, capital {snap.capital} {snap.quote}"
+    money = f"holdings {_amt(snap.holdings)} {snap.base}, capital {_amt(snap.capital)} {snap.quote}"
     if cid is None:
         return money
     order = ledger.order(cid)
-    state = "absent" if order is None else f"{order.state} (filled {order.filled})"
+    state = "absent" if order is None else f"{order.state} (filled {_amt(order.filled)})"
     return f"order {cid} {state}, {money}"
 
 

@@ -89,3 +89,16 @@ def test_undeliverable_alert_exits_non_zero_but_is_in_the_journal(tmp_path: Path
     )  # fmt: skip
     assert out.returncode == 1
     assert "ALERT: test" in out.stderr and "alert delivery failed" in out.stderr
+
+
+def test_alert_still_reaches_the_journal_when_the_config_is_broken(tmp_path: Path) -> None:
+    """OnFailure= also fires for a bad config (exit 78): the alert then goes to the journal, exit 0."""
+    config = tmp_path / "broken.yaml"
+    config.write_text("operation: [unclosed\n")
+    out = subprocess.run(
+        [sys.executable, "-m", "s1mpled", "alert", "--config", str(config), "--unit", "s1mpled.service"],
+        capture_output=True, text=True, timeout=120, check=False,
+    )  # fmt: skip
+    assert out.returncode == 0, out.stderr
+    assert "ALERT: s1mpled.service failed and is not being restarted" in out.stderr
+    assert "configuration error" in out.stderr and str(config) in out.stderr

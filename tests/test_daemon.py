@@ -303,3 +303,18 @@ def test_the_shipped_config_runs_with_zero_setup_on_a_fresh_home(tmp_path: Path)
     finally:
         proc.send_signal(signal.SIGTERM)
         assert proc.wait(timeout=20) == 0
+
+
+def test_books_of_another_mode_or_operation_are_refused(tmp_path: Path) -> None:
+    """Paper books never become live capital: a state dir made by another mode/operation stops the start (78)."""
+    config = write_config(tmp_path)
+    daemon = Daemon(config, tmp_path / "daemon.log")
+    daemon.wait_trading()
+    assert daemon.stop() == 0
+    config.write_text(config.read_text().replace("operation: paper-demo", "operation: other-op"))
+    out = subprocess.run(
+        [sys.executable, "-m", "s1mpled", "run", "--config", str(config)],
+        capture_output=True, text=True, timeout=60, check=False,
+    )  # fmt: skip
+    assert out.returncode == 78
+    assert "belongs to" in out.stderr and "'operation': 'paper-demo'" in out.stderr and "move" in out.stderr
