@@ -29,14 +29,12 @@ from __future__ import annotations
 import argparse
 import asyncio
 import contextlib
-import json
 import os
 import re
 import shutil
 import signal
 import subprocess
 import sys
-import tempfile
 import time
 from collections.abc import AsyncIterator, Sequence
 from dataclasses import asdict, dataclass, field
@@ -46,7 +44,8 @@ from typing import Any
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))  # run from a checkout without installing
 
-from state_save import filesystem_of, machine_facts, summarize  # bench/ is sys.path[0] when run as a script
+from common import make_workdir, write_report
+from state_save import machine_facts, summarize  # bench/ is sys.path[0] when run as a script
 
 from s1mpled.config import load_config
 from s1mpled.control import request
@@ -65,7 +64,6 @@ SEED_TICK = "10ms"  # the run that makes the restart state trade a bit
 SEED_SECONDS = 3.0
 SETTLE_S = 1.0  # after "trading", before the idle window: the first decisions are not idle work
 MIB = 2**20
-_MEMORY_FS = frozenset({"tmpfs", "ramfs", "devtmpfs"})
 # The daemon's log lines (stderr, "LEVEL logger: message [FIELDS]") that mark its phases.
 MARKERS = (
     ("loading_state", "phase loading-state"),
@@ -579,12 +577,7 @@ def _bench_error(exc: BaseException) -> BenchError | None:
 
 def main(argv: list[str] | None = None) -> int:
     args = parse_args(argv)
-    args.dir.mkdir(parents=True, exist_ok=True)
-    work = Path(tempfile.mkdtemp(prefix="s1mpled-startup-", dir=args.dir))
-    fs = filesystem_of(work)
-    print(f"benchmarking in {work} ({fs.fstype} on {fs.device}, mounted at {fs.mountpoint})", file=sys.stderr)
-    if fs.fstype in _MEMORY_FS:
-        print(f"WARNING: {fs.fstype} is memory-backed; fsync is free there", file=sys.stderr)
+    work, fs = make_workdir("startup", args.dir)
     started, t0, load_start = int(time.time()), time.perf_counter(), os.getloadavg()
     try:
         results = asyncio.run(run_daemons(work, args.runs, args.idle_seconds))
@@ -606,10 +599,7 @@ def main(argv: list[str] | None = None) -> int:
         "load_average_1_5_15": {"start": load_start, "end": os.getloadavg()},  # other work on the box skews all this
         **results,
     }
-    args.json.parent.mkdir(parents=True, exist_ok=True)
-    args.json.write_text(json.dumps(report, indent=2) + "\n")
-    print(markdown(report))
-    print(f"\n(wall time {report['duration_s']} s; JSON written to {args.json})", file=sys.stderr)
+    write_report(args.json, report, markdown)
     return 0
 
 

@@ -28,11 +28,9 @@ import argparse
 import asyncio
 import contextlib
 import gc
-import json
 import os
 import shutil
 import sys
-import tempfile
 import time
 from collections import Counter
 from collections.abc import Iterator
@@ -43,7 +41,8 @@ from typing import Any
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))  # run from a checkout without installing
 
-from state_save import filesystem_of, machine_facts, summarize  # bench/ is sys.path[0] when run as a script
+from common import make_workdir, write_report
+from state_save import machine_facts, summarize  # bench/ is sys.path[0] when run as a script
 
 from s1mpled.bus import EventBus
 from s1mpled.config import Config, load_config, parse_duration
@@ -62,7 +61,6 @@ DEFAULT_JSON = Path(__file__).resolve().parent / "results" / "throughput.json"
 EXAMPLE_SCHEDULE = REPO / "etc" / "s1mpled" / "schedule.yaml"
 START_DEADLINE_S = 60.0
 MAX_REPLAY_TICKS = 200_000
-_MEMORY_FS = frozenset({"tmpfs", "ramfs", "devtmpfs"})
 
 
 @dataclass(frozen=True, slots=True)
@@ -637,12 +635,7 @@ def measure(work: Path, args: argparse.Namespace) -> dict[str, Any]:
 
 def main(argv: list[str] | None = None) -> int:
     args = parse_args(argv)
-    args.dir.mkdir(parents=True, exist_ok=True)
-    work = Path(tempfile.mkdtemp(prefix="s1mpled-throughput-", dir=args.dir))
-    fs = filesystem_of(work)
-    print(f"benchmarking in {work} ({fs.fstype} on {fs.device}, mounted at {fs.mountpoint})", file=sys.stderr)
-    if fs.fstype in _MEMORY_FS:
-        print(f"WARNING: {fs.fstype} is memory-backed; fsync is free there", file=sys.stderr)
+    work, fs = make_workdir("throughput", args.dir)
     started, t0, load_start = int(time.time()), time.perf_counter(), os.getloadavg()
     try:
         results = measure(work, args)
@@ -656,10 +649,7 @@ def main(argv: list[str] | None = None) -> int:
         "load_average_1_5_15": {"start": load_start, "end": os.getloadavg()},  # other work on the box skews all this
         **results,
     }
-    args.json.parent.mkdir(parents=True, exist_ok=True)
-    args.json.write_text(json.dumps(report, indent=2, default=str) + "\n")
-    print(markdown(report))
-    print(f"\n(wall time {report['duration_s']} s; JSON written to {args.json})", file=sys.stderr)
+    write_report(args.json, report, markdown)
     return 0
 
 
