@@ -45,6 +45,7 @@ __all__ = ["LiveEnvironment", "ccxt_urls", "classify"]
 
 log = logging.getLogger("s1mpled.environments.live")
 Publish = Callable[[Event], Awaitable[None]]
+CLIENT_IDS_KEPT = 100_000  # older ones are asked for again (one request) if a REST trade names them
 
 
 def ccxt_urls(urls: Mapping[str, str]) -> dict[str, Any] | None:
@@ -110,8 +111,9 @@ class LiveEnvironment(ExecutionEnvironment):
         self._max_failures = max_failures
         self._rate_limit = rate_limit
         self._ex: Any = None
-        self._client_ids: dict[str, str] = {}  # exchange order id -> client order id
+        self._client_ids: dict[str, str] = {}  # exchange order id -> client order id (newest CLIENT_IDS_KEPT)
         self._rng = random.Random()
+        self._closed = False
         self.links: dict[str, Link] = {}
 
     # -- lifecycle --
@@ -148,10 +150,12 @@ class LiveEnvironment(ExecutionEnvironment):
         try:
             await self.get_balances()
         except ExchangeRejected as exc:
-            raise ConfigError("live.credentials", "api_key", f"the exchange refused the API key ({exc})") from None
+            raise ConfigError(
+                self._config.credentials, "api_key", f"the exchange refused the API key ({exc})"
+            ) from None
 
     async def close(self) -> None:
-        if self._ex is not None and not getattr(self, "_closed", False):
+        if self._ex is not None and not self._closed:
             self._closed = True
             try:
                 async with asyncio.timeout(self._timeout_s):
@@ -198,6 +202,8 @@ class LiveEnvironment(ExecutionEnvironment):
     def _order(self, raw: object) -> ExchangeOrder:
         order = parse_order(raw)
         self._client_ids[order.exchange_order_id] = order.client_order_id
+        if len(self._client_ids) > CLIENT_IDS_KEPT:  # a day-long run must not grow without bound
+            del self._client_ids[next(iter(self._client_ids))]
         return order
 
     # -- the REST surface (pull) --
