@@ -34,7 +34,7 @@ from s1mpled.events import (
 from s1mpled.state.plugin import StatefulPlugin
 from s1mpled.state.store import StateFile
 
-__all__ = ["Breaker", "BreakerState", "CircuitBreakerWorker", "Trip"]
+__all__ = ["Breaker", "BreakerState", "CircuitBreakerWorker"]
 
 log = logging.getLogger("s1mpled.circuit_breaker")
 
@@ -110,14 +110,6 @@ class Breaker:
             None if s["stable_since_ms"] is None else int(s["stable_since_ms"]),
             bool(s["reconciled_after_stable"]),
         )
-
-
-@dataclass(frozen=True, slots=True)
-class Trip:
-    """Why the breaker opened, for status output."""
-
-    reason: str
-    manual: bool
 
 
 Publish = Callable[[Event], Awaitable[None]]

@@ -12,7 +12,6 @@ from typing import ClassVar
 from s1mpled.model import ExchangeOrder, Fill, MarketTick
 
 __all__ = [
-    "BreakerClosed",
     "ConnectionLost",
     "ConnectionRestored",
     "ConnectionUnstableDetected",
@@ -111,13 +110,6 @@ class ResumeSignals(Event):
 
     TOPIC: ClassVar[str] = "RESUME_SIGNALS"
     reason: str
-
-
-@dataclass(frozen=True, slots=True)
-class BreakerClosed(Event):
-    """Informational: the breaker's state machine returned to CLOSED."""
-
-    TOPIC: ClassVar[str] = "BREAKER_CLOSED"
 
 
 @dataclass(frozen=True, slots=True)

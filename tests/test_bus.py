@@ -14,7 +14,7 @@ from hypothesis import strategies as st
 
 from s1mpled.bus import BusOverflow, EventBus
 from s1mpled.errors import LocalStateError
-from s1mpled.events import BreakerClosed, Event, HaltNewSignals, ResumeSignals
+from s1mpled.events import ConnectionRestored, Event, HaltNewSignals, ResumeSignals
 
 T = TypeVar("T")
 
@@ -273,8 +273,8 @@ def test_an_event_nobody_subscribed_to_is_a_counted_no_op() -> None:
         bus = EventBus(queue_size=1)
         bus.subscribe(HaltNewSignals, lambda e: None, name="h")
         for _ in range(3):
-            await bus.publish(BreakerClosed())
-            bus.publish_nowait(BreakerClosed())
+            await bus.publish(ConnectionRestored("market"))
+            bus.publish_nowait(ConnectionRestored("market"))
         async with running(bus):
             await bus.drain()
         stats = bus.statistics()
@@ -417,7 +417,7 @@ def test_misuse_is_refused_with_local_state_error() -> None:
             bus.subscribe(HaltNewSignals, lambda e: None, name="h")
         async with running(bus):
             with pytest.raises(LocalStateError):
-                bus.subscribe(BreakerClosed, lambda e: None)
+                bus.subscribe(ConnectionRestored, lambda e: None)
             with pytest.raises(LocalStateError):
                 await bus.run()
 
