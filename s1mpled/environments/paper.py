@@ -19,7 +19,6 @@ import logging
 import time
 from collections.abc import AsyncIterator, Callable
 from decimal import Decimal
-from typing import Any
 
 from s1mpled.config import PaperConfig
 from s1mpled.environments.base import ExecutionEnvironment, UserStreamEvent
@@ -102,8 +101,7 @@ class PaperEnvironment(ExecutionEnvironment):
         return self._exchange
 
     async def _persist(self) -> None:
-        state: dict[str, Any] = {"exchange": self.exchange.to_state(), "step": self._step}
-        state["replay_index"] = self._replay_index
+        state = {"exchange": self.exchange.to_state(), "step": self._step, "replay_index": self._replay_index}
         await self._file.save(state)
 
     async def _publish(self, fills: list[Fill], *, account_changed: bool = True) -> None:
