@@ -652,3 +652,29 @@ def test_state_round_trip_behaves_identically(
     for now, op in enumerate(after, start=len(before)):
         assert repr(apply(twin, op, now)) == repr(apply(ex, op, now))
     assert repr(twin.to_state()) == repr(ex.to_state())
+
+
+# ------------------------------------------------------------------- bounded history
+
+
+def test_history_is_bounded_but_open_orders_and_balances_are_kept() -> None:
+    """Old trades and closed orders are forgotten past the limits; open orders, balances and ids stay exact."""
+    ex = SimulatedExchange(
+        MARKETS, {"USDT": D("100000"), "BTC": D("10"), "ETH": D("100")}, FEE, trades_kept=20, closed_orders_kept=10
+    )
+    ex.on_price(BTC, D("100"), 1)
+    resting = ex.place_order(limit("rest-1", Side.BUY, "1", "50"), 1)[0]
+    for i in range(100):
+        ex.place_order(market(f"m-{i}", Side.BUY if i % 2 else Side.SELL, "0.01"), 2 + i)
+    assert 20 <= len(ex.trades()) <= 22 and ex.trades()[-1].client_order_id == "m-99"
+    assert ex.order("m-99") is not None and ex.order("m-0") is None
+    assert ex.order("rest-1") == resting and ex.open_orders() == [resting]
+    flows = D(0)
+    for i in range(100):
+        flows += D("0.01") * (1 if i % 2 else -1)
+    assert ex.balances()["BTC"].total == D(10) + flows  # forgetting history moved no money
+    again = SimulatedExchange.from_state(codec.decode(codec.encode(ex.to_state(), 1)).state)
+    assert again.trades() == ex.trades() and again.open_orders() == ex.open_orders()
+    assert again.balances() == ex.balances()
+    with pytest.raises(ExchangeRejected, match="duplicate"):
+        again.place_order(market("m-99", Side.BUY, "0.01"), 500)

@@ -8,7 +8,7 @@ clock (``now_ms`` is passed in) and never imports ccxt; the paper adapter persis
 Rules (the tests check each one):
 
 * **Validation.** Rejections raise :class:`~s1mpled.errors.ExchangeRejected`: a duplicate
-  ``client_order_id`` (any order ever placed with it -- this makes re-sending an order safe),
+  ``client_order_id`` (any order it still remembers, see *History* -- re-sending an order is refused),
   an unknown symbol, an amount that is not positive or not a multiple of ``amount_step``, a
   limit price that is missing, not positive or not a multiple of ``price_step``, a market order
   carrying a price or arriving before the first price, and insufficient free balance. A rejected
@@ -34,8 +34,10 @@ Rules (the tests check each one):
 * **Exactness.** All arithmetic runs in a Decimal context with 100 digits that *traps* Inexact:
   a result that would need rounding (which takes absurd inputs) raises ``decimal.Inexact``
   instead of silently losing money. The only rounding is the explicit one of the fee.
-* **History** is kept in full: every order (open, closed, canceled) and every trade, because
-  the duplicate-id rule and the adapter's trade catch-up need them. That is fine at paper sizes.
+* **History** is bounded so the persisted state (rewritten on every fill) stays small: every open
+  order, the newest ``CLOSED_ORDERS_KEPT`` closed or canceled orders and the newest ``TRADES_KEPT``
+  trades. The duplicate-id rule therefore covers the orders still remembered -- more than Binance,
+  which refuses a reused client id only among open orders (s1mpled never reuses one anyway).
 """
 
 from __future__ import annotations
@@ -68,9 +70,11 @@ from s1mpled.model import (
     split_symbol,
 )
 
-__all__ = ["FEE_QUANTUM", "STATE_FORMAT", "MarketSpec", "SimulatedExchange"]
+__all__ = ["CLOSED_ORDERS_KEPT", "FEE_QUANTUM", "STATE_FORMAT", "TRADES_KEPT", "MarketSpec", "SimulatedExchange"]
 
 FEE_QUANTUM = D("0.00000001")  # fees are rounded DOWN to 8 decimal places
+TRADES_KEPT = 10_000  # newest trades kept (for REST catch-up); older ones are forgotten
+CLOSED_ORDERS_KEPT = 2_000  # newest closed/canceled orders kept (for lookups by client id)
 STATE_FORMAT = 1  # version of the to_state() layout
 
 _EXACT = Context(prec=100, traps=[InvalidOperation, DivisionByZero, Overflow, Inexact])
@@ -137,7 +141,15 @@ class SimulatedExchange:
     trace; the adapter persists ``to_state()`` after each call it wants to survive a crash.
     """
 
-    def __init__(self, markets: Mapping[str, MarketSpec], balances: Mapping[str, D], fee_rate: D) -> None:
+    def __init__(
+        self,
+        markets: Mapping[str, MarketSpec],
+        balances: Mapping[str, D],
+        fee_rate: D,
+        *,
+        trades_kept: int = TRADES_KEPT,
+        closed_orders_kept: int = CLOSED_ORDERS_KEPT,
+    ) -> None:
         if not isinstance(fee_rate, D) or not fee_rate.is_finite() or not 0 <= fee_rate < 1:
             raise ValueError(f"fee_rate must be a Decimal in [0, 1), got {fee_rate!r}")
         for key, spec in markets.items():
@@ -160,6 +172,7 @@ class SimulatedExchange:
         self._last: dict[str, D] = {}
         self._next_order_id = 1
         self._next_trade_id = 1
+        self._trades_kept, self._closed_kept = trades_kept, closed_orders_kept
 
     # ----------------------------------------------------------------- queries
 
@@ -381,10 +394,24 @@ class SimulatedExchange:
         )
         self._trades.append(fill)
         self._trade_numbers.append(self._next_trade_id)
+        self._forget_old_history()
         self._next_trade_id += 1
         return fill
 
     # ----------------------------------------------------------------- state
+
+    def _forget_old_history(self) -> None:
+        """Keep the newest trades and closed orders only, so the persisted state stays bounded.
+
+        Open orders are always kept. Trimming happens in steps of 10 % so it costs nothing per fill.
+        """
+        if len(self._trades) > self._trades_kept * 1.1:
+            drop = len(self._trades) - self._trades_kept
+            del self._trades[:drop], self._trade_numbers[:drop]
+        closed = len(self._orders) - len(self._open)
+        if closed > self._closed_kept * 1.1:
+            for cid in [c for c in self._orders if c not in self._open][: closed - self._closed_kept]:
+                del self._orders[cid]
 
     def to_state(self) -> dict[str, Any]:
         """The complete state as JSON-shaped data (str keys, lists, str/int/Decimal/None values)."""
