@@ -56,7 +56,14 @@ from s1mpled.events import Event, LedgerStateChanged
 from s1mpled.exchange_sim import DEFAULT_API_KEY, DEFAULT_API_SECRET, ExchangeSimulator, SimConfig, SimMarket
 from s1mpled.model import Balance, ExchangeOrder, Fill, OrderRequest, OrderType, Side
 from s1mpled.orders import OrderEvent, client_order_id, order_prefix
-from s1mpled.reconciliation import LedgerFacts, ReconciliationMonitor, VenueSnapshot, facts_of, reconcile
+from s1mpled.reconciliation import (
+    LedgerFacts,
+    ReconciliationMonitor,
+    VenueSnapshot,
+    facts_of,
+    reconcile,
+    with_applied,
+)
 from s1mpled.state.store import StateDirectory
 from s1mpled.strategies.dca import DCA
 from s1mpled.strategy_worker import StrategyWorker
@@ -187,16 +194,7 @@ def time_diff(workers: Sequence[StrategyWorker], venue: VenueSnapshot, runs: int
     facts_ns, diff_ns = [], []
     for _ in range(runs):
         t0 = time.perf_counter_ns()
-        base = [facts_of(w) for w in workers]
-        facts = [
-            LedgerFacts(
-                f.snapshot,
-                f.prefix,
-                f.orders,
-                frozenset(t.trade_id for t in venue.trades if w.ledger.has_applied(t.trade_id)),
-            )
-            for f, w in zip(base, workers, strict=True)
-        ]
+        facts = with_applied([facts_of(w) for w in workers], workers, venue)
         t1 = time.perf_counter_ns()
         report = reconcile(facts, venue)
         t2 = time.perf_counter_ns()

@@ -391,6 +391,16 @@ def _ledger_line(ledger: StrategyLedger, cid: str | None) -> str:
     return f"order {cid} {state}, {money}"
 
 
+def with_applied(
+    facts: Sequence[LedgerFacts], workers: Sequence[ReconciledWorker], venue: VenueSnapshot
+) -> list[LedgerFacts]:
+    """The facts completed with which of the venue's trades each ledger has already applied."""
+    return [
+        replace(f, applied_trade_ids=frozenset(t.trade_id for t in venue.trades if w.ledger.has_applied(t.trade_id)))
+        for f, w in zip(facts, workers, strict=True)
+    ]
+
+
 class ReconciliationMonitor(MonitorWorker):
     """Pulls the exchange's truth and force-corrects the ledgers (at startup, on schedule, after reconnects)."""
 
@@ -484,15 +494,7 @@ class ReconciliationMonitor(MonitorWorker):
                 await stack.enter_async_context(w.lock)
             base_facts = [facts_of(w) for w in self._workers]
             venue = await self._venue(base_facts)
-            facts = [
-                LedgerFacts(
-                    f.snapshot,
-                    f.prefix,
-                    f.orders,
-                    frozenset(t.trade_id for t in venue.trades if w.ledger.has_applied(t.trade_id)),
-                )
-                for f, w in zip(base_facts, self._workers, strict=True)
-            ]
+            facts = with_applied(base_facts, self._workers, venue)
             report = reconcile(facts, venue, self._env.in_flight_ms)
             await self._apply(report, venue)
         self._follow_up_at = self._clock_ms() + self._env.in_flight_ms if report.unsettled else None

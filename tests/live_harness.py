@@ -6,6 +6,7 @@ The books are compared with the exchange's own account (``GET /__admin/state``),
 
 from __future__ import annotations
 
+import asyncio
 import json
 import os
 import signal
@@ -21,6 +22,7 @@ from typing import Any
 import yaml
 
 from s1mpled.builder import strategy_state_name
+from s1mpled.environments.live import ccxt_urls
 from s1mpled.exchange_sim import DEFAULT_API_KEY, DEFAULT_API_SECRET
 from s1mpled.ledger import StrategyLedger
 from s1mpled.orders import OrderState, is_terminal, parse_client_order_id
@@ -76,6 +78,24 @@ class Simulator:
 
     def pause_feed(self, paused: bool = True) -> None:
         self._admin("feed", {"paused": paused})
+
+    def sell_everything_by_hand(self, symbol: str) -> None:
+        """What a user does on the exchange's website: sell the whole balance, under a foreign order id."""
+        asyncio.run(self._sell_everything(symbol))
+
+    async def _sell_everything(self, symbol: str) -> None:
+        import ccxt.pro
+
+        ex: Any = ccxt.pro.binance({"apiKey": DEFAULT_API_KEY, "secret": DEFAULT_API_SECRET, "enableRateLimit": False})
+        ex.urls["api"] = ccxt_urls({"http": self.urls["http"], "ws": self.urls["ws"]})
+        ex.options.update({"fetchCurrencies": False, "fetchMargins": False, "fetchMarkets": {"types": ["spot"]}})
+        try:
+            await ex.load_markets()
+            balance = await ex.fetch_balance()
+            amount = ex.amount_to_precision(symbol, balance["free"][symbol.split("/", maxsplit=1)[0]])
+            await ex.create_order(symbol, "market", "sell", amount, None, {"newClientOrderId": "web_manual_1"})
+        finally:
+            await ex.close()
 
     def stop(self) -> None:
         self.proc.send_signal(signal.SIGTERM)

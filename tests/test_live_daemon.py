@@ -118,7 +118,7 @@ def test_position_closed_by_hand_while_down_is_corrected_at_startup(tmp_path: Pa
     daemon.wait_trading(timeout=60)
     wait_until(lambda: any(t["symbol"] == "BTC/USDT" for t in sim.state()["trades"]), 60, "a DCA buy")
     assert daemon.stop() == 0
-    _sell_everything_by_hand(sim, "BTC/USDT")
+    sim.sell_everything_by_hand("BTC/USDT")
     # The hand sale sold the strategy's BTC and the account's own: BTC is checked as "both zero" below.
     _verify(tmp_path, sim, log, skip_assets=("BTC",))
     text = log.read_text()
@@ -126,32 +126,6 @@ def test_position_closed_by_hand_while_down_is_corrected_at_startup(tmp_path: Pa
     assert read_ledgers(tmp_path / "state")["dca-btc"].snapshot().holdings == 0
     btc = sim.state()["balances"]["BTC"]
     assert Decimal(btc["free"]) + Decimal(btc["used"]) == 0
-
-
-def _sell_everything_by_hand(sim: Simulator, symbol: str) -> None:
-    """What a user does on the exchange's website: sell the whole balance, with the exchange's own order id."""
-    import asyncio
-
-    import ccxt.pro
-
-    async def sell() -> None:
-        ex: Any = ccxt.pro.binance({"apiKey": "sim-api-key", "secret": "sim-api-secret", "enableRateLimit": False})
-        ex.urls["api"] = {
-            "public": sim.urls["http"] + "/api/v3",
-            "private": sim.urls["http"] + "/api/v3",
-            "v1": sim.urls["http"] + "/api/v1",
-            "ws": {"spot": sim.urls["ws"] + "/stream/ws", "ws-api": {"spot": sim.urls["ws"] + "/ws-api/v3"}},
-        }
-        ex.options.update({"fetchCurrencies": False, "fetchMargins": False, "fetchMarkets": {"types": ["spot"]}})
-        try:
-            await ex.load_markets()
-            balance = await ex.fetch_balance()
-            amount = ex.amount_to_precision(symbol, balance["free"][symbol.split("/", maxsplit=1)[0]])
-            await ex.create_order(symbol, "market", "sell", amount, None, {"newClientOrderId": "web_manual_1"})
-        finally:
-            await ex.close()
-
-    asyncio.run(sell())
 
 
 FAULTS: list[tuple[str, dict[str, Any], str]] = [

@@ -13,7 +13,6 @@ namespace, so the daemon reaches it at 127.0.0.1.
 
 from __future__ import annotations
 
-import asyncio
 import contextlib
 import json
 import time
@@ -396,33 +395,13 @@ def test_kill_9_is_restarted_recovered_and_never_duplicates_an_order(stack: Stac
     _verify_books(stack)
 
 
-def _sell_everything_by_hand(sim: Simulator, symbol: str) -> None:
-    """What a user does on the exchange's website: sell the whole balance, under the exchange's own order id."""
-    import ccxt.pro
-
-    async def sell() -> None:
-        ex: Any = ccxt.pro.binance({"apiKey": DEFAULT_API_KEY, "secret": DEFAULT_API_SECRET, "enableRateLimit": False})
-        http = sim.urls["http"]
-        ex.urls["api"] = {"public": f"{http}/api/v3", "private": f"{http}/api/v3", "v1": f"{http}/api/v1"}
-        ex.options.update({"fetchCurrencies": False, "fetchMargins": False, "fetchMarkets": {"types": ["spot"]}})
-        try:
-            await ex.load_markets()
-            balance = await ex.fetch_balance()
-            amount = ex.amount_to_precision(symbol, balance["free"][symbol.split("/", maxsplit=1)[0]])
-            await ex.create_order(symbol, "market", "sell", amount, None, {"newClientOrderId": "web_manual_1"})
-        finally:
-            await ex.close()
-
-    asyncio.run(sell())
-
-
 def test_position_sold_by_hand_is_corrected_and_only_critical_lines_show_with_p_crit(stack: Stack) -> None:
     """BTC sold by hand while the daemon is stopped: the start corrects the ledger with CRITICAL lines, and
     ``journalctl -p crit`` shows exactly the critical entries."""
     ct = stack.ct
     wait_until(lambda: stack.our_fills("BTC/USDT") >= 1, 60, "a DCA buy")
     ct.systemctl("stop", UNIT)
-    _sell_everything_by_hand(stack.sim, "BTC/USDT")
+    stack.sim.sell_everything_by_hand("BTC/USDT")
     cursor = ct.cursor()
     ct.systemctl("start", UNIT)
     stack.wait_journal("startup reconciliation done", cursor)
