@@ -54,7 +54,7 @@ from s1mpled.credentials import Credentials
 from s1mpled.environments.live import LiveEnvironment
 from s1mpled.events import Event, LedgerStateChanged
 from s1mpled.exchange_sim import DEFAULT_API_KEY, DEFAULT_API_SECRET, ExchangeSimulator, SimConfig, SimMarket
-from s1mpled.model import Balance, ExchangeOrder, Fill, OrderRequest, OrderType, Side
+from s1mpled.model import Balance, ExchangeOrder, Fill, OrderRequest, OrderType, Side, UnparsedOrder
 from s1mpled.orders import OrderEvent, client_order_id, order_prefix
 from s1mpled.reconciliation import (
     LedgerFacts,
@@ -98,7 +98,7 @@ class TimedLiveEnvironment(LiveEnvironment):
     def _add(self, what: str, t0: int) -> None:
         self.spent_ns[what] += time.perf_counter_ns() - t0
 
-    async def get_open_orders(self) -> list[ExchangeOrder]:
+    async def get_open_orders(self) -> list[ExchangeOrder | UnparsedOrder]:
         t0 = time.perf_counter_ns()
         try:
             return await super().get_open_orders()
@@ -112,10 +112,10 @@ class TimedLiveEnvironment(LiveEnvironment):
         finally:
             self._add("account", t0)
 
-    async def fetch_trades(self, symbol: str, after_trade_id: str | None) -> list[Fill]:
+    async def fetch_trades(self, symbol: str, after_trade_id: str | None, since_ms: int = 0) -> list[Fill]:
         t0 = time.perf_counter_ns()
         try:
-            return await super().fetch_trades(symbol, after_trade_id)
+            return await super().fetch_trades(symbol, after_trade_id, since_ms)
         finally:
             self._add("myTrades", t0)
 

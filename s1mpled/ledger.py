@@ -15,8 +15,11 @@ Accounting (spot, average-cost method):
   their share of the cost basis with them (``basis * units / holdings``) and
   ``realized_pnl += proceeds - released_basis``, i.e. ``(price - avg_entry)*amount - fee`` for a quote fee.
   Hence ``capital + cost_basis == initial capital + realized_pnl`` until a force correction;
-* ``fees_paid`` is in quote (a base fee is valued at the fill price); fees in a third asset (BNB) change
-  neither capital nor holdings and are summed per asset in ``other_fees``;
+* ``fees_paid`` is in quote (a base fee is valued at the fill price). A fee in a third asset (BNB with
+  Binance's discount) changes neither capital nor holdings: it is the strategy's *debt* in that asset,
+  summed per asset in ``other_fees`` -- the account paid it from coins the strategy does not own, and
+  reconciliation counts it as a negative claim on that asset, so it is never cut from a strategy that
+  does own that asset;
 * ``capital`` is all the quote the strategy owns, including what open buy orders reserve;
   ``reserved_quote`` (price times the unfilled amount of open limit buys) is informative.
 
@@ -37,6 +40,7 @@ from s1mpled.errors import LocalStateError, RemoteStateError
 from s1mpled.model import ExchangeOrder, Fill, OrderRequest, OrderType, Side, split_symbol
 from s1mpled.orders import (
     BINANCE_CLIENT_ID_RE,
+    EPOCH_RE,
     OrderEvent,
     OrderState,
     is_terminal,
@@ -111,9 +115,23 @@ class LedgerSnapshot:
     seen_trade_ids: int
     cost_basis: Decimal
     avg_entry_price: Decimal | None  # cost_basis / holdings; None without holdings
-    other_fees: tuple[tuple[str, Decimal], ...]  # fees in assets other than base and quote
+    other_fees: tuple[tuple[str, Decimal], ...]  # fees in assets other than base and quote: debts in them
     sequence: int  # the last client-order-id sequence number handed out
     reconciled_trade_id: str | None = None  # every trade up to this id was checked by a reconciliation
+    epochs: tuple[str, ...] = ("",)  # every epoch of these books, the current one last
+    created_ms: int = 0  # when these books began: the trade catch-up never needs to look further back
+
+    @property
+    def epoch(self) -> str:
+        """The epoch new client order ids carry."""
+        return self.epochs[-1]
+
+    def claims(self) -> dict[str, Decimal]:
+        """What this ledger says it owns of each asset: holdings, capital, minus fee debts."""
+        out = {self.base: self.holdings, self.quote: self.capital}
+        for asset, debt in self.other_fees:
+            out[asset] = out.get(asset, _ZERO) - debt
+        return out
 
 
 def _integer_id(trade_id: str) -> int | None:
@@ -219,8 +237,12 @@ class StrategyLedger:
         *,
         seen_limit: int = SEEN_TRADE_IDS_LIMIT,
         history_limit: int = HISTORY_LIMIT,
+        epoch: str = "",
+        created_ms: int = 0,
     ) -> None:
         self.strategy, self.symbol = strategy, symbol
+        self._epochs = [_epoch(epoch)]
+        self.created_ms = created_ms
         self.base, self.quote = split_symbol(symbol)
         self._capital = _finite(capital, "capital")
         self._holdings = _ZERO
@@ -259,6 +281,23 @@ class StrategyLedger:
         self._bump_sequence(order.client_order_id)
         self._put(order)
         return order
+
+    @property
+    def epoch(self) -> str:
+        """The epoch new client order ids carry (see :mod:`s1mpled.orders`)."""
+        return self._epochs[-1]
+
+    @property
+    def epochs(self) -> tuple[str, ...]:
+        return tuple(self._epochs)
+
+    def begin_epoch(self, epoch: str) -> None:
+        """Start a new epoch: after a fallback to an older generation the sequence may repeat numbers a
+        lost newer generation already used; under a new epoch they make new client ids."""
+        epoch = _epoch(epoch)
+        if epoch in self._epochs:
+            raise LocalStateError(f"{self.strategy}: epoch {epoch!r} was used before")
+        self._epochs.append(epoch)
 
     def next_sequence(self) -> int:
         """The next client-order-id sequence number (1, 2, ...); persisted, never handed out twice."""
@@ -428,6 +467,8 @@ class StrategyLedger:
             other_fees=tuple(sorted(self._other_fees.items())),
             sequence=self._sequence,
             reconciled_trade_id=self._reconciled,
+            epochs=tuple(self._epochs),
+            created_ms=self.created_ms,
         )
 
     # ------------------------------------------------------------------ persistence
@@ -449,6 +490,8 @@ class StrategyLedger:
             "history": [_order_to_state(o) for o in self._history.values()],
             "seen_trades": self._seen.to_state(),
             "reconciled_trade_id": self._reconciled,
+            "epochs": list(self._epochs),
+            "created_ms": self.created_ms,
         }
 
     @classmethod
@@ -480,6 +523,10 @@ class StrategyLedger:
             ledger._put(_order_from_state(raw))
         ledger._seen = SeenTradeIds.from_state(_get(state, "seen_trades", dict), seen_limit)
         ledger._reconciled = _opt_str(state, "reconciled_trade_id") if "reconciled_trade_id" in state else None
+        if "epochs" in state:  # books written before epochs existed have the one epoch ""
+            ledger._epochs = [_epoch(e) for e in _str_list(state, "epochs")] or [""]
+        known = [o.created_ms for o in (*ledger._open.values(), *ledger._history.values())]
+        ledger.created_ms = _get(state, "created_ms", int) if "created_ms" in state else min(known, default=0)
         return ledger
 
     # ------------------------------------------------------------------ internals
@@ -577,6 +624,12 @@ class StrategyLedger:
 # ---------------------------------------------------------------------- helpers
 
 _T = TypeVar("_T")
+
+
+def _epoch(epoch: str) -> str:
+    if not EPOCH_RE.fullmatch(epoch):
+        raise LocalStateError(f"ledger: an epoch is six hex digits, got {epoch!r}")
+    return epoch
 
 
 def _positive(value: Decimal | None) -> bool:

@@ -20,6 +20,7 @@ __all__ = [
     "OrderRequest",
     "OrderType",
     "Side",
+    "UnparsedOrder",
     "split_symbol",
 ]
 
@@ -42,6 +43,9 @@ class ExchangeOrderStatus(enum.StrEnum):
     CANCELED = "canceled"  # canceled, possibly after a partial fill
     REJECTED = "rejected"
     EXPIRED = "expired"
+    # A status ccxt passed through unmapped (Binance's PENDING_NEW for a pending OTO leg, or one from the
+    # future). The order exists, but what it will do is not known: treated as open, never written off.
+    UNKNOWN = "unknown"
 
 
 def split_symbol(symbol: str) -> tuple[str, str]:
@@ -78,6 +82,20 @@ class ExchangeOrder:
     filled: Decimal
     status: ExchangeOrderStatus
     timestamp_ms: int
+    raw_status: str = ""  # the exchange's own word for the status when it is UNKNOWN
+
+
+@dataclass(frozen=True, slots=True)
+class UnparsedOrder:
+    """An order the exchange listed that could not be read (a field missing or garbled).
+
+    Kept instead of failing the whole listing: one odd order (often a foreign one) must not blind
+    reconciliation to all the others. ``client_order_id`` is set when at least that could be read.
+    """
+
+    client_order_id: str | None
+    symbol: str | None
+    reason: str
 
 
 @dataclass(frozen=True, slots=True)

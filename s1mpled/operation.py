@@ -165,14 +165,19 @@ class Operation:
         for w in workers:
             w.halted = breaker.breaker.halted
         reconciler = ReconciliationMonitor(
-            env, workers, self.bus.publish, self._clock_ms, self.config.reconciliation.event
+            env,
+            workers,
+            self.bus.publish,
+            self._clock_ms,
+            self.config.reconciliation.event,
+            fence=lambda reason: breaker.halt(reason, manual=True),  # split brain: only an operator resumes
         )
         return Components(env, workers, breaker, reconciler, LedgerObserver())
 
     async def _step_b(self, c: Components) -> None:
         """Recovery step B: the ledgers are made to agree with the exchange before any decision."""
         self._set_phase("reconciling", "recovery B: reconciling with the exchange")
-        report = await c.reconciler.reconcile("startup")
+        report = await c.reconciler.startup()
         log.info("startup reconciliation done: %d correction(s)", len(report.corrections))
 
     def _wire(self, c: Components) -> None:

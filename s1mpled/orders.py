@@ -47,10 +47,14 @@ NOT_PL=NOT_PLACED EXP=EXPIRED; the last five are terminal.
     probe_not_found   NOT_PL  !       NOT_PL  !       !       !       =       =       !
 
 Client order ids are deterministic so that a replay or a restart recognises its own orders:
-``"s1" + sha256(f"{operation}/{strategy}")[:8] + "-" + seq``. The prefix has a fixed length and ends in
-``-``, so one strategy's prefix is never a prefix of another strategy's ids; 32 bits of hash make a
-collision between the handful of strategies of one account negligible (config validation can still
-compare the prefixes). Anything else on the account is "external": reported, never touched.
+``"s1" + sha256(f"{operation}/{strategy}")[:8] + epoch + "-" + seq``. The *epoch* (6 hex digits, random,
+created with the books and persisted in them; empty for books made before epochs existed) fences one
+set of books from another: fresh books under a reused strategy name never mistake the old books' orders
+for their own, and a fallback to an older generation starts a new epoch so a sequence number is never
+handed out twice under one prefix. The prefix ends in ``-`` and has one of two fixed lengths, so one
+prefix is never a prefix of another strategy's ids; 32 bits of hash make a collision between the
+handful of strategies of one account negligible. Anything else on the account is "external":
+reported, never touched.
 """
 
 from __future__ import annotations
@@ -66,6 +70,7 @@ from s1mpled.model import ExchangeOrderStatus
 __all__ = [
     "BINANCE_CLIENT_ID_RE",
     "CONTRADICTIONS",
+    "EPOCH_RE",
     "TERMINAL_STATES",
     "TRANSITIONS",
     "IllegalTransition",
@@ -78,6 +83,7 @@ __all__ = [
     "order_prefix",
     "parse_client_order_id",
     "probe_event",
+    "progress",
     "render_table",
     "state_for_status",
     "transition",
@@ -235,7 +241,18 @@ _PROBE_EVENTS: Mapping[ExchangeOrderStatus, OrderEvent] = {
     ExchangeOrderStatus.CANCELED: E.PROBE_CANCELED,
     ExchangeOrderStatus.REJECTED: E.PROBE_REJECTED,
     ExchangeOrderStatus.EXPIRED: E.PROBE_EXPIRED,
+    ExchangeOrderStatus.UNKNOWN: E.PROBE_OPEN,  # it exists; until its status is known it counts as open
 }
+
+_PROGRESS: Mapping[OrderState, int] = {
+    S.PENDING: 0, S.UNRESOLVED: 0, S.OPEN: 1, S.CANCEL_PENDING: 1,
+    S.FILLED: 2, S.CANCELED: 2, S.REJECTED: 2, S.NOT_PLACED: 2, S.EXPIRED: 2,
+}  # fmt: skip
+
+
+def progress(state: OrderState) -> int:
+    """How far an order has come: 0 not known to exist, 1 live, 2 finished. Reconciliation never lowers it."""
+    return _PROGRESS[state]
 
 
 def probe_event(status: ExchangeOrderStatus | None) -> OrderEvent:
@@ -280,22 +297,25 @@ def render_table() -> str:
 # ----------------------------------------------------------------------------- client order ids
 
 BINANCE_CLIENT_ID_RE = re.compile(r"[.A-Z:/a-z0-9_-]{1,36}")  # what Binance accepts; use fullmatch()
-_PREFIX_LEN = 11  # "s1" + 8 hex + "-"
+_PREFIX_LEN = 17  # "s1" + 8 hex + 6 hex epoch + "-" (11 for epoch-less books)
 _MAX_SEQ_DIGITS = 36 - _PREFIX_LEN
-_OURS_RE = re.compile(rf"(s1[0-9a-f]{{8}}-)(0|[1-9][0-9]{{0,{_MAX_SEQ_DIGITS - 1}}})")
-_PREFIX_RE = re.compile(r"s1[0-9a-f]{8}-")
+_OURS_RE = re.compile(rf"(s1[0-9a-f]{{8}}(?:[0-9a-f]{{6}})?-)(0|[1-9][0-9]{{0,{_MAX_SEQ_DIGITS - 1}}})")
+_PREFIX_RE = re.compile(r"s1[0-9a-f]{8}(?:[0-9a-f]{6})?-")
+EPOCH_RE = re.compile(r"(?:[0-9a-f]{6})?")  # fullmatch: six hex digits, or "" for epoch-less books
 
 
-def order_prefix(operation: str, strategy: str) -> str:
-    """The client-order-id prefix of one strategy of one operation: deterministic, 11 characters.
+def order_prefix(operation: str, strategy: str, epoch: str = "") -> str:
+    """The client-order-id prefix of one strategy of one operation in one epoch of its books.
 
     ``operation`` may not contain ``/`` (and neither name may be empty), so ``f"{operation}/{strategy}"``
     names exactly one pair.
     """
     if not operation or not strategy or "/" in operation:
         raise ValueError(f"bad operation/strategy names for an order prefix: {operation!r}, {strategy!r}")
+    if not EPOCH_RE.fullmatch(epoch):
+        raise ValueError(f"an epoch is six hex digits, got {epoch!r}")
     digest = hashlib.sha256(f"{operation}/{strategy}".encode()).hexdigest()
-    return f"s1{digest[:8]}-"
+    return f"s1{digest[:8]}{epoch}-"
 
 
 def client_order_id(prefix: str, seq: int) -> str:

@@ -1,21 +1,36 @@
 """State reconciliation (spec §6.2.2): the exchange is the truth; the ledgers are a cache of it.
 
 The comparison is the pure function :func:`reconcile`: (what each ledger believes, what the exchange
-reported) -> corrections. It reads no clock, sends nothing and is exhaustively testable. The
-:class:`ReconciliationMonitor` is the thin part: it takes every strategy's lock (so no fill or order
-races the comparison), pulls one snapshot from the exchange, applies the corrections, logs each one
-CRITICAL with before and after, persists, and only then lets the strategies hear about what changed.
+reported) -> corrections. It reads no clock, sends nothing and is exhaustively testable. Applying a
+correction is the pure :func:`apply_correction`, which each StrategyWorker -- the one writer of its
+ledger -- runs under its own lock. The :class:`ReconciliationMonitor` is the thin part: it freezes the
+workers (takes their locks, so no fill or order races the comparison), pulls a view of the exchange,
+hands each worker its corrections, and lets the workers persist and notify their strategies.
 
-Rules of the diff:
-- Orders are attributed by client-order-id prefix. An order or trade with a foreign prefix is
-  *external*: reported, never touched.
-- A ledger order that is not in the exchange's open list was individually probed by the monitor;
-  only a probe that answers "no such order" makes a PENDING/UNRESOLVED order NOT_PLACED.
-- Missed fills (trade ids the ledger has not applied) are applied, which settles money exactly.
-- An order state that differs from the exchange's is overwritten with the exchange's.
-- Balances: if the exchange holds less of an asset than the ledgers together believe, the ledgers
-  are reduced to match (largest first, exactly); more is external money and only reported.
-- Applying the corrections and reconciling again against the same exchange yields none.
+The consistent-view rule. An exchange answers one request at a time and its state moves between them
+(a fill between the balance and the trade request is routine on Binance), so a pass never corrects
+money from a view assembled across such a move:
+
+- Trades are facts: a missed fill is applied whatever else the view says.
+- Orders only move forward: pending -> live -> finished (:func:`s1mpled.orders.progress`). A listing
+  that is older than a fill never turns a filled order back into an open one; ``filled`` moves only by
+  applied fills, never by the exchange's executed quantity (an order whose status is ahead of the trades
+  we have is left *unsettled* until its trades show up). A venue that contradicts what it said before
+  (a finished order listed open) is reported, never applied.
+- Balances are read twice, before and after the trade reads; only if both readings are identical did
+  nothing that moves money happen in between (a *consistent* view). Holdings or capital are cut only
+  from a consistent view, and only when two consecutive consistent views (two passes) ask for exactly
+  the same cut: a lagging trade history or a transfer in flight is not a loss.
+- Balances are claims per asset: a strategy's holdings (base), its capital (quote) and, negatively, the
+  fees it paid in a third asset (BNB). A shortfall is taken from holdings and capital only, largest
+  first; more than the strategies claim is outside money and only reported. Spot balances are fungible:
+  coins sold by hand are visible only as the account holding *less* than the strategies claim.
+
+Ownership: a client order id names its strategy and the epoch of its books (:mod:`s1mpled.orders`).
+Another prefix is *external* (reported, never touched, whatever it contains -- it need not even parse).
+An order of an *earlier* epoch that the ledger lacks is adopted (a fallback to an older generation
+lost it); one of the *current* epoch that no ledger explains means another process trades these books:
+it is reported as an intruder and the monitor opens the circuit breaker (split-brain fencing).
 """
 
 from __future__ import annotations
@@ -30,15 +45,17 @@ from decimal import Context, Decimal, localcontext
 from typing import Protocol
 
 from s1mpled.environments.base import ExecutionEnvironment
-from s1mpled.errors import ExchangeError, LocalStateError
+from s1mpled.errors import ExchangeError, LocalStateError, RemoteStateError
 from s1mpled.events import ConnectionRestored, Event, ReconciliationCompleted, ScheduledEvent
 from s1mpled.ledger import LedgerOrder, LedgerSnapshot, StrategyLedger
-from s1mpled.model import Balance, ExchangeOrder, Fill, Side
-from s1mpled.orders import OrderState, is_terminal, state_for_status
+from s1mpled.model import Balance, ExchangeOrder, ExchangeOrderStatus, Fill, Side, UnparsedOrder
+from s1mpled.orders import OrderState, is_terminal, parse_client_order_id, progress, state_for_status
 from s1mpled.workers import MonitorWorker, Subscription
 
 __all__ = [
+    "CONFIRM_AFTER_MS",
     "AdoptOrder",
+    "Applied",
     "ApplyFill",
     "Correction",
     "LedgerFacts",
@@ -48,12 +65,15 @@ __all__ = [
     "SetHoldings",
     "SettleOrder",
     "VenueSnapshot",
+    "apply_correction",
+    "confirm_cuts",
     "reconcile",
 ]
 
 log = logging.getLogger("s1mpled.reconciliation")
 _ZERO = Decimal(0)
 _FOREIGN = "\x00external"
+CONFIRM_AFTER_MS = 2_000  # a proposed cut is checked again by a follow-up pass this much later
 
 
 def _amt(value: Decimal) -> str:
@@ -63,12 +83,16 @@ def _amt(value: Decimal) -> str:
 
 @dataclass(frozen=True, slots=True)
 class LedgerFacts:
-    """What the diff needs of one ledger: its snapshot, its orders (open and recent), applied trades."""
+    """What the diff needs of one ledger: its snapshot, its orders (open and recent), applied trades.
+
+    ``prefix`` is the current epoch's client-id prefix; ``old_prefixes`` those of earlier epochs.
+    """
 
     snapshot: LedgerSnapshot
     prefix: str
     orders: Mapping[str, LedgerOrder]
     applied_trade_ids: frozenset[str]
+    old_prefixes: tuple[str, ...] = ()
 
 
 @dataclass(frozen=True, slots=True)
@@ -77,6 +101,8 @@ class VenueSnapshot:
 
     ``probed`` answers, for every ledger order missing from ``open_orders`` (and every order a fill
     names that a ledger does not know), what a query by client id returned: None = no such order.
+    ``consistent`` says the balances did not move while the trades were read (see the module docstring);
+    ``unparsed`` are listed open orders that could not be read.
     """
 
     open_orders: tuple[ExchangeOrder, ...]
@@ -84,6 +110,8 @@ class VenueSnapshot:
     trades: tuple[Fill, ...]
     balances: Mapping[str, Balance]
     at_ms: int = 0  # when the snapshot was taken (decides whether a request may still be in flight)
+    consistent: bool = True
+    unparsed: tuple[UnparsedOrder, ...] = ()
 
 
 @dataclass(frozen=True, slots=True)
@@ -103,19 +131,26 @@ class ApplyFill:
 
     def describe(self) -> str:
         f = self.fill
-        return f"applied missed fill {f.trade_id} of {f.client_order_id}: {f.side} {_amt(f.amount)} @ {_amt(f.price)}"
+        fee = f", fee {_amt(f.fee)} {f.fee_asset}" if f.fee else ""
+        return (
+            f"applied missed fill {f.trade_id} of {f.client_order_id}: {f.side} {_amt(f.amount)} @ {_amt(f.price)}{fee}"
+        )
 
 
 @dataclass(frozen=True, slots=True)
 class SettleOrder:
+    """Move an order to the state the exchange shows; ``revive`` marks a written-off order that exists."""
+
     strategy: str
     client_order_id: str
     before: OrderState
     after: OrderState
     filled: Decimal
+    revive: bool = False
 
     def describe(self) -> str:
-        return f"order {self.client_order_id}: {self.before} -> {self.after} (filled {_amt(self.filled)})"
+        what = "revived written-off order" if self.revive else "order"
+        return f"{what} {self.client_order_id}: {self.before} -> {self.after} (filled {_amt(self.filled)})"
 
 
 @dataclass(frozen=True, slots=True)
@@ -141,6 +176,7 @@ class SetCapital:
 
 
 Correction = AdoptOrder | ApplyFill | SettleOrder | SetHoldings | SetCapital
+Cut = SetHoldings | SetCapital
 
 
 @dataclass(frozen=True, slots=True)
@@ -150,77 +186,168 @@ class Report:
     corrections: tuple[Correction, ...]
     external_orders: tuple[ExchangeOrder, ...] = ()
     external_surplus: Mapping[str, Decimal] = field(default_factory=dict)
-    unsettled: tuple[str, ...] = ()  # orders the exchange does not show yet but may still receive
+    unsettled: tuple[str, ...] = ()  # orders the exchange does not show settled yet: ask again soon
+    contradictions: tuple[str, ...] = ()  # what the venue said against itself (never applied)
+    intruders: tuple[ExchangeOrder, ...] = ()  # our current epoch, explained by no ledger: split brain
+    unknown_status: tuple[ExchangeOrder, ...] = ()  # ours, in a status ccxt does not map: kept open
+    unreadable: tuple[UnparsedOrder, ...] = ()  # listed open, could not be read: never written off
+    deferred_cuts: tuple[Cut, ...] = ()  # cuts a consistent view asked for, awaiting confirmation
+    balances_checked: bool = True  # False: the view was not consistent, balances were not compared
+
+
+# ---------------------------------------------------------------------------------------------- ownership
 
 
 class _Owners:
-    """Which strategy a client order id belongs to: one dict lookup per prefix length, built once per pass."""
+    """Which strategy a client order id belongs to, and whether it carries the current epoch.
+
+    One dict lookup per prefix length (two lengths exist), built once per pass.
+    """
 
     def __init__(self, facts: Iterable[LedgerFacts]) -> None:
-        by_length: dict[int, dict[str, str]] = defaultdict(dict)
+        by_length: dict[int, dict[str, tuple[str, bool]]] = defaultdict(dict)
         for f in facts:
-            by_length[len(f.prefix)][f.prefix] = f.snapshot.strategy
+            by_length[len(f.prefix)][f.prefix] = (f.snapshot.strategy, True)
+            for old in f.old_prefixes:
+                by_length[len(old)][old] = (f.snapshot.strategy, False)
         self._table = sorted(by_length.items())
 
-    def __call__(self, cid: str) -> str:
+    def lookup(self, cid: str) -> tuple[str, bool]:
         for length, owners in self._table:
-            strategy = owners.get(cid[:length])
-            if strategy is not None:
-                return strategy
-        return _FOREIGN
+            found = owners.get(cid[:length])
+            if found is not None:
+                return found
+        return _FOREIGN, False
+
+    def __call__(self, cid: str) -> str:
+        return self.lookup(cid)[0]
 
 
-def _missed_fills(facts: Mapping[str, LedgerFacts], venue: VenueSnapshot, owner: _Owners) -> list[ApplyFill]:
-    out = []
-    for fill in sorted(venue.trades, key=lambda f: (f.symbol, int(f.trade_id) if f.trade_id.isdigit() else 0)):
-        strategy = owner(fill.client_order_id)
-        if strategy != _FOREIGN and fill.trade_id not in facts[strategy].applied_trade_ids:
-            out.append(ApplyFill(strategy, fill))
-    return out
+def _trade_key(fill: Fill) -> tuple[str, int, str]:
+    """Trades in the exchange's order: per symbol, by integer id (ids are compared as numbers)."""
+    tid = fill.trade_id
+    return fill.symbol, int(tid) if tid.isascii() and tid.isdigit() else -1, tid
+
+
+def _is_intruder(cid: str, fact: LedgerFacts, listed: bool) -> bool:
+    """A current-epoch order the ledger lacks. Intent is durable before every request, so such an order
+    that is open, or whose sequence number the ledger never handed out, was placed by someone else.
+    (A finished one named only by a fill may just have left the ledger's bounded history.)"""
+    parsed = parse_client_order_id(cid)
+    return listed or parsed is None or parsed[1] > fact.snapshot.sequence
 
 
 def _adoptions(
-    facts: Mapping[str, LedgerFacts], venue: VenueSnapshot, fills: Iterable[ApplyFill], owner: _Owners
-) -> list[AdoptOrder]:
-    """Orders of ours that the exchange has (open, or named by a missed fill) and no ledger knows."""
+    facts: Mapping[str, LedgerFacts], venue: VenueSnapshot, owner: _Owners
+) -> tuple[list[AdoptOrder], list[ExchangeOrder], list[ExchangeOrder]]:
+    """Orders of ours that the exchange has (open, or named by a fill) and no ledger knows:
+    (to adopt, intruders, ours by prefix but on a symbol the strategy does not trade)."""
     candidates: dict[str, ExchangeOrder] = {o.client_order_id: o for o in venue.open_orders}
-    for f in fills:
-        probed = venue.probed.get(f.fill.client_order_id)
+    listed = set(candidates)
+    for fill in venue.trades:
+        probed = venue.probed.get(fill.client_order_id)
         if probed is not None:
             candidates.setdefault(probed.client_order_id, probed)
-    out = []
+    adopt, intruders, strays = [], [], []
     for cid, order in candidates.items():
-        strategy = owner(cid)
-        if strategy != _FOREIGN and cid not in facts[strategy].orders:
-            out.append(AdoptOrder(strategy, order))
+        strategy, current = owner.lookup(cid)
+        if strategy == _FOREIGN or cid in facts[strategy].orders:
+            continue
+        if order.symbol != facts[strategy].snapshot.symbol:
+            strays.append(order)
+        elif current and _is_intruder(cid, facts[strategy], cid in listed):
+            intruders.append(order)
+        else:
+            adopt.append(AdoptOrder(strategy, order))
+    return adopt, intruders, strays
+
+
+def _missed_fills(
+    facts: Mapping[str, LedgerFacts], venue: VenueSnapshot, owner: _Owners, barred: set[str]
+) -> list[ApplyFill]:
+    out = []
+    for fill in sorted(venue.trades, key=_trade_key):
+        strategy = owner(fill.client_order_id)
+        if strategy == _FOREIGN or fill.client_order_id in barred:
+            continue
+        if fill.trade_id not in facts[strategy].applied_trade_ids and fill.symbol == facts[strategy].snapshot.symbol:
+            out.append(ApplyFill(strategy, fill))
     return out
-
-
-def _exchange_view(
-    order: LedgerOrder, venue: VenueSnapshot, open_by_cid: Mapping[str, ExchangeOrder]
-) -> ExchangeOrder | None:
-    cid = order.client_order_id
-    if cid in open_by_cid:
-        return open_by_cid[cid]
-    if cid not in venue.probed:
-        raise LocalStateError(f"reconciliation: order {cid} was neither listed open nor probed")
-    return venue.probed[cid]
 
 
 IN_FLIGHT_MS = 15_000  # > Binance's recvWindow (5 s) + our timeout: a later request is refused by the exchange
 _DEAD = (OrderState.NOT_PLACED, OrderState.REJECTED)  # terminal without ever trading
 
 
-def _revivals(facts: Mapping[str, LedgerFacts], fills: Sequence[ApplyFill]) -> list[SettleOrder]:
-    """An order we wrote off (not placed, rejected) that the exchange shows trading: it exists after all."""
+def _revivals(
+    facts: Mapping[str, LedgerFacts], venue: VenueSnapshot, fills: Sequence[ApplyFill], owner: _Owners
+) -> list[SettleOrder]:
+    """Orders we wrote off (not placed, rejected) that the exchange shows after all: listed, or trading.
+
+    A 5xx or a timeout leaves the outcome unknown; the order can appear long after the in-flight window
+    that let us write it off. The exchange is the truth: the order is ours again, with its tag.
+    """
+    named = [o.client_order_id for o in venue.open_orders]
+    named += [u.client_order_id for u in venue.unparsed if u.client_order_id is not None]
+    named += [f.fill.client_order_id for f in fills]
+    named += [cid for cid, o in venue.probed.items() if o is not None]
     out: dict[str, SettleOrder] = {}
-    for f in fills:
-        order = facts[f.strategy].orders.get(f.fill.client_order_id)
-        if order is not None and order.state in _DEAD and order.client_order_id not in out:
-            out[order.client_order_id] = SettleOrder(
-                f.strategy, order.client_order_id, order.state, OrderState.OPEN, order.filled
-            )
+    for cid in named:
+        strategy = owner(cid)
+        order = None if strategy == _FOREIGN else facts[strategy].orders.get(cid)
+        if order is not None and order.state in _DEAD and cid not in out:
+            out[cid] = SettleOrder(strategy, cid, order.state, OrderState.OPEN, order.filled, revive=True)
     return list(out.values())
+
+
+@dataclass(slots=True)
+class _Verdicts:
+    settle: list[SettleOrder] = field(default_factory=list)
+    unsettled: list[str] = field(default_factory=list)
+    contradictions: list[str] = field(default_factory=list)
+    unknown: list[ExchangeOrder] = field(default_factory=list)
+    unreadable: list[UnparsedOrder] = field(default_factory=list)
+
+
+def _exchange_view(
+    order: LedgerOrder, venue: VenueSnapshot, listed: Mapping[str, ExchangeOrder]
+) -> ExchangeOrder | None:
+    cid = order.client_order_id
+    if cid in listed:
+        return listed[cid]
+    if cid not in venue.probed:
+        raise LocalStateError(f"reconciliation: order {cid} was neither listed open nor probed")
+    return venue.probed[cid]
+
+
+def _settle_one(
+    strategy: str, order: LedgerOrder, seen: ExchangeOrder | None, expected: Decimal, *, venue: VenueSnapshot,
+    in_flight_ms: int, out: _Verdicts,
+) -> None:  # fmt: skip
+    """The verdict on one ledger order that is not finished (or was just revived)."""
+    cid = order.client_order_id
+    if seen is None:
+        if order.state in (OrderState.PENDING, OrderState.UNRESOLVED):
+            if venue.at_ms - order.updated_ms < in_flight_ms:
+                out.unsettled.append(cid)  # the request may still land: ask again later
+                return
+            after = OrderState.NOT_PLACED
+        else:
+            after = OrderState.EXPIRED  # acknowledged once, unknown now: gone without further trades
+        out.settle.append(SettleOrder(strategy, cid, order.state, after, expected))
+        return
+    if seen.status is ExchangeOrderStatus.UNKNOWN:
+        out.unknown.append(seen)
+    after = state_for_status(seen.status)
+    if is_terminal(after) and min(seen.filled, order.amount) > expected:
+        out.unsettled.append(cid)  # the exchange is ahead of the trades we have: wait for them
+        return
+    if after is OrderState.FILLED:
+        if expected < order.amount:
+            out.unsettled.append(cid)
+        return  # the missed fills move it to FILLED themselves
+    if progress(after) > progress(order.state) or (is_terminal(after) and after != order.state):
+        out.settle.append(SettleOrder(strategy, cid, order.state, after, expected))
 
 
 def _settlements(
@@ -229,47 +356,47 @@ def _settlements(
     fills: Sequence[ApplyFill],
     revived: Sequence[SettleOrder],
     in_flight_ms: int,
-) -> tuple[list[SettleOrder], list[str]]:
-    open_by_cid = {o.client_order_id: o for o in venue.open_orders}
+) -> _Verdicts:
+    listed = {o.client_order_id: o for o in venue.open_orders}
+    unreadable = {u.client_order_id: u for u in venue.unparsed if u.client_order_id is not None}
     added: dict[str, Decimal] = defaultdict(Decimal)
     for f in fills:
         added[f.fill.client_order_id] += f.fill.amount
     revived_ids = {r.client_order_id for r in revived}
-    out, unsettled = [], []
+    out = _Verdicts()
     for strategy, fact in facts.items():
         orders = [*fact.snapshot.open_orders]
         orders += [replace(o, state=OrderState.OPEN) for o in fact.orders.values() if o.client_order_id in revived_ids]
         for order in orders:
-            seen = _exchange_view(order, venue, open_by_cid)
-            if seen is None:
-                if order.state in (OrderState.PENDING, OrderState.UNRESOLVED):
-                    if venue.at_ms - order.updated_ms < in_flight_ms:
-                        unsettled.append(order.client_order_id)  # the request may still land: ask again later
-                        continue
-                    after = OrderState.NOT_PLACED
-                else:
-                    after = OrderState.EXPIRED
-                filled = order.filled
-            else:
-                after = state_for_status(seen.status)
-                filled = min(seen.filled, order.amount)
-            expected_filled = min(order.filled + added[order.client_order_id], order.amount)
-            if after is OrderState.FILLED and expected_filled == order.amount == filled:
-                continue  # the missed fills move it to FILLED themselves
-            if after != order.state or filled != expected_filled:
-                out.append(SettleOrder(strategy, order.client_order_id, order.state, after, filled))
-    return out, unsettled
+            cid = order.client_order_id
+            if cid in unreadable:
+                out.unreadable.append(unreadable[cid])  # listed, so it exists: never written off
+                continue
+            expected = min(order.filled + added[cid], order.amount)
+            _settle_one(
+                strategy, order, _exchange_view(order, venue, listed), expected,
+                venue=venue, in_flight_ms=in_flight_ms, out=out,
+            )  # fmt: skip
+        _contradictions(fact, listed, revived_ids, out)
+    return out
 
 
-def _signed_flows(fill: Fill, base: str, quote: str) -> tuple[Decimal, Decimal]:
-    """(base delta, quote delta) of one fill for the strategy that owns it."""
+def _contradictions(fact: LedgerFacts, listed: Mapping[str, ExchangeOrder], revived: set[str], out: _Verdicts) -> None:
+    """A finished order the exchange lists open: the venue contradicts itself (or lags); never applied."""
+    for cid, order in fact.orders.items():
+        if is_terminal(order.state) and cid in listed and cid not in revived:
+            out.contradictions.append(f"{cid} is {order.state} in the ledger but the exchange lists it open")
+
+
+def _flows(fill: Fill, base: str, quote: str) -> dict[str, Decimal]:
+    """What one fill moves, per asset, for the strategy that owns it (fees in whatever asset charged)."""
     sign = 1 if fill.side is Side.BUY else -1
-    d_base, d_quote = sign * fill.amount, -sign * fill.cost
-    if fill.fee_asset == quote:
-        d_quote -= fill.fee
-    elif fill.fee_asset == base:
-        d_base -= fill.fee
-    return d_base, d_quote
+    out: dict[str, Decimal] = defaultdict(Decimal)
+    out[base] += sign * fill.amount
+    out[quote] -= sign * fill.cost
+    if fill.fee and fill.fee_asset:
+        out[fill.fee_asset] -= fill.fee
+    return out
 
 
 _WIDE = Context(prec=60)  # like the ledger: sums of exchange amounts stay exact
@@ -277,43 +404,50 @@ _WIDE = Context(prec=60)  # like the ledger: sums of exchange amounts stay exact
 
 def _balance_corrections(
     facts: Mapping[str, LedgerFacts], venue: VenueSnapshot, fills: Sequence[ApplyFill]
-) -> tuple[list[Correction], dict[str, Decimal]]:
+) -> tuple[list[Cut], dict[str, Decimal]]:
     with localcontext(_WIDE):
         return _balance_corrections_exact(facts, venue, fills)
 
 
-def _balance_corrections_exact(
-    facts: Mapping[str, LedgerFacts], venue: VenueSnapshot, fills: Sequence[ApplyFill]
-) -> tuple[list[Correction], dict[str, Decimal]]:
-    holdings = {s: f.snapshot.holdings for s, f in facts.items()}
-    capital = {s: f.snapshot.capital for s, f in facts.items()}
+def _claims(facts: Mapping[str, LedgerFacts], fills: Sequence[ApplyFill]) -> dict[str, dict[str, Decimal]]:
+    """asset -> strategy -> what the strategy claims of it, after the missed fills."""
+    claims: dict[str, dict[str, Decimal]] = defaultdict(dict)
+    for s, f in facts.items():
+        for asset, amount in f.snapshot.claims().items():
+            claims[asset][s] = amount
     for a in fills:
         snap = facts[a.strategy].snapshot
-        d_base, d_quote = _signed_flows(a.fill, snap.base, snap.quote)
-        holdings[a.strategy] += d_base
-        capital[a.strategy] += d_quote
-    claims: dict[str, list[tuple[str, str, Decimal]]] = defaultdict(list)  # asset -> (kind, strategy, amount)
-    for s, f in facts.items():
-        claims[f.snapshot.base].append(("holdings", s, holdings[s]))
-        claims[f.snapshot.quote].append(("capital", s, capital[s]))
-    corrections: list[Correction] = []
+        for asset, delta in _flows(a.fill, snap.base, snap.quote).items():
+            claims[asset][a.strategy] = claims[asset].get(a.strategy, _ZERO) + delta
+    return claims
+
+
+def _balance_corrections_exact(
+    facts: Mapping[str, LedgerFacts], venue: VenueSnapshot, fills: Sequence[ApplyFill]
+) -> tuple[list[Cut], dict[str, Decimal]]:
+    corrections: list[Cut] = []
     surplus: dict[str, Decimal] = {}
-    for asset, owed in sorted(claims.items()):
+    for asset, owed in sorted(_claims(facts, fills).items()):
         balance = venue.balances.get(asset)
         on_exchange = balance.total if balance is not None else _ZERO
-        believed = sum((amount for _, _, amount in owed), _ZERO)
+        believed = sum(owed.values(), _ZERO)
         if on_exchange > believed:
             surplus[asset] = on_exchange - believed
         shortfall = believed - on_exchange
-        for kind, strategy, amount in sorted(owed, key=lambda c: (-c[2], c[1])):
+        cuttable = [(s, a) for s, a in owed.items() if a > 0 and asset in _own_assets(facts[s])]
+        for strategy, amount in sorted(cuttable, key=lambda c: (-c[1], c[0])):
             if shortfall <= 0:
                 break
-            cut = min(max(amount, _ZERO), shortfall)
-            if cut > 0:
-                cls = SetHoldings if kind == "holdings" else SetCapital
-                corrections.append(cls(strategy, asset, amount, amount - cut))
-                shortfall -= cut
+            cut = min(amount, shortfall)
+            cls = SetHoldings if asset == facts[strategy].snapshot.base else SetCapital
+            corrections.append(cls(strategy, asset, amount, amount - cut))
+            shortfall -= cut
     return corrections, surplus
+
+
+def _own_assets(fact: LedgerFacts) -> tuple[str, str]:
+    """Only holdings (base) and capital (quote) can be cut; a fee debt is never increased."""
+    return fact.snapshot.base, fact.snapshot.quote
 
 
 def reconcile(ledgers: Sequence[LedgerFacts], venue: VenueSnapshot, in_flight_ms: int = IN_FLIGHT_MS) -> Report:
@@ -321,18 +455,123 @@ def reconcile(ledgers: Sequence[LedgerFacts], venue: VenueSnapshot, in_flight_ms
 
     A PENDING or UNRESOLVED order the exchange does not know is declared NOT_PLACED only once no
     request for it can still arrive (``in_flight_ms`` after its last change); until then it is
-    reported ``unsettled`` and left alone.
+    reported ``unsettled`` and left alone. Balance cuts are computed only from a consistent view.
     """
     facts = {f.snapshot.strategy: f for f in ledgers}
     owner = _Owners(ledgers)
-    fills = _missed_fills(facts, venue, owner)
-    adoptions = _adoptions(facts, venue, fills, owner)
-    revived = _revivals(facts, fills)
-    settlements, unsettled = _settlements(facts, venue, fills, revived, in_flight_ms)
-    balances, surplus = _balance_corrections(facts, venue, fills)
-    external = tuple(o for o in venue.open_orders if owner(o.client_order_id) == _FOREIGN)
-    corrections: tuple[Correction, ...] = (*adoptions, *revived, *fills, *settlements, *balances)
-    return Report(corrections, external, surplus, tuple(unsettled))
+    adoptions, intruders, strays = _adoptions(facts, venue, owner)
+    fills = _missed_fills(facts, venue, owner, {o.client_order_id for o in (*intruders, *strays)})
+    revived = _revivals(facts, venue, fills, owner)
+    verdicts = _settlements(facts, venue, fills, revived, in_flight_ms)
+    cuts: list[Cut] = []
+    surplus: dict[str, Decimal] = {}
+    if venue.consistent:
+        cuts, surplus = _balance_corrections(facts, venue, fills)
+    external = tuple(o for o in venue.open_orders if owner(o.client_order_id) == _FOREIGN) + tuple(strays)
+    corrections: tuple[Correction, ...] = (*adoptions, *revived, *fills, *verdicts.settle, *cuts)
+    return Report(
+        corrections,
+        external,
+        surplus,
+        tuple(verdicts.unsettled),
+        tuple(verdicts.contradictions),
+        tuple(intruders),
+        tuple(verdicts.unknown),
+        tuple(u for u in venue.unparsed if u.client_order_id is None or owner(u.client_order_id) != _FOREIGN),
+        balances_checked=venue.consistent,
+    )
+
+
+def confirm_cuts(report: Report, previous: frozenset[Cut]) -> tuple[Report, frozenset[Cut]]:
+    """Apply holdings/capital cuts only when the previous consistent view asked for exactly the same.
+
+    Returns the report to apply (cuts removed unless confirmed, unconfirmed ones in ``deferred_cuts``)
+    and the cuts to remember for the next pass. A view that was not consistent keeps what was proposed.
+    """
+    if not report.balances_checked:
+        return report, previous
+    cuts = frozenset(c for c in report.corrections if isinstance(c, SetHoldings | SetCapital))
+    if not cuts or cuts == previous:
+        return report, frozenset()
+    kept = tuple(c for c in report.corrections if not isinstance(c, SetHoldings | SetCapital))
+    deferred = tuple(c for c in report.corrections if isinstance(c, SetHoldings | SetCapital))
+    return replace(report, corrections=kept, deferred_cuts=deferred), cuts
+
+
+# ---------------------------------------------------------------------------------------------- applying
+
+
+@dataclass(frozen=True, slots=True)
+class Applied:
+    """What applying one correction did, for the worker's notifications (None fields: nothing to say)."""
+
+    fill: Fill | None = None  # a fill was accounted: tell the strategy
+    closed: LedgerOrder | None = None  # the order ended without completing: tell the strategy
+    revived: LedgerOrder | None = None  # a written-off order exists after all: tell the strategy
+
+
+def apply_correction(ledger: StrategyLedger, c: Correction, now_ms: int) -> Applied | None:
+    """Apply one correction to the ledger of its strategy; None if the ledger already moved past it.
+
+    Pure (the ledger is); the StrategyWorker calls it under its own lock. Re-checked here because the
+    ledger may have changed since the facts were taken (an earlier correction of the same pass): an
+    order is never moved backwards, a fill never applied twice, a known order never adopted again.
+    A contradicting fill raises RemoteStateError (the caller logs it and goes on).
+    """
+    if isinstance(c, AdoptOrder):
+        if ledger.order(c.order.client_order_id) is not None:
+            return None
+        ledger.adopt_order(c.order, now_ms)
+        return Applied()
+    if isinstance(c, ApplyFill):
+        return Applied(fill=c.fill) if ledger.apply_fill(c.fill) else None
+    if isinstance(c, SettleOrder):
+        return _settle(ledger, c, now_ms)
+    if isinstance(c, SetHoldings):
+        ledger.set_holdings(c.after)
+    else:
+        ledger.set_capital(c.after)
+    return Applied()
+
+
+def _settle(ledger: StrategyLedger, c: SettleOrder, now_ms: int) -> Applied | None:
+    current = ledger.order(c.client_order_id)
+    if current is None:
+        return None
+    if c.revive:
+        if current.state not in _DEAD:
+            return None
+    elif is_terminal(current.state) or progress(c.after) < progress(current.state):
+        return None  # moved on since the facts were taken (a fill of this pass finished it)
+    _, after = ledger.set_order_state(c.client_order_id, c.after, max(current.filled, c.filled), now_ms=now_ms)
+    if c.revive:
+        return Applied(revived=after)
+    if is_terminal(after.state) and after.state is not OrderState.FILLED:
+        return Applied(closed=after)
+    return Applied()
+
+
+def order_of(c: Correction) -> str | None:
+    """The client id of the order a correction concerns, if any."""
+    if isinstance(c, AdoptOrder):
+        return c.order.client_order_id
+    if isinstance(c, ApplyFill):
+        return c.fill.client_order_id
+    if isinstance(c, SettleOrder):
+        return c.client_order_id
+    return None
+
+
+def ledger_line(ledger: StrategyLedger, cid: str | None) -> str:
+    """What a correction changes, for its CRITICAL log line: the order (if any), holdings and capital."""
+    snap = ledger.snapshot()
+    money = f"holdings {_amt(snap.holdings)} {snap.base}, capital {_amt(snap.capital)} {snap.quote}"
+    debts = "".join(f", fee debt {_amt(d)} {a}" for a, d in snap.other_fees)
+    if cid is None:
+        return money + debts
+    order = ledger.order(cid)
+    state = "absent" if order is None else f"{order.state} (filled {_amt(order.filled)})"
+    return f"order {cid} {state}, {money}{debts}"
 
 
 # ---------------------------------------------------------------------------------------------- the monitor
@@ -347,48 +586,31 @@ def _known_alive(cid: str, facts: Sequence[LedgerFacts]) -> bool:
 
 
 class ReconciledWorker(Protocol):
-    """What the monitor needs of a strategy's worker."""
+    """What the monitor needs of a strategy's worker (the one writer of its ledger)."""
 
     name: str
     symbol: str
-    prefix: str
     ledger: StrategyLedger
     lock: asyncio.Lock
 
+    @property
+    def prefix(self) -> str: ...
+
+    @property
+    def old_prefixes(self) -> tuple[str, ...]: ...
+
     async def persist(self, reason: str) -> None: ...
 
-    def notify_fill(self, fill: Fill) -> None: ...
-
-    def notify_closed(self, order: LedgerOrder) -> None: ...
+    def apply_corrections(self, corrections: Sequence[Correction], now_ms: int, cursor: str | None) -> bool:
+        """Apply under the worker's lock (held by the pass); True if anything changed."""
+        ...
 
 
 def facts_of(worker: ReconciledWorker) -> LedgerFacts:
     ledger = worker.ledger
     snap = ledger.snapshot()
     orders = {o.client_order_id: o for o in (*ledger.history(), *snap.open_orders)}
-    return LedgerFacts(snap, worker.prefix, orders, frozenset())
-
-
-def _order_of(c: Correction) -> str | None:
-    """The client id of the order a correction concerns, if any."""
-    if isinstance(c, AdoptOrder):
-        return c.order.client_order_id
-    if isinstance(c, ApplyFill):
-        return c.fill.client_order_id
-    if isinstance(c, SettleOrder):
-        return c.client_order_id
-    return None
-
-
-def _ledger_line(ledger: StrategyLedger, cid: str | None) -> str:
-    """What a correction changes, for its CRITICAL log line: the order (if any), holdings and capital."""
-    snap = ledger.snapshot()
-    money = f"holdings {_amt(snap.holdings)} {snap.base}, capital {_amt(snap.capital)} {snap.quote}"
-    if cid is None:
-        return money
-    order = ledger.order(cid)
-    state = "absent" if order is None else f"{order.state} (filled {_amt(order.filled)})"
-    return f"order {cid} {state}, {money}"
+    return LedgerFacts(snap, worker.prefix, orders, frozenset(), worker.old_prefixes)
 
 
 def with_applied(
@@ -399,6 +621,32 @@ def with_applied(
         replace(f, applied_trade_ids=frozenset(t.trade_id for t in venue.trades if w.ledger.has_applied(t.trade_id)))
         for f, w in zip(facts, workers, strict=True)
     ]
+
+
+def _split(
+    listing: Iterable[ExchangeOrder | UnparsedOrder],
+) -> tuple[tuple[ExchangeOrder, ...], tuple[UnparsedOrder, ...]]:
+    orders = tuple(o for o in listing if isinstance(o, ExchangeOrder))
+    return orders, tuple(o for o in listing if isinstance(o, UnparsedOrder))
+
+
+def _cursors(facts: Sequence[LedgerFacts]) -> dict[str, tuple[str | None, int]]:
+    """Per symbol: (the lowest reconciled trade id, or None if a ledger has none; the oldest start time).
+
+    Never "just the newest page": a ledger without a cursor (fresh books, a strategy added on a symbol
+    another one trades, a fallback) is caught up from when its books began or its oldest order.
+    """
+    out: dict[str, tuple[str | None, int]] = {}
+    for f in facts:
+        snap = f.snapshot
+        since = min([snap.created_ms, *(o.created_ms for o in snap.open_orders)])
+        cur = snap.reconciled_trade_id
+        if snap.symbol in out:
+            prev, prev_since = out[snap.symbol]
+            cur = None if cur is None or prev is None else min(cur, prev, key=int)
+            since = min(since, prev_since)
+        out[snap.symbol] = (cur, since)
+    return out
 
 
 class ReconciliationMonitor(MonitorWorker):
@@ -413,12 +661,17 @@ class ReconciliationMonitor(MonitorWorker):
         publish: Callable[[Event], Awaitable[None]],
         clock_ms: Callable[[], int],
         schedule_event: str,
+        *,
+        fence: Callable[[str], Awaitable[None]] | None = None,
     ) -> None:
         self._env, self._workers, self._publish, self._clock_ms = env, workers, publish, clock_ms
         self._event = schedule_event
+        self._fence = fence
         self._running = asyncio.Lock()
         self._stopped = False
         self._follow_up_at: int | None = None
+        self._proposed: frozenset[Cut] = frozenset()
+        self._said: set[str] = set()  # "logged once" keys: unknown statuses, unreadable orders
         self.last_report: Report | None = None
         self.last_at_ms: int | None = None
         self.last_trigger: str | None = None
@@ -426,6 +679,11 @@ class ReconciliationMonitor(MonitorWorker):
 
     def subscriptions(self) -> Sequence[Subscription]:
         return [Subscription(ScheduledEvent, self._on_schedule), Subscription(ConnectionRestored, self._on_reconnect)]
+
+    @property
+    def confirming(self) -> bool:
+        """A cut was proposed and awaits the confirming pass."""
+        return bool(self._proposed)
 
     async def _on_schedule(self, event: ScheduledEvent) -> None:
         if event.name == self._event:
@@ -441,7 +699,7 @@ class ReconciliationMonitor(MonitorWorker):
             pass
 
     async def follow_up(self) -> None:
-        """Run the extra pass a previous one asked for (orders it could not settle yet), when it is due."""
+        """Run the extra pass a previous one asked for (orders not settled yet, a cut to confirm), when due."""
         due = self._follow_up_at
         if due is not None and self._clock_ms() >= due:
             await self._reconcile_logged("follow-up")
@@ -460,20 +718,22 @@ class ReconciliationMonitor(MonitorWorker):
                 extra={"EVENT": "RECONCILIATION_FAILED"},
             )
 
-    async def _venue(self, facts: Sequence[LedgerFacts]) -> VenueSnapshot:
-        """One pass of queries; any failure raises (a failed query is never an empty answer)."""
-        open_orders = tuple(await self._env.get_open_orders())
-        balances = await self._env.get_balances()
-        listed = {o.client_order_id for o in open_orders}
-        cursors: dict[str, str | None] = {}
-        for f in facts:
-            cur = f.snapshot.reconciled_trade_id
-            prev = cursors.get(f.snapshot.symbol, cur)
-            cursors[f.snapshot.symbol] = None if cur is None or prev is None else min(cur, prev, key=int)
+    async def _trades(self, facts: Sequence[LedgerFacts]) -> list[Fill]:
         fetched: list[Fill] = []
-        for symbol, after in sorted(cursors.items()):
-            fetched += await self._env.fetch_trades(symbol, after)
-        trades = tuple(fetched)
+        for symbol, (after, since) in sorted(_cursors(facts).items()):
+            fetched += await self._env.fetch_trades(symbol, after, since)
+        return fetched
+
+    async def _venue(self, facts: Sequence[LedgerFacts]) -> VenueSnapshot:
+        """One pass of queries; any failure raises (a failed query is never an empty answer).
+
+        Balances are read before and after the trades: identical readings make the view consistent.
+        """
+        open_orders, unparsed = _split(await self._env.get_open_orders())
+        before = await self._env.get_balances()
+        trades = tuple(await self._trades(facts))
+        after = await self._env.get_balances()
+        listed = {o.client_order_id for o in open_orders} | {u.client_order_id for u in unparsed}
         probed: dict[str, ExchangeOrder | None] = {}
         owner = _Owners(facts)
         to_probe = [(o.symbol, o.client_order_id) for f in facts for o in f.snapshot.open_orders]
@@ -485,77 +745,94 @@ class ReconciliationMonitor(MonitorWorker):
         for symbol, cid in to_probe:
             if cid not in listed and cid not in probed:
                 probed[cid] = await self._env.fetch_order(symbol, cid)
-        return VenueSnapshot(open_orders, probed, trades, balances, self._clock_ms())
+        return VenueSnapshot(open_orders, probed, trades, after, self._clock_ms(), before == after, unparsed)
 
     async def reconcile(self, trigger: str) -> Report:
-        """One full pass: lock the ledgers, pull, diff, correct, persist, then notify the strategies."""
+        """One full pass: freeze the ledgers, pull, diff, hand the corrections to their workers."""
         async with self._running, contextlib.AsyncExitStack() as stack:
             for w in sorted(self._workers, key=lambda w: w.name):
                 await stack.enter_async_context(w.lock)
             base_facts = [facts_of(w) for w in self._workers]
             venue = await self._venue(base_facts)
             facts = with_applied(base_facts, self._workers, venue)
-            report = reconcile(facts, venue, self._env.in_flight_ms)
+            report, self._proposed = confirm_cuts(reconcile(facts, venue, self._env.in_flight_ms), self._proposed)
             await self._apply(report, venue)
-        self._follow_up_at = self._clock_ms() + self._env.in_flight_ms if report.unsettled else None
+        self._plan_follow_up(report)
         self._summarize(trigger, report)
+        if report.intruders and self._fence is not None:
+            await self._fence(_intrusion(report.intruders))
         await self._publish(ReconciliationCompleted(trigger, len(report.corrections), self.last_at_ms or 0))
         return report
 
-    async def _apply(self, report: Report, venue: VenueSnapshot) -> None:
-        by_name = {w.name: w for w in self._workers}
+    async def startup(self, *, confirm_after_s: float = CONFIRM_AFTER_MS / 1000) -> Report:
+        """Recovery step B: a pass, and -- if it proposed a cut or read a moving account -- one more a
+        moment later, so trading starts from books confirmed by two consistent views."""
+        report = await self.reconcile("startup")
+        if self.confirming or not report.balances_checked:
+            await asyncio.sleep(confirm_after_s)
+            report = await self.reconcile("startup-confirm")
+        return report
+
+    def _plan_follow_up(self, report: Report) -> None:
         now = self._clock_ms()
-        touched: dict[str, None] = {}
+        due = []
+        if report.unsettled:
+            due.append(now + self._env.in_flight_ms)
+        if self._proposed or not report.balances_checked:
+            due.append(now + CONFIRM_AFTER_MS)
+        self._follow_up_at = min(due) if due else None
+
+    async def _apply(self, report: Report, venue: VenueSnapshot) -> None:
+        now = self._clock_ms()
+        by_strategy: dict[str, list[Correction]] = defaultdict(list)
         for c in report.corrections:
-            w = by_name[c.strategy]
-            cid = _order_of(c)
-            before = _ledger_line(w.ledger, cid)
-            self._apply_one(w, c, now)
-            log.critical(
-                "reconciliation corrected %s: %s; before: %s; after: %s",
-                c.strategy,
-                c.describe(),
-                before,
-                _ledger_line(w.ledger, cid),
-                extra={
-                    "EVENT": "RECONCILIATION_CORRECTION",
-                    "STRATEGY": c.strategy,
-                    "SYMBOL": w.symbol,
-                    "ORDER_ID": cid or "",
-                },
-            )
-            touched[c.strategy] = None
-        for w in self._workers:  # every trade fetched this pass is now applied: advance the cursor
+            by_strategy[c.strategy].append(c)
+        for w in self._workers:
             ids = [int(t.trade_id) for t in venue.trades if t.symbol == w.symbol and t.trade_id.isdigit()]
-            if ids and w.ledger.mark_reconciled(str(max(ids))):
-                touched.setdefault(w.name, None)
-        for name in touched:
-            await by_name[name].persist("reconciliation")
+            cursor = str(max(ids)) if ids else None
+            if w.apply_corrections(by_strategy.get(w.name, []), now, cursor):
+                await w.persist("reconciliation")
         self.last_report, self.last_at_ms = report, now
 
-    @staticmethod
-    def _apply_one(w: ReconciledWorker, c: Correction, now: int) -> None:
-        ledger = w.ledger
-        if isinstance(c, AdoptOrder):
-            ledger.adopt_order(c.order, now)
-        elif isinstance(c, ApplyFill):
-            if ledger.apply_fill(c.fill):
-                w.notify_fill(c.fill)
-        elif isinstance(c, SettleOrder):
-            _, after = ledger.set_order_state(c.client_order_id, c.after, c.filled, now_ms=now)
-            if is_terminal(after.state) and after.state is not OrderState.FILLED:
-                w.notify_closed(after)
-        elif isinstance(c, SetHoldings):
-            ledger.set_holdings(c.after)
-        else:
-            ledger.set_capital(c.after)
+    def _once(self, key: str) -> bool:
+        if key in self._said:
+            return False
+        if len(self._said) > 10_000:  # bounded: a long run with churning odd orders may repeat a line
+            self._said.clear()
+        self._said.add(key)
+        return True
 
     def _summarize(self, trigger: str, report: Report) -> None:
         self.passes += 1
         self.last_trigger = trigger
         for o in report.external_orders:
             log.warning("external order on the account (not ours, not touched): %s %s", o.client_order_id, o.symbol)
-        level = logging.CRITICAL if report.corrections else logging.INFO
+        for o in report.unknown_status:
+            if self._once(f"status:{o.client_order_id}:{o.raw_status}"):
+                log.warning(
+                    "order %s has a status ccxt does not map (%r): kept open, status unknown",
+                    o.client_order_id, o.raw_status,
+                    extra={"EVENT": "ORDER_STATUS_UNKNOWN", "ORDER_ID": o.client_order_id},
+                )  # fmt: skip
+        for u in report.unreadable:
+            if self._once(f"unreadable:{u.client_order_id}:{u.reason}"):
+                log.error(
+                    "order %s listed open could not be read (%s): kept as it is", u.client_order_id, u.reason,
+                    extra={"EVENT": "BAD_EXCHANGE_MESSAGE", "ORDER_ID": u.client_order_id or ""},
+                )  # fmt: skip
+        for text in report.contradictions:
+            log.critical("%s", RemoteStateError(f"the exchange contradicts the ledger: {text}; not applied"))
+        for c in report.deferred_cuts:
+            log.warning(
+                "reconciliation would correct %s: %s; waiting for a second consistent view to confirm",
+                c.strategy, c.describe(), extra={"EVENT": "RECONCILIATION_CUT_PROPOSED", "STRATEGY": c.strategy},
+            )  # fmt: skip
+        if not report.balances_checked:
+            log.warning(
+                "reconciliation (%s): the account moved while it was read; balances not compared this pass",
+                trigger, extra={"EVENT": "RECONCILIATION_VIEW_MOVED"},
+            )  # fmt: skip
+        level = logging.CRITICAL if report.corrections or report.intruders else logging.INFO
         log.log(
             level,
             "reconciliation (%s): %d correction(s), %d external order(s)",
@@ -564,3 +841,11 @@ class ReconciliationMonitor(MonitorWorker):
             len(report.external_orders),
             extra={"EVENT": ReconciliationCompleted.TOPIC},
         )
+
+
+def _intrusion(orders: Sequence[ExchangeOrder]) -> str:
+    ids = ", ".join(o.client_order_id for o in orders[:5])
+    return (
+        f"split brain: order(s) {ids} carry these books' current epoch but no ledger placed them; "
+        "another process may be trading these books"
+    )

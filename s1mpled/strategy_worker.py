@@ -20,6 +20,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import secrets
 from collections.abc import Awaitable, Callable, Sequence
 from decimal import Decimal
 from typing import Any
@@ -41,8 +42,9 @@ from s1mpled.failpoints import failpoint
 from s1mpled.ledger import LedgerOrder, StrategyLedger
 from s1mpled.model import ExchangeOrderStatus, Fill, OrderRequest, OrderType, Side
 from s1mpled.orders import OrderEvent, OrderState, can_cancel, client_order_id, is_terminal, probe_event
+from s1mpled.reconciliation import Applied, Correction, apply_correction, ledger_line, order_of
 from s1mpled.state.plugin import StatefulPlugin
-from s1mpled.state.store import StateFile
+from s1mpled.state.store import LoadResult, StateFile
 from s1mpled.strategies.base import (
     CancelOrder,
     FillView,
@@ -77,11 +79,13 @@ class StrategyWorker(ExecutionWorker, StatefulPlugin):
         prefix: str,
         publish: Publish,
         clock_ms: Callable[[], int],
+        new_epoch: Callable[[], str] = lambda: secrets.token_hex(3),
     ) -> None:
         StatefulPlugin.__init__(self, state_file)
         self.strategy = strategy
-        self.name, self.symbol, self.prefix = strategy.name, strategy.symbol, prefix
-        self.ledger = StrategyLedger(strategy.name, strategy.symbol, capital)
+        self.name, self.symbol = strategy.name, strategy.symbol
+        self._base_prefix, self._new_epoch = prefix, new_epoch
+        self.ledger = StrategyLedger(strategy.name, strategy.symbol, capital, epoch=new_epoch(), created_ms=clock_ms())
         self.lock = asyncio.Lock()
         self.halted = False
         self.trading = False
@@ -90,7 +94,46 @@ class StrategyWorker(ExecutionWorker, StatefulPlugin):
         self._deferred: list[Decision] = []
         self._saved_strategy: dict[str, Any] | None = None
 
+    # -- client order ids: one prefix per epoch of the books (s1mpled.orders) --
+
+    def _prefix_of(self, epoch: str) -> str:
+        return f"{self._base_prefix[:-1]}{epoch}-"
+
+    @property
+    def prefix(self) -> str:
+        """The prefix of the client order ids this worker hands out now."""
+        return self._prefix_of(self.ledger.epoch)
+
+    @property
+    def old_prefixes(self) -> tuple[str, ...]:
+        """Prefixes of earlier epochs of these books: their orders are still ours."""
+        return tuple(self._prefix_of(e) for e in self.ledger.epochs[:-1])
+
+    def owns(self, client_order_id: str) -> bool:
+        return any(client_order_id.startswith(self._prefix_of(e)) for e in self.ledger.epochs)
+
     # -- persistence --
+
+    def load_state(self) -> LoadResult:
+        """Load; after a fallback to an older generation, start a new epoch.
+
+        The lost newer generation may have handed out sequence numbers the older one has not: under
+        the old prefix they would be reused, and an order of the lost generation would be taken for
+        ours-in-flight. Its orders keep their old epoch, so reconciliation adopts them.
+        """
+        result = super().load_state()
+        if result.fallback:
+            self.ledger.begin_epoch(self._fresh_epoch())
+            log.critical(
+                "%s: state fell back to an older generation; new client-order-id epoch %s",
+                self.name, self.ledger.epoch, extra=self._extra("", "EPOCH"),
+            )  # fmt: skip
+        return result
+
+    def _fresh_epoch(self) -> str:
+        while (epoch := self._new_epoch()) in self.ledger.epochs:
+            pass
+        return epoch
 
     def state_snapshot(self) -> dict[str, Any]:
         return {"format": STATE_FORMAT, "ledger": self.ledger.to_state(), "strategy": self.strategy.state_snapshot()}
@@ -180,7 +223,7 @@ class StrategyWorker(ExecutionWorker, StatefulPlugin):
 
     async def on_trade(self, event: TradeExecuted) -> None:
         fill = event.fill
-        if not fill.client_order_id.startswith(self.prefix):
+        if not self.owns(fill.client_order_id):
             return
         async with self.lock:
             failpoint("fill.before_apply")
@@ -202,7 +245,7 @@ class StrategyWorker(ExecutionWorker, StatefulPlugin):
     async def on_order(self, event: OrderUpdated) -> None:
         order = event.order
         cid = order.client_order_id
-        if not cid.startswith(self.prefix) or order.status is ExchangeOrderStatus.CLOSED:
+        if not self.owns(cid) or order.status is ExchangeOrderStatus.CLOSED:
             return  # fills, not the status report, move an order to FILLED
         async with self.lock:
             known = self.ledger.order(cid)
@@ -231,7 +274,51 @@ class StrategyWorker(ExecutionWorker, StatefulPlugin):
             if amount > 0 and amount >= view.rules.min_amount:
                 await self._execute([PlaceOrder(Side.SELL, OrderType.MARKET, amount, tag="emergency-exit")])
 
+    # -- corrections from reconciliation: this worker is the one writer of its ledger --
+
+    def apply_corrections(self, corrections: Sequence[Correction], now_ms: int, cursor: str | None) -> bool:
+        """Apply what reconciliation found, under our lock (the pass holds it for us while it compares).
+
+        Each correction is logged CRITICAL with the ledger before and after it; the strategy hears of
+        fills, closed orders and revived orders once trading. ``cursor``: every trade up to it was
+        compared. True if the ledger changed (the caller persists).
+        """
+        if not self.lock.locked():
+            raise LocalStateError(f"{self.name}: corrections applied without the worker's lock")
+        changed = False
+        for c in corrections:
+            cid = order_of(c)
+            before = ledger_line(self.ledger, cid)
+            try:
+                applied = apply_correction(self.ledger, c, now_ms)
+            except (LocalStateError, RemoteStateError) as exc:
+                log.critical("reconciliation could not apply %s: %s", c.describe(), exc, extra=self._extra(cid or ""))
+                continue
+            if applied is None:
+                continue  # the ledger had moved past it
+            changed = True
+            log.critical(
+                "reconciliation corrected %s: %s; before: %s; after: %s",
+                self.name, c.describe(), before, ledger_line(self.ledger, cid),
+                extra=self._extra(cid or "", "RECONCILIATION_CORRECTION"),
+            )  # fmt: skip
+            self._notify(applied)
+        return self.ledger.mark_reconciled(cursor) or changed
+
+    def _notify(self, applied: Applied) -> None:
+        if applied.fill is not None:
+            self.notify_fill(applied.fill)
+        if applied.closed is not None:
+            self.notify_closed(applied.closed)
+        if applied.revived is not None:
+            self.notify_revived(applied.revived)
+
     # -- notifications from reconciliation (made while it holds our lock) --
+
+    def notify_revived(self, order: LedgerOrder) -> None:
+        """A written-off order exists after all: the strategy decides (by default: no duplicate level)."""
+        cid, tag = order.client_order_id, order.tag
+        self._deferred.append(lambda v: self.strategy.on_order_revived(cid, tag, v))
 
     def notify_fill(self, fill: Fill) -> None:
         order = self.ledger.order(fill.client_order_id)

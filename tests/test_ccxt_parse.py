@@ -10,9 +10,15 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from s1mpled.environments.ccxt_parse import decimal_of, parse_balances, parse_fill, parse_order
+from s1mpled.environments.ccxt_parse import (
+    decimal_of,
+    parse_balances,
+    parse_fill,
+    parse_order,
+    parse_order_leniently,
+)
 from s1mpled.errors import RemoteStateError
-from s1mpled.model import ExchangeOrderStatus, OrderType, Side
+from s1mpled.model import ExchangeOrder, ExchangeOrderStatus, OrderType, Side, UnparsedOrder
 
 # up to 15 significant digits: what a double carries exactly (Binance: <= 8 decimals, < 10^7 units)
 amounts = st.decimals(
@@ -62,7 +68,8 @@ def test_order_prefers_binances_exact_text() -> None:
 @pytest.mark.parametrize(
     "over",
     [
-        {"status": "weird"},
+        {"status": None},
+        {"status": 3},
         {"clientOrderId": None},
         {"id": ""},
         {"side": "long"},
@@ -71,7 +78,7 @@ def test_order_prefers_binances_exact_text() -> None:
     ],
 )
 def test_malformed_orders_are_refused(over: dict[str, Any]) -> None:
-    """An order with an unknown status, no ids, a bad side/type or no amount is RemoteStateError."""
+    """An order without a status, no ids, a bad side/type or no amount is RemoteStateError."""
     with pytest.raises(RemoteStateError):
         parse_order(_order(**over))
 
@@ -110,3 +117,35 @@ def test_empty_balance_from_an_html_page_is_refused() -> None:
         parse_balances({"info": "<html>", "free": {}, "used": {}})
     good = parse_balances({"info": {"balances": []}, "free": {"BTC": 1.5}, "used": {"BTC": 0.5}})
     assert good["BTC"].total == Decimal("2.0")
+
+
+@pytest.mark.parametrize("status", ["PENDING_NEW", "pending_new", "SOMETHING_FROM_THE_FUTURE"])
+def test_a_status_ccxt_does_not_map_is_unknown_not_garbage(status: str) -> None:
+    """Binance statuses ccxt passes through unmapped (PENDING_NEW of an OTO leg) are UNKNOWN, word kept."""
+    o = parse_order(_order(status=status))
+    assert (o.status, o.raw_status) == (ExchangeOrderStatus.UNKNOWN, status)
+    assert parse_order(_order()).raw_status == ""
+
+
+def test_an_unreadable_order_in_a_listing_keeps_what_could_be_read() -> None:
+    """A listed order that does not parse becomes an UnparsedOrder naming its client id and symbol."""
+    u = parse_order_leniently(_order(side="long"))
+    assert isinstance(u, UnparsedOrder)
+    assert (u.client_order_id, u.symbol) == ("s1abcdef01-3", "BTC/USDT") and "side" in u.reason
+    g = parse_order_leniently("garbage")
+    assert isinstance(g, UnparsedOrder) and (g.client_order_id, g.symbol) == (None, None)
+    assert isinstance(parse_order_leniently(_order()), ExchangeOrder)
+
+
+junk = st.recursive(
+    st.none() | st.booleans() | st.integers() | st.floats() | st.text(max_size=8),
+    lambda inner: st.lists(inner, max_size=3) | st.dictionaries(st.text(max_size=8), inner, max_size=4),
+    max_leaves=12,
+)
+
+
+@given(st.dictionaries(st.sampled_from(sorted(_order())), junk, max_size=11), junk)
+def test_the_lenient_parser_never_raises(over: dict[str, Any], anything: object) -> None:
+    """Whatever an order listing contains, each entry is an ExchangeOrder or an UnparsedOrder, never a crash."""
+    for raw in (_order(**over), anything):
+        assert isinstance(parse_order_leniently(raw), ExchangeOrder | UnparsedOrder)

@@ -49,8 +49,10 @@ def fill(
     return Fill(str(trade_id), cid(seq), f"X{seq}", SYMBOL, side, D(price), D(amount), D(fee), fee_asset, 1_000)
 
 
-def ledger_with(*requests: OrderRequest, capital: str = "10000", **limits: int) -> StrategyLedger:
-    ledger = StrategyLedger("dca", SYMBOL, D(capital), **limits)
+def ledger_with(
+    *requests: OrderRequest, capital: str = "10000", seen_limit: int = 10_000, history_limit: int = 500
+) -> StrategyLedger:
+    ledger = StrategyLedger("dca", SYMBOL, D(capital), seen_limit=seen_limit, history_limit=history_limit)
     for req in requests:
         ledger.record_intent(req, now_ms=1)
     return ledger

@@ -199,7 +199,7 @@ def test_probe_events_and_adopted_states() -> None:
 
 names = st.text(min_size=1, max_size=40)
 operations = names.filter(lambda name: "/" not in name)
-sequences = st.integers(min_value=0, max_value=10**25 - 1)
+sequences = st.integers(min_value=0, max_value=10**19 - 1)
 
 
 def test_prefix_is_the_documented_hash() -> None:
@@ -264,7 +264,22 @@ def test_bad_arguments_are_refused() -> None:
             order_prefix(operation, strategy)
     with pytest.raises(ValueError, match="prefix"):
         client_order_id("x-", 1)
-    for seq in (-1, 10**25):
+    for seq in (-1, 10**19):
         with pytest.raises(ValueError, match="range"):
             client_order_id(order_prefix("op", "s"), seq)
-    assert client_order_id(order_prefix("op", "s"), 10**25 - 1).__len__() == 36
+    assert client_order_id(order_prefix("op", "s", "a1b2c3"), 10**19 - 1).__len__() == 36
+    with pytest.raises(ValueError, match="epoch"):
+        order_prefix("op", "s", "A1B2C3")
+
+
+@given(
+    st.text("0123456789abcdef", min_size=6, max_size=6), st.text("0123456789abcdef", min_size=6, max_size=6), sequences
+)
+def test_epochs_fence_one_set_of_books_from_another(e1: str, e2: str, seq: int) -> None:
+    """Ids of one epoch never start with another epoch's prefix (nor with the epoch-less one), and parse."""
+    legacy, p1, p2 = order_prefix("op", "s"), order_prefix("op", "s", e1), order_prefix("op", "s", e2)
+    cid = client_order_id(p1, seq)
+    assert parse_client_order_id(cid) == (p1, seq)
+    assert not cid.startswith(legacy)
+    assert e1 == e2 or not cid.startswith(p2)
+    assert not client_order_id(legacy, seq).startswith(p1)

@@ -29,6 +29,7 @@ from s1mpled.model import (
     OrderRequest,
     OrderType,
     Side,
+    UnparsedOrder,
     split_symbol,
 )
 from s1mpled.orders import OrderEvent, OrderState, can_cancel, client_order_id, order_prefix
@@ -44,6 +45,7 @@ from s1mpled.reconciliation import (
     SetHoldings,
     SettleOrder,
     VenueSnapshot,
+    apply_correction,
     reconcile,
 )
 from s1mpled.state import StateDirectory
@@ -71,7 +73,7 @@ class Holder:
     """The smallest ReconciledWorker: a ledger, its prefix and the notifications reconciliation made."""
 
     def __init__(self, name: str, symbol: str = BTC, capital: str = "1000", operation: str = "test") -> None:
-        self.name, self.symbol, self.prefix = name, symbol, order_prefix(operation, name)
+        self.name, self.symbol, self.operation = name, symbol, operation
         self.ledger = StrategyLedger(name, symbol, D(capital))
         self.lock = asyncio.Lock()
         self.fills: list[Fill] = []
@@ -86,6 +88,14 @@ class Holder:
     def notify_closed(self, order: LedgerOrder) -> None:
         self.closed.append(order)
 
+    @property
+    def prefix(self) -> str:
+        return order_prefix(self.operation, self.name, self.ledger.epoch)
+
+    @property
+    def old_prefixes(self) -> tuple[str, ...]:
+        return tuple(order_prefix(self.operation, self.name, e) for e in self.ledger.epochs[:-1])
+
     def cid(self, seq: int) -> str:
         return client_order_id(self.prefix, seq)
 
@@ -97,15 +107,20 @@ def facts(holders: Iterable[Holder], venue: VenueSnapshot) -> list[LedgerFacts]:
         snap = h.ledger.snapshot()
         orders = {o.client_order_id: o for o in (*h.ledger.history(), *snap.open_orders)}
         applied = frozenset(t.trade_id for t in venue.trades if h.ledger.has_applied(t.trade_id))
-        out.append(LedgerFacts(snap, h.prefix, orders, applied))
+        out.append(LedgerFacts(snap, h.prefix, orders, applied, h.old_prefixes))
     return out
 
 
 def apply_all(holders: Iterable[Holder], report: Report) -> None:
-    """Apply every correction the way the monitor does."""
+    """Apply every correction the way the workers do."""
     by_name = {h.name: h for h in holders}
     for c in report.corrections:
-        ReconciliationMonitor._apply_one(by_name[c.strategy], c, NOW)
+        h = by_name[c.strategy]
+        applied = apply_correction(h.ledger, c, NOW)
+        if applied is not None and applied.fill is not None:
+            h.notify_fill(applied.fill)
+        if applied is not None and applied.closed is not None:
+            h.notify_closed(applied.closed)
 
 
 def diff(holders: list[Holder], venue: VenueSnapshot) -> Report:
@@ -269,9 +284,12 @@ def test_pending_order_filled_while_we_were_down() -> None:
 
 
 def test_our_order_the_ledger_lacks_is_adopted() -> None:
-    """An open order with our prefix that the ledger does not know is adopted (and money is untouched)."""
+    """An open order of an earlier epoch of our books that the ledger does not know (a fallback to an older
+    generation lost it) is adopted, and money is untouched."""
     a = Holder("a")
-    req = request(a.cid(5), Side.SELL, "0.5", "120")
+    lost = a.cid(5)
+    a.ledger.begin_epoch("00beef")  # what loading a fallback generation does
+    req = request(lost, Side.SELL, "0.5", "120")
     order = ex_order(req, X.OPEN)
     report = assert_settled([a], venue(open_orders=[order]))
     assert report.corrections == (AdoptOrder("a", order),)
@@ -284,6 +302,7 @@ def test_our_closed_order_known_only_from_its_fill_is_adopted_with_it() -> None:
     """A fill of an unknown order of ours adopts the (probed) order first, then applies the fill."""
     a = Holder("a")
     req = request(a.cid(2), amount="1", price=None)
+    a.ledger.begin_epoch("00beef")  # placed by a lost newer generation of the books
     order, fill = ex_order(req, X.CLOSED, "1"), trade(4, req, "1")
     v = venue(probed={req.client_order_id: order}, trades=[fill], balances={"USDT": "899.9", "BTC": "1"})
     report = assert_settled([a], v)
@@ -430,13 +449,15 @@ class World:
         ]
         balances = {"USDT": D(4000), "BTC": D(1), "ETH": D(10)}  # 1000 USDT, 1 BTC and 10 ETH are someone else's
         self.ex = SimulatedExchange(MARKETS, balances, FEE_RATE)
+        for h in self.holders:  # the books fell back once: orders of the lost generation carry epoch ""
+            h.ledger.begin_epoch("0000a1")
         self.now = NOW
         for symbol, price in REF.items():
             self.ex.on_price(symbol, price, self.now)
         self.foreign = 0
 
     def owner(self, cid: str) -> Holder | None:
-        return next((h for h in self.holders if cid.startswith(h.prefix)), None)
+        return next((h for h in self.holders if _owns(h, cid)), None)
 
     def deliver(self, fills: list[Fill], delivered: list[bool]) -> None:
         """The stream: each fill reaches its ledger or is lost (a disconnect, a crash before the save)."""
@@ -470,9 +491,11 @@ class World:
             and view.holdings - sum((o.remaining for o in view.open_orders if o.side is Side.SELL), D(0)) < amount
         ):
             return
-        cid = h.cid(h.ledger.next_sequence())
-        req = OrderRequest(cid, symbol, side, OrderType.MARKET if market else OrderType.LIMIT, amount, price)
         fate = data.draw(st.sampled_from(["ack", "silent", "timeout", "unsent", "lost"]), "fate")
+        seq = h.ledger.next_sequence()
+        # "lost": placed by a newer generation of the books that a damaged disk lost (an earlier epoch)
+        cid = client_order_id(h.old_prefixes[0], seq) if fate == "lost" else h.cid(seq)
+        req = OrderRequest(cid, symbol, side, OrderType.MARKET if market else OrderType.LIMIT, amount, price)
         if fate != "lost":
             h.ledger.record_intent(req, self.now, tag="t")
         if fate == "unsent":
@@ -547,6 +570,10 @@ class World:
         return VenueSnapshot(tuple(self.ex.open_orders()), probed, tuple(self.ex.trades()), balances, at), tampered
 
 
+def _owns(h: Holder, cid: str) -> bool:
+    return any(cid.startswith(p) for p in (h.prefix, *h.old_prefixes))
+
+
 def _expected_state(order: ExchangeOrder | None) -> set[OrderState]:
     if order is None:  # never placed; EXPIRED if the ledger had it past PENDING/UNRESOLVED (a cancel in flight)
         return {S.NOT_PLACED, S.REJECTED, S.EXPIRED}
@@ -566,7 +593,7 @@ def _replayed(h: Holder, trades: Iterable[Fill]) -> tuple[D, D, D]:
     """(capital, holdings, fees) the strategy has if each of its trades counted exactly once."""
     capital, holdings, fees = D(1000), D(0), D(0)
     for t in trades:
-        if t.client_order_id.startswith(h.prefix):
+        if _owns(h, t.client_order_id):
             sign = D(1) if t.side is Side.BUY else D(-1)
             capital -= sign * t.cost + t.fee
             holdings += sign * t.amount
@@ -599,7 +626,7 @@ def test_random_histories_reconcile_to_the_exchange(data: st.DataObject) -> None
             seen = world.ex.order(order.client_order_id)
             assert order.state in _expected_state(seen), (order, seen)
             assert order.filled == (seen.filled if seen is not None else 0)
-        ours = [t for t in v.trades if t.client_order_id.startswith(h.prefix)]
+        ours = [t for t in v.trades if _owns(h, t.client_order_id)]
         assert all(h.ledger.has_applied(t.trade_id) for t in ours)
         capital, holdings, fees = _replayed(h, v.trades)
         snap = h.ledger.snapshot()
@@ -679,7 +706,7 @@ class CountingPaper(PaperEnvironment):
         self.calls: Counter[str] = Counter()
         self.probes: Counter[str] = Counter()
 
-    async def get_open_orders(self) -> list[ExchangeOrder]:
+    async def get_open_orders(self) -> list[ExchangeOrder | UnparsedOrder]:
         self.calls["get_open_orders"] += 1
         return await super().get_open_orders()
 
@@ -687,9 +714,9 @@ class CountingPaper(PaperEnvironment):
         self.calls["get_balances"] += 1
         return await super().get_balances()
 
-    async def fetch_trades(self, symbol: str, after_trade_id: str | None) -> list[Fill]:
+    async def fetch_trades(self, symbol: str, after_trade_id: str | None, since_ms: int = 0) -> list[Fill]:
         self.calls[f"fetch_trades {symbol}"] += 1
-        return await super().fetch_trades(symbol, after_trade_id)
+        return await super().fetch_trades(symbol, after_trade_id, since_ms)
 
     async def fetch_order(self, symbol: str, client_order_id: str) -> ExchangeOrder | None:
         self.calls["fetch_order"] += 1
@@ -702,7 +729,7 @@ class FailingPaper(CountingPaper):
 
     failing = False
 
-    async def get_open_orders(self) -> list[ExchangeOrder]:
+    async def get_open_orders(self) -> list[ExchangeOrder | UnparsedOrder]:
         if self.failing:
             raise ExchangeUnavailable("GET /api/v3/openOrders: 503")
         return await super().get_open_orders()
@@ -786,6 +813,8 @@ class Rig:
         w = self.worker("a")
         lost = client_order_id(w.prefix, 7)  # sent, but the intent's save was lost with a damaged disk
         await self.env.create_order(OrderRequest(lost, BTC, Side.SELL, OrderType.LIMIT, D("0.5"), D("120")))
+        w.ledger.begin_epoch("00dead")  # loading the older generation that survived starts a new epoch
+        await w.save_state()
         await self.env.create_order(OrderRequest("web_1", ETH, Side.BUY, OrderType.LIMIT, D("1"), D("5")))
         return {"filled": filled, "resting": resting, "never_sent": never_sent, "lost": lost}
 
@@ -809,7 +838,7 @@ def test_monitor_makes_one_request_of_each_kind_per_pass(state_dir: StateDirecto
 
     report = run(main)
     assert rig.env.calls == Counter(
-        {"get_open_orders": 1, "get_balances": 1, f"fetch_trades {BTC}": 1, f"fetch_trades {ETH}": 1, "fetch_order": 2}
+        {"get_open_orders": 1, "get_balances": 2, f"fetch_trades {BTC}": 1, f"fetch_trades {ETH}": 1, "fetch_order": 2}
     )
     assert [type(c).__name__ for c in report.corrections] == ["AdoptOrder", "ApplyFill", "SettleOrder", "SettleOrder"]
 
@@ -844,37 +873,38 @@ def test_monitor_corrects_persists_and_announces(state_dir: StateDirectory) -> N
 def test_monitor_logs_every_correction_critical_with_before_and_after(
     state_dir: StateDirectory, caplog: pytest.LogCaptureFixture
 ) -> None:
-    """Each correction is one CRITICAL line with what it did, the state before and after; then a summary line."""
+    """Each correction is one CRITICAL line with what it did, the state before and after; then a summary line.
+    A holdings cut waits for a second consistent view: it is proposed by one pass and applied by the next."""
     rig = Rig(state_dir)
 
-    async def main() -> Report:
+    async def main() -> list[Report]:
         await rig.scenario()
         w = rig.worker("a")
         w.ledger.set_holdings(D("2.5"))  # believes more than the account holds (sold by hand)
         await w.save_state()
-        with caplog.at_level(logging.INFO, "s1mpled.reconciliation"):
-            return await rig.monitor.reconcile("startup")
+        with caplog.at_level(logging.INFO):
+            first = await rig.monitor.reconcile("startup")
+            assert rig.monitor.confirming and [type(c) for c in first.deferred_cuts] == [SetHoldings]
+            return [first, await rig.monitor.reconcile("follow-up")]
 
-    report = run(main)
-    lines = [r for r in caplog.records if r.name == "s1mpled.reconciliation"]
+    reports = run(main)
+    applied = [c for r in reports for c in r.corrections]
+    assert [type(c) for c in reports[1].corrections] == [SetHoldings]
+    lines = [r for r in caplog.records if r.name in ("s1mpled.strategy_worker", "s1mpled.reconciliation")]
     corrections = [r for r in lines if getattr(r, "EVENT", None) == "RECONCILIATION_CORRECTION"]
-    assert len(corrections) == len(report.corrections) == 5
-    for record, c in zip(corrections, report.corrections, strict=True):
+    assert len(corrections) == len(applied) == 5
+    for record, c in zip(corrections, applied, strict=True):
         message = record.getMessage()
         assert record.levelno == logging.CRITICAL
         assert c.describe() in message and "before: " in message and "after: " in message
         assert getattr(record, "STRATEGY", None) == c.strategy
-    holdings = next(
-        r.getMessage() for r, c in zip(corrections, report.corrections, strict=True) if isinstance(c, SetHoldings)
-    )
+    holdings = next(r.getMessage() for r, c in zip(corrections, applied, strict=True) if isinstance(c, SetHoldings))
     assert "before: holdings 4.5 BTC" in holdings and "after: holdings 2.0 BTC" in holdings
-    fill = next(
-        r.getMessage() for r, c in zip(corrections, report.corrections, strict=True) if isinstance(c, ApplyFill)
-    )
+    fill = next(r.getMessage() for r, c in zip(corrections, applied, strict=True) if isinstance(c, ApplyFill))
     assert "pending (filled 0)" in fill.split("after:")[0] and "filled (filled 2)" in fill.split("after:")[1]
     summary = [r for r in lines if getattr(r, "EVENT", None) == "RECONCILIATION_COMPLETED"]
-    assert len(summary) == 1 and summary[0].levelno == logging.CRITICAL
-    assert "reconciliation (startup): 5 correction(s), 1 external order(s)" in summary[0].getMessage()
+    assert len(summary) == 2 and all(r.levelno == logging.CRITICAL for r in summary)
+    assert "reconciliation (startup): 4 correction(s), 1 external order(s)" in summary[0].getMessage()
 
 
 def test_monitor_second_pass_corrects_nothing(state_dir: StateDirectory, caplog: pytest.LogCaptureFixture) -> None:

@@ -17,7 +17,7 @@ from __future__ import annotations
 from abc import ABC, abstractmethod
 from collections.abc import AsyncIterator
 
-from s1mpled.model import Balance, ExchangeOrder, Fill, MarketTick, OrderRequest
+from s1mpled.model import Balance, ExchangeOrder, Fill, MarketTick, OrderRequest, UnparsedOrder
 from s1mpled.strategies.base import MarketRules
 
 __all__ = ["ExecutionEnvironment", "MarketRules", "UserStreamEvent"]
@@ -55,8 +55,9 @@ class ExecutionEnvironment(ABC):
         """The private stream (push): our fills and order status changes until cancelled."""
 
     @abstractmethod
-    async def get_open_orders(self) -> list[ExchangeOrder]:
-        """All open orders of the account, every symbol, in one request."""
+    async def get_open_orders(self) -> list[ExchangeOrder | UnparsedOrder]:
+        """All open orders of the account, every symbol, in one request; one that cannot be read is
+        returned as an UnparsedOrder (it must not make the whole listing fail)."""
 
     @abstractmethod
     async def get_balances(self) -> dict[str, Balance]:
@@ -75,5 +76,6 @@ class ExecutionEnvironment(ABC):
         """One order by client order id; None only if the exchange says it never existed."""
 
     @abstractmethod
-    async def fetch_trades(self, symbol: str, after_trade_id: str | None) -> list[Fill]:
-        """Our fills on ``symbol`` with a trade id after ``after_trade_id`` (all if None), oldest first."""
+    async def fetch_trades(self, symbol: str, after_trade_id: str | None, since_ms: int = 0) -> list[Fill]:
+        """Every trade of the account on ``symbol`` after the trade ``after_trade_id`` -- or, without one,
+        since ``since_ms`` -- oldest first and complete (all pages), ids compared as integers."""

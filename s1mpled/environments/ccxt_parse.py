@@ -1,9 +1,11 @@
 """Translate ccxt's unified structures into s1mpled's model -- pure, strict, and without importing ccxt.
 
-Everything the exchange says is untrusted input: a structure that lacks a field, carries a number that
-is not a finite non-negative amount, or names an unknown status raises RemoteStateError saying what was
-wrong. It is never turned into a default (an empty balance would read as "flat" and make reconciliation
-sell nothing and believe everything gone).
+Everything the exchange says is untrusted input: a structure that lacks a field or carries a number that
+is not a finite non-negative amount raises RemoteStateError saying what was wrong. A status ccxt does not
+map (Binance's PENDING_NEW, or one added later) is not garbage: it becomes ``ExchangeOrderStatus.UNKNOWN``
+with the exchange's word kept in ``raw_status`` ("unknown is a state, never a crash"). Garbage is never
+turned into a default (an empty balance would read as "flat" and make reconciliation sell nothing and
+believe everything gone).
 
 ccxt hands amounts over as floats parsed from the exchange's decimal strings; ``Decimal(repr(x))`` gives
 back the shortest decimal that round-trips, which is the exchange's own text for amounts of up to 15
@@ -18,9 +20,9 @@ from decimal import Decimal, InvalidOperation
 from typing import Any
 
 from s1mpled.errors import RemoteStateError
-from s1mpled.model import Balance, ExchangeOrder, ExchangeOrderStatus, Fill, OrderType, Side
+from s1mpled.model import Balance, ExchangeOrder, ExchangeOrderStatus, Fill, OrderType, Side, UnparsedOrder
 
-__all__ = ["decimal_of", "parse_balances", "parse_fill", "parse_order"]
+__all__ = ["decimal_of", "parse_balances", "parse_fill", "parse_order", "parse_order_leniently"]
 
 _STATUS = {
     "open": ExchangeOrderStatus.OPEN,
@@ -83,9 +85,10 @@ def _info_decimal(obj: Mapping[str, Any], info_key: str, key: str, what: str) ->
 def parse_order(raw: object) -> ExchangeOrder:
     """A ccxt unified order -> ExchangeOrder (clientOrderId required: we only track our own orders by it)."""
     o = _mapping(raw, "an order")
-    status = _STATUS.get(str(o.get("status")).lower())
-    if status is None:
-        raise RemoteStateError(f"exchange sent an order with unknown status {o.get('status')!r}")
+    raw_status = o.get("status")
+    if not isinstance(raw_status, str) or not raw_status:
+        raise RemoteStateError(f"exchange sent an order without a status ({raw_status!r})")
+    status = _STATUS.get(raw_status.lower(), ExchangeOrderStatus.UNKNOWN)
     otype = _enum(o, "type", OrderType, "an order")
     price = o.get("price")
     return ExchangeOrder(
@@ -99,7 +102,24 @@ def parse_order(raw: object) -> ExchangeOrder:
         filled=_info_decimal(o, "executedQty", "filled", "order filled"),
         status=status,
         timestamp_ms=_timestamp(o),
+        raw_status=raw_status if status is ExchangeOrderStatus.UNKNOWN else "",
     )
+
+
+def parse_order_leniently(raw: object) -> ExchangeOrder | UnparsedOrder:
+    """:func:`parse_order`, or what little could be read of an order that does not parse.
+
+    For listings (open orders): one unreadable order -- usually someone else's, placed by hand or by
+    another bot -- must not fail the whole listing and with it every reconciliation pass.
+    """
+    try:
+        return parse_order(raw)
+    except RemoteStateError as exc:
+        o = raw if isinstance(raw, Mapping) else {}
+        cid, symbol = o.get("clientOrderId"), o.get("symbol")
+        return UnparsedOrder(
+            cid if isinstance(cid, str) and cid else None, symbol if isinstance(symbol, str) else None, str(exc)
+        )
 
 
 def _raw_first(info: Mapping[str, Any], keys: tuple[str, ...], fallback: object, what: str) -> Decimal:

@@ -28,7 +28,13 @@ from s1mpled.config import LiveConfig
 from s1mpled.connection import Backoff, Link
 from s1mpled.credentials import Credentials
 from s1mpled.environments.base import ExecutionEnvironment, UserStreamEvent
-from s1mpled.environments.ccxt_parse import decimal_of, parse_balances, parse_fill, parse_order
+from s1mpled.environments.ccxt_parse import (
+    decimal_of,
+    parse_balances,
+    parse_fill,
+    parse_order,
+    parse_order_leniently,
+)
 from s1mpled.errors import (
     ConfigError,
     ExchangeError,
@@ -38,7 +44,8 @@ from s1mpled.errors import (
     RemoteStateError,
 )
 from s1mpled.events import Event
-from s1mpled.model import Balance, ExchangeOrder, Fill, MarketTick, OrderRequest, OrderType
+from s1mpled.model import Balance, ExchangeOrder, Fill, MarketTick, OrderRequest, OrderType, UnparsedOrder
+from s1mpled.orders import parse_client_order_id
 from s1mpled.strategies.base import MarketRules
 
 __all__ = ["LiveEnvironment", "ccxt_urls", "classify"]
@@ -46,6 +53,16 @@ __all__ = ["LiveEnvironment", "ccxt_urls", "classify"]
 log = logging.getLogger("s1mpled.environments.live")
 Publish = Callable[[Event], Awaitable[None]]
 CLIENT_IDS_KEPT = 100_000  # older ones are asked for again (one request) if a REST trade names them
+_DAY_MS = 86_400_000  # Binance's widest myTrades time window
+
+
+def _trade_number(raw: Any) -> int:
+    """A REST trade's id as the integer Binance pages by; garbage is an unavailable answer."""
+    value = raw.get("id") if isinstance(raw, dict) else None
+    text = str(value)
+    if not text.isascii() or not text.isdigit():
+        raise ExchangeUnavailable(f"fetch trades: a trade without an integer id ({value!r})")
+    return int(text)
 
 
 def ccxt_urls(urls: Mapping[str, str]) -> dict[str, Any] | None:
@@ -200,7 +217,9 @@ class LiveEnvironment(ExecutionEnvironment):
         )
 
     def _order(self, raw: object) -> ExchangeOrder:
-        order = parse_order(raw)
+        return self._remember(parse_order(raw))
+
+    def _remember(self, order: ExchangeOrder) -> ExchangeOrder:
         self._client_ids[order.exchange_order_id] = order.client_order_id
         if len(self._client_ids) > CLIENT_IDS_KEPT:  # a day-long run must not grow without bound
             del self._client_ids[next(iter(self._client_ids))]
@@ -208,11 +227,16 @@ class LiveEnvironment(ExecutionEnvironment):
 
     # -- the REST surface (pull) --
 
-    async def get_open_orders(self) -> list[ExchangeOrder]:
+    async def get_open_orders(self) -> list[ExchangeOrder | UnparsedOrder]:
+        """One request for every symbol; an order that does not parse is kept as an UnparsedOrder."""
         raw = await self._call(self.exchange.fetch_open_orders(), "fetch open orders")
         if not isinstance(raw, list):
             raise ExchangeUnavailable("fetch open orders: the exchange did not send a list")
-        return [self._order(o) for o in raw]
+        out: list[ExchangeOrder | UnparsedOrder] = []
+        for item in raw:
+            parsed = parse_order_leniently(item)
+            out.append(self._remember(parsed) if isinstance(parsed, ExchangeOrder) else parsed)
+        return out
 
     async def get_balances(self) -> dict[str, Balance]:
         raw = await self._call(self.exchange.fetch_balance(), "fetch balance")
@@ -267,26 +291,66 @@ class LiveEnvironment(ExecutionEnvironment):
         return self._order(raw)
 
     async def _client_id_of(self, symbol: str, order_id: str) -> str:
+        """REST trades name the exchange's order id only; ask for the order once to learn its client id.
+        An order that does not parse keeps a made-up foreign id: someone else's odd order is not ours."""
         if order_id not in self._client_ids:
             raw = await self._call(self.exchange.fetch_order(order_id, symbol), f"fetch order id {order_id}")
-            self._order(raw)
+            parsed = parse_order_leniently(raw)
+            if isinstance(parsed, ExchangeOrder):
+                self._remember(parsed)
+            else:
+                self._client_ids[order_id] = parsed.client_order_id or f"unreadable-order-{order_id}"
         return self._client_ids[order_id]
 
-    async def fetch_trades(self, symbol: str, after_trade_id: str | None) -> list[Fill]:
-        """All our trades on ``symbol`` after the cursor, paging through Binance's 1,000-trade limit."""
+    async def fetch_trades(self, symbol: str, after_trade_id: str | None, since_ms: int = 0) -> list[Fill]:
+        """Every trade on ``symbol`` after the cursor (or since ``since_ms``), through every page.
+
+        Binance pages by ``fromId`` (ids >= it, oldest first, at most 1,000) and allows time windows of
+        at most 24 h; without either it returns only the newest trades, which would skip older ones. So
+        without a cursor we walk 24 h windows forward from ``since_ms`` until the first trade, then page
+        by id until a page is short.
+        """
+        if after_trade_id is not None:
+            return await self._trades_from_id(symbol, int(after_trade_id) + 1)
+        start, now = since_ms, int(time.time() * 1000)
+        while start <= now:
+            window = {"endTime": start + _DAY_MS - 1}
+            raw = await self._my_trades(symbol, start, window)
+            if raw:
+                return await self._trades_from_id(symbol, min(_trade_number(t) for t in raw))
+            start += _DAY_MS
+        return []
+
+    async def _my_trades(self, symbol: str, since: int | None, params: dict[str, Any]) -> list[Any]:
+        raw = await self._call(self.exchange.fetch_my_trades(symbol, since, 1000, params), f"fetch trades {symbol}")
+        if not isinstance(raw, list):
+            raise ExchangeUnavailable(f"fetch trades {symbol}: the exchange did not send a list")
+        return raw
+
+    async def _trades_from_id(self, symbol: str, from_id: int) -> list[Fill]:
         fills: list[Fill] = []
-        cursor = after_trade_id
         while True:
-            params = {} if cursor is None else {"fromId": int(cursor) + 1}
-            raw = await self._call(self.exchange.fetch_my_trades(symbol, None, 1000, params), f"fetch trades {symbol}")
-            if not isinstance(raw, list):
-                raise ExchangeUnavailable(f"fetch trades {symbol}: the exchange did not send a list")
+            raw = await self._my_trades(symbol, None, {"fromId": from_id})
             for t in raw:
-                cid = await self._client_id_of(symbol, str(t.get("order")))
-                fills.append(parse_fill(t, cid))
-            if len(raw) < 1000 or cursor is None:
+                fill = await self._fill_of(symbol, t)
+                if fill is not None:
+                    fills.append(fill)
+            if len(raw) < 1000:
                 return fills
-            cursor = fills[-1].trade_id
+            from_id = max(_trade_number(t) for t in raw) + 1
+
+    async def _fill_of(self, symbol: str, raw: Any) -> Fill | None:
+        """One REST trade; a foreign trade that does not parse is logged once and skipped (not ours to book),
+        one of ours that does not parse fails the pass (a fill must never be guessed)."""
+        order_id = str(raw.get("order")) if isinstance(raw, dict) else "?"
+        cid = await self._client_id_of(symbol, order_id)
+        try:
+            return parse_fill(raw, cid)
+        except RemoteStateError as exc:
+            if parse_client_order_id(cid) is not None:
+                raise ExchangeUnavailable(f"fetch trades {symbol}: {exc}") from None
+            log.warning("ignored an unreadable foreign trade: %s", exc, extra={"EVENT": "BAD_EXCHANGE_MESSAGE"})
+            return None
 
     # -- the streams (push), each supervised by a Link --
 

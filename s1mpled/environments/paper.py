@@ -25,7 +25,7 @@ from s1mpled.environments.base import ExecutionEnvironment, UserStreamEvent
 from s1mpled.environments.feeds import ReplayFeed, SyntheticFeed, read_replay_csv
 from s1mpled.environments.paper_exchange import MarketSpec, SimulatedExchange
 from s1mpled.errors import ConfigError, LocalStateError
-from s1mpled.model import Balance, ExchangeOrder, Fill, MarketTick, OrderRequest
+from s1mpled.model import Balance, ExchangeOrder, Fill, MarketTick, OrderRequest, UnparsedOrder
 from s1mpled.state.store import StateFile
 from s1mpled.strategies.base import MarketRules
 
@@ -160,8 +160,8 @@ class PaperEnvironment(ExecutionEnvironment):
 
     # -- the REST-like surface --
 
-    async def get_open_orders(self) -> list[ExchangeOrder]:
-        return self.exchange.open_orders()
+    async def get_open_orders(self) -> list[ExchangeOrder | UnparsedOrder]:
+        return list(self.exchange.open_orders())
 
     async def get_balances(self) -> dict[str, Balance]:
         return self.exchange.balances()
@@ -182,5 +182,6 @@ class PaperEnvironment(ExecutionEnvironment):
     async def fetch_order(self, symbol: str, client_order_id: str) -> ExchangeOrder | None:
         return self.exchange.order(client_order_id)
 
-    async def fetch_trades(self, symbol: str, after_trade_id: str | None) -> list[Fill]:
-        return self.exchange.trades(symbol, after_trade_id)
+    async def fetch_trades(self, symbol: str, after_trade_id: str | None, since_ms: int = 0) -> list[Fill]:
+        trades = self.exchange.trades(symbol, after_trade_id)
+        return trades if after_trade_id is not None else [t for t in trades if t.timestamp_ms >= since_ms]

@@ -376,6 +376,17 @@ class Strategy(ABC):
         """Called when an order ends without completing (canceled, rejected, not placed): re-arm here."""
         return []
 
+    def on_order_revived(self, client_order_id: str, tag: str, view: StrategyView) -> list[Signal]:
+        """Called when an order we wrote off (not placed) turns up on the exchange after all.
+
+        The strategy was told it was not placed and may have replaced it, so by default the late order
+        is cancelled when another open order carries the same tag (one order per purpose); otherwise it
+        is kept and serves its purpose. Its fills (if any) arrive through ``on_fill`` as usual.
+        """
+        mine = any(o.client_order_id == client_order_id for o in view.open_orders)
+        taken = any(o.tag == tag and o.client_order_id != client_order_id for o in view.open_orders)
+        return [CancelOrder(client_order_id)] if tag and mine and taken else []
+
     @abstractmethod
     def state_snapshot(self) -> dict[str, Any]:
         """Everything the strategy must remember across a restart (JSON-shaped, Decimal not float)."""
