@@ -68,6 +68,7 @@ __all__ = [
     "apply_correction",
     "confirm_cuts",
     "reconcile",
+    "symbols_to_read",
 ]
 
 log = logging.getLogger("s1mpled.reconciliation")
@@ -649,6 +650,41 @@ def _cursors(facts: Sequence[LedgerFacts]) -> dict[str, tuple[str | None, int]]:
     return out
 
 
+def symbols_to_read(
+    facts: Sequence[LedgerFacts],
+    open_orders: Sequence[ExchangeOrder],
+    balances: Mapping[str, Balance],
+    previous: Mapping[str, Balance] | None,
+) -> set[str]:
+    """The symbols whose trades a (non-sweeping) pass must read, decided from the exchange's own answers.
+
+    Never from the push stream: reconciliation exists for when the push failed. A symbol is read when
+    a ledger has no cursor on it, when one of our orders on it is not finished and no longer listed open
+    (it filled or ended), when a listed order of ours shows an executed quantity the ledger lacks, or
+    when its base or quote balance moved since the previous pass (a fill of an order nobody knows, a
+    sale by hand). A quiet account thus costs three requests, not one per symbol. (Startup, reconnects
+    and every SWEEP_EVERY-th pass read every symbol regardless.)
+    """
+    listed = {o.client_order_id: o for o in open_orders}
+    moved = {a for a, b in balances.items() if previous is None or previous.get(a) != b}
+    moved |= set() if previous is None else {a for a in previous if a not in balances}
+    out: set[str] = set()
+    for f in facts:
+        snap = f.snapshot
+        if snap.base in moved or snap.quote in moved:
+            out.add(snap.symbol)
+            continue
+        for o in snap.open_orders:
+            seen = listed.get(o.client_order_id)
+            if seen is None or seen.filled != o.filled:
+                out.add(snap.symbol)
+                break
+    return out
+
+
+SWEEP_EVERY = 12  # every 12th scheduled pass (an hour at the default 5 minutes) reads every symbol
+
+
 class ReconciliationMonitor(MonitorWorker):
     """Pulls the exchange's truth and force-corrects the ledgers (at startup, on schedule, after reconnects)."""
 
@@ -672,6 +708,8 @@ class ReconciliationMonitor(MonitorWorker):
         self._follow_up_at: int | None = None
         self._proposed: frozenset[Cut] = frozenset()
         self._said: set[str] = set()  # "logged once" keys: unknown statuses, unreadable orders
+        self._last_balances: Mapping[str, Balance] | None = None
+        self._since_sweep = 0
         self.last_report: Report | None = None
         self.last_at_ms: int | None = None
         self.last_trigger: str | None = None
@@ -718,21 +756,31 @@ class ReconciliationMonitor(MonitorWorker):
                 extra={"EVENT": "RECONCILIATION_FAILED"},
             )
 
-    async def _trades(self, facts: Sequence[LedgerFacts]) -> list[Fill]:
+    async def _trades(self, facts: Sequence[LedgerFacts], symbols: set[str] | None) -> list[Fill]:
         fetched: list[Fill] = []
         for symbol, (after, since) in sorted(_cursors(facts).items()):
-            fetched += await self._env.fetch_trades(symbol, after, since)
+            if symbols is None or symbol in symbols:
+                fetched += await self._env.fetch_trades(symbol, after, since)
         return fetched
 
-    async def _venue(self, facts: Sequence[LedgerFacts]) -> VenueSnapshot:
+    def _sweep(self, trigger: str) -> bool:
+        """Every pass but the routine scheduled one reads every symbol; so does every SWEEP_EVERY-th of those."""
+        if trigger != "schedule":
+            return True
+        self._since_sweep = (self._since_sweep + 1) % SWEEP_EVERY
+        return self._since_sweep == 0
+
+    async def _venue(self, facts: Sequence[LedgerFacts], sweep: bool) -> VenueSnapshot:
         """One pass of queries; any failure raises (a failed query is never an empty answer).
 
         Balances are read before and after the trades: identical readings make the view consistent.
         """
         open_orders, unparsed = _split(await self._env.get_open_orders())
         before = await self._env.get_balances()
-        trades = tuple(await self._trades(facts))
+        wanted = None if sweep else symbols_to_read(facts, open_orders, before, self._last_balances)
+        trades = tuple(await self._trades(facts, wanted))
         after = await self._env.get_balances()
+        self._last_balances = after
         listed = {o.client_order_id for o in open_orders} | {u.client_order_id for u in unparsed}
         probed: dict[str, ExchangeOrder | None] = {}
         owner = _Owners(facts)
@@ -753,7 +801,7 @@ class ReconciliationMonitor(MonitorWorker):
             for w in sorted(self._workers, key=lambda w: w.name):
                 await stack.enter_async_context(w.lock)
             base_facts = [facts_of(w) for w in self._workers]
-            venue = await self._venue(base_facts)
+            venue = await self._venue(base_facts, self._sweep(trigger))
             facts = with_applied(base_facts, self._workers, venue)
             report, self._proposed = confirm_cuts(reconcile(facts, venue, self._env.in_flight_ms), self._proposed)
             await self._apply(report, venue)
