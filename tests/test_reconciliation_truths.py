@@ -553,3 +553,36 @@ def test_a_quiet_scheduled_pass_reads_no_trades_but_a_moved_balance_does(state_d
         assert order is not None and order.state is S.FILLED
 
     run(main)
+
+
+def test_a_fallback_to_the_previous_generation_starts_a_new_epoch(tmp_path: Path) -> None:
+    """After NAME is damaged and NAME.prev loads, the books get a new epoch: the sequence numbers the lost
+    generation handed out are never reused under one prefix, and its orders are adopted, not intruders."""
+    path = tmp_path / "state"
+
+    def worker(d: StateDirectory, epochs: Iterator[str]) -> StrategyWorker:
+        return StrategyWorker(
+            strategy=Idle("w", BTC, {}), capital=D(1000), env=PaperEnvironment(_exact_config(), d.file("p"), Clock()),
+            state_file=d.file("w.state.json"), prefix=order_prefix("t", "w"), publish=_drop, clock_ms=Clock(),
+            new_epoch=lambda: next(epochs),
+        )  # fmt: skip
+
+    with StateDirectory.open(path) as d:
+        w = worker(d, iter(["0000e1"]))
+        w.load_state()
+        w.ledger.next_sequence()
+        w.save_state_sync()  # generation 1: .prev after the next save
+        lost_seq = w.ledger.next_sequence()
+        w.save_state_sync()  # generation 2: the one the disk damages
+    (path / "w.state.json").write_bytes(b"garbage")
+    with StateDirectory.open(path) as d:
+        w = worker(d, iter(["0000e1", "0000e2"]))
+        result = w.load_state()
+    assert result.fallback and w.ledger.epochs == ("0000e1", "0000e2")
+    lost = client_order_id(order_prefix("t", "w", "0000e1"), lost_seq)
+    assert w.old_prefixes == (order_prefix("t", "w", "0000e1"),) and w.owns(lost)
+    assert client_order_id(w.prefix, w.ledger.next_sequence()) != lost
+
+
+async def _drop(event: Event) -> None:
+    """Events nobody listens to."""
