@@ -35,26 +35,35 @@ OPENING = {"USDT": Decimal(100000), "BTC": Decimal(1), "ETH": Decimal(10)}
 
 
 class Simulator:
-    """``python -m s1mpled.exchange_sim`` as a process, driven over its admin endpoints."""
+    """``python -m s1mpled.exchange_sim`` as a process, driven over its admin endpoints.
 
-    def __init__(self, log: Path, *, tick: float = 0.05, seed: int = 3) -> None:
+    ``balances`` replaces the simulator's opening account (assets not named start at 0; pass the same
+    to :func:`assert_books_equal_exchange` as ``opening``); ``fee_model`` is ``"binance"`` (buy fees in
+    base, sell fees in quote; None: the simulator's default, binance) or ``"quote"`` (every fee in
+    quote); ``bnb_fees`` charges fees in BNB while the account has some. The admin endpoints
+    answer HTTP 400 (``urllib.error.HTTPError``) for a request that cannot be carried out.
+    """
+
+    def __init__(
+        self,
+        log: Path,
+        *,
+        tick: float = 0.05,
+        seed: int = 3,
+        balances: dict[str, Decimal] | None = None,
+        fee_model: str | None = None,
+        bnb_fees: bool = False,
+    ) -> None:
         self._log = log.open("ab")
-        self.proc = subprocess.Popen(
-            [
-                sys.executable,
-                "-m",
-                "s1mpled.exchange_sim",
-                "--port",
-                "0",
-                "--seed",
-                str(seed),
-                "--tick-interval",
-                str(tick),
-            ],
-            stdout=subprocess.PIPE,
-            stderr=self._log,
-            text=True,
-        )
+        argv = [sys.executable, "-m", "s1mpled.exchange_sim", "--port", "0", "--seed", str(seed)]
+        argv += ["--tick-interval", str(tick)]
+        for asset, amount in (balances or {}).items():
+            argv += ["--balance", f"{asset}={amount}"]
+        if fee_model is not None:
+            argv += ["--fee-model", fee_model]
+        if bnb_fees:
+            argv.append("--bnb-fees")
+        self.proc = subprocess.Popen(argv, stdout=subprocess.PIPE, stderr=self._log, text=True)
         assert self.proc.stdout is not None
         self.urls: dict[str, Any] = json.loads(self.proc.stdout.readline())
 
@@ -78,6 +87,62 @@ class Simulator:
 
     def pause_feed(self, paused: bool = True) -> None:
         self._admin("feed", {"paused": paused})
+
+    def set_price(self, symbol: str, price: Decimal) -> None:
+        """One market trade at ``price`` now: resting orders it crosses fill."""
+        self._admin("price", {"symbol": symbol, "price": str(price)})
+
+    def deposit(self, asset: str, delta: Decimal) -> dict[str, Any]:
+        """A deposit (``delta`` > 0) or withdrawal (< 0) of free ``asset``, no trade; returns the balance."""
+        return self._admin("balance", {"asset": asset, "delta": str(delta)})["result"]  # type: ignore[no-any-return]
+
+    def foreign_order(
+        self,
+        symbol: str,
+        side: str,
+        amount: Decimal,
+        price: Decimal | None = None,
+        *,
+        client_order_id: str | None = None,
+        order_type: str = "limit",
+        status: str = "NEW",
+    ) -> dict[str, Any]:
+        """An order placed by hand; ``status="PENDING_NEW"``: listed, never matched (see server.py)."""
+        body: dict[str, Any] = {
+            "symbol": symbol,
+            "side": side,
+            "type": order_type,
+            "amount": str(amount),
+            "status": status,
+        }
+        if price is not None:
+            body["price"] = str(price)
+        if client_order_id is not None:
+            body["client_order_id"] = client_order_id
+        return self._admin("foreign_order", body)["result"]  # type: ignore[no-any-return]
+
+    def expire_in_match(self, client_order_id: str) -> dict[str, Any]:
+        """Self-trade prevention expires the open order (status EXPIRED_IN_MATCH, fills kept)."""
+        return self._admin("expire_in_match", {"client_order_id": client_order_id})["result"]  # type: ignore[no-any-return]
+
+    def order_status(self, client_order_id: str, status: str | None) -> dict[str, Any]:
+        """REST and the stream report this raw status for the order from now on (None: the real one again)."""
+        return self._admin("order_status", {"client_order_id": client_order_id, "status": status})["result"]  # type: ignore[no-any-return]
+
+    def fill(self, client_order_id: str, amount: Decimal | None = None) -> dict[str, Any]:
+        """Fill the open order now at its limit price (``amount`` or all that remains), one trade."""
+        body: dict[str, Any] = {"client_order_id": client_order_id}
+        if amount is not None:
+            body["amount"] = str(amount)
+        return self._admin("fill", body)["result"]  # type: ignore[no-any-return]
+
+    def fill_in_pieces(self, client_order_id: str, pieces: int) -> dict[str, Any]:
+        """Fill the open order completely in ``pieces`` separate trades."""
+        return self._admin("fill_in_pieces", {"client_order_id": client_order_id, "pieces": pieces})["result"]  # type: ignore[no-any-return]
+
+    def faults(self) -> dict[str, Any]:
+        """``GET /__admin/faults``: the active faults and the ``between_requests`` runs (``fired``)."""
+        return self._admin("faults")  # type: ignore[no-any-return]
 
     def sell_everything_by_hand(self, symbol: str) -> None:
         """What a user does on the exchange's website: sell the whole balance, under a foreign order id."""
@@ -164,9 +229,16 @@ def read_ledgers(state_dir: Path) -> dict[str, StrategyLedger]:
 
 
 def assert_books_equal_exchange(
-    ledgers: dict[str, StrategyLedger], ex: dict[str, Any], skip_assets: tuple[str, ...] = ()
+    ledgers: dict[str, StrategyLedger],
+    ex: dict[str, Any],
+    skip_assets: tuple[str, ...] = (),
+    opening: dict[str, Decimal] | None = None,
 ) -> None:
-    """Every fill of ours applied once, every order's fate agreed, every balance equal to the last unit."""
+    """Every fill of ours applied once, every order's fate agreed, every balance equal to the last unit.
+
+    ``opening``: the account the simulator started with (its default, or what the test funded exactly);
+    what the strategies do not own of it is outside money.
+    """
 
     def owner(cid: str) -> StrategyLedger:
         found = [lg for lg in ledgers.values() if lg.order(cid) is not None]
@@ -186,13 +258,12 @@ def assert_books_equal_exchange(
         for lo in (*ledger.history(), *ledger.snapshot().open_orders):
             if lo.client_order_id not in ex["orders"]:
                 assert lo.state in (OrderState.NOT_PLACED, OrderState.REJECTED), f"ledger-only order {lo}"
-    totals: dict[str, Decimal] = defaultdict(Decimal, OPENING)
+    totals: dict[str, Decimal] = defaultdict(Decimal, OPENING if opening is None else opening)
     totals["USDT"] -= sum(CAPITAL.values())
     external_flow(ex, totals)
     for ledger in ledgers.values():
-        snap = ledger.snapshot()
-        totals[snap.base] += snap.holdings
-        totals[snap.quote] += snap.capital
+        for asset, claim in ledger.snapshot().claims().items():  # holdings, capital, minus fee debts
+            totals[asset] += claim
     for asset, believed in totals.items():
         if asset in skip_assets:
             continue
@@ -208,7 +279,8 @@ def external_flow(ex: dict[str, Any], totals: dict[str, Decimal]) -> None:
         base, quote = t["symbol"].split("/")
         sign = 1 if t["side"] == "buy" else -1
         totals[base] += sign * Decimal(t["amount"])
-        totals[quote] -= sign * Decimal(t["price"]) * Decimal(t["amount"]) + Decimal(t["fee"])
+        totals[quote] -= sign * Decimal(t["price"]) * Decimal(t["amount"])
+        totals[t.get("fee_asset") or quote] -= Decimal(t["fee"])  # Binance: base on buys, quote on sells, or BNB
 
 
 def assert_no_duplicate_orders(ledgers: dict[str, StrategyLedger], ex: dict[str, Any]) -> None:

@@ -15,7 +15,7 @@ from hypothesis import strategies as st
 
 from s1mpled.environments.paper_exchange import MarketSpec, SimulatedExchange
 from s1mpled.errors import ExchangeRejected, LocalStateError
-from s1mpled.model import ExchangeOrderStatus, Fill, OrderRequest, OrderType, Side
+from s1mpled.model import Balance, ExchangeOrderStatus, Fill, OrderRequest, OrderType, Side
 from s1mpled.state import codec
 
 BTC = "BTC/USDT"
@@ -678,3 +678,159 @@ def test_history_is_bounded_but_open_orders_and_balances_are_kept() -> None:
     assert again.balances() == ex.balances()
     with pytest.raises(ExchangeRejected, match="duplicate"):
         again.place_order(market("m-99", Side.BUY, "0.01"), 500)
+
+
+# ------------------------------------------------------------------- Binance's fee rules (fee_model, bnb_fees)
+
+
+def binance_ex(usdt: str = "1000", btc: str = "0", bnb: str | None = None, **options: Any) -> SimulatedExchange:
+    balances = {"USDT": D(usdt), "BTC": D(btc)} | ({} if bnb is None else {"BNB": D(bnb)})
+    return SimulatedExchange(MARKETS, balances, FEE, fee_model="binance", **options)
+
+
+def test_binance_fee_model_charges_a_buy_in_base_and_a_sell_in_quote() -> None:
+    """fee_model="binance": a limit buy reserves price*amount only; its fee is amount*rate in base, rounded down."""
+    ex = binance_ex(usdt="150", btc="0")
+    ex.place_order(limit("b", Side.BUY, "0.5", "300"), 1)  # exactly 150: no room for a quote fee, none is needed
+    assert bal(ex, "USDT") == (D(0), D(150))
+    (fill,) = ex.on_price(BTC, D("299.99"), 2)
+    assert (fill.fee, fill.fee_asset) == (D("0.0005"), "BTC")
+    assert bal(ex, "USDT") == (D(0), D(0)) and bal(ex, "BTC") == (D("0.4995"), D(0))
+    ex.place_order(limit("s", Side.SELL, "0.499", "400"), 3)
+    (sell,) = ex.on_price(BTC, D(400), 4)
+    assert (sell.fee, sell.fee_asset) == (D("0.1996"), "USDT")
+    assert bal(ex, "USDT") == (D("199.4004"), D(0)) and bal(ex, "BTC") == (D("0.0005"), D(0))
+
+
+def test_binance_base_fee_rounds_down_to_eight_places() -> None:
+    """A base fee of 0.000000333 is charged as 0.00000033; the market buy needs only its cost in quote."""
+    specs = {"X/Y": MarketSpec("X/Y", D("0.01"), D("0.000333"), D("100"))}
+    ex = SimulatedExchange(specs, {"Y": D("3.33")}, D("0.001"), fee_model="binance")
+    ex.on_price("X/Y", D("10000"), 1)
+    _, (fill,) = ex.place_order(OrderRequest("m", "X/Y", Side.BUY, OrderType.MARKET, D("0.000333")), 2)
+    assert (fill.fee, fill.fee_asset) == (D("0.00000033"), "X")
+    assert bal(ex, "X") == (D("0.00033267"), D(0)) and bal(ex, "Y") == (D(0), D(0))
+
+
+def test_bnb_fees_use_the_bnb_market_price_then_the_fixed_price_then_fall_back() -> None:
+    """bnb_fees: the fee's quote value in BNB at BNB/<quote>'s last price (else bnb_price), if free BNB covers it."""
+    specs = {**MARKETS, "BNB/USDT": MarketSpec("BNB/USDT", D("0.01"), D("0.001"), D("100"))}
+    ex = SimulatedExchange(specs, {"USDT": D(1000), "BNB": D("0.001")}, FEE, fee_model="binance", bnb_fees=True)
+    ex.on_price("BNB/USDT", D(300), 1)
+    ex.on_price(BTC, D(300), 1)
+    _, (f1,) = ex.place_order(market("a", Side.BUY, "1"), 2)  # 0.3 USDT of fee = 0.001 BNB
+    assert (f1.fee, f1.fee_asset) == (D("0.001"), "BNB")
+    assert bal(ex, "BNB") == (D(0), D(0)) and bal(ex, "BTC") == (D(1), D(0)) and bal(ex, "USDT") == (D(700), D(0))
+    _, (f2,) = ex.place_order(market("b", Side.SELL, "1"), 3)  # no BNB left: the normal rule
+    assert (f2.fee, f2.fee_asset) == (D("0.3"), "USDT")
+    fixed = binance_ex(usdt="1000", bnb="1", bnb_fees=True, bnb_price=D(7))
+    fixed.on_price(BTC, D(100), 1)
+    _, (f3,) = fixed.place_order(market("c", Side.BUY, "1"), 2)  # 0.1 USDT / 7 = 0.0142857142.. BNB
+    assert (f3.fee, f3.fee_asset) == (D("0.01428571"), "BNB")
+    assert bal(fixed, "BTC") == (D(1), D(0)) and bal(fixed, "BNB") == (D("0.98571429"), D(0))
+    unpriced = binance_ex(usdt="1000", bnb="1", bnb_fees=True)
+    unpriced.on_price(BTC, D(100), 1)
+    _, (f4,) = unpriced.place_order(market("d", Side.BUY, "1"), 2)
+    assert (f4.fee, f4.fee_asset) == (D("0.001"), "BTC")
+
+
+def test_time_in_force_ioc_and_fok() -> None:
+    """IOC fills what it can at once and expires the rest; FOK fills completely or expires with nothing."""
+    ex = make(usdt="100000", btc="10")
+    ex.on_price(BTC, D(100), 1)
+    order, fills = ex.place_order(limit("ioc", Side.BUY, "2.5", "100"), 2, time_in_force="IOC")  # liquidity 1
+    assert (order.status, order.filled, [f.amount for f in fills]) == (ExchangeOrderStatus.EXPIRED, D(1), [D(1)])
+    order, fills = ex.place_order(limit("ioc0", Side.BUY, "1", "99"), 2, time_in_force="IOC")
+    assert (order.status, order.filled, fills) == (ExchangeOrderStatus.EXPIRED, D(0), [])
+    before = ex.balances()
+    order, fills = ex.place_order(limit("fok", Side.BUY, "2", "100"), 3, time_in_force="FOK")
+    assert (order.status, order.filled, fills, ex.balances()) == (ExchangeOrderStatus.EXPIRED, D(0), [], before)
+    order, fills = ex.place_order(limit("fok1", Side.SELL, "1", "100"), 3, time_in_force="FOK")
+    assert (order.status, order.filled, len(fills)) == (ExchangeOrderStatus.CLOSED, D(1), 1)
+    with pytest.raises(ExchangeRejected, match="insufficient funds"):
+        ex.place_order(limit("fok2", Side.SELL, "100", "100"), 3, time_in_force="FOK")
+    with pytest.raises(ExchangeRejected, match="time_in_force"):
+        ex.place_order(limit("gtx", Side.SELL, "1", "100"), 3, time_in_force="GTX")
+    assert ex.open_orders() == [] and all(b.used == 0 for b in ex.balances().values())
+
+
+def test_expire_fill_and_adjust_balance() -> None:
+    """expire_order keeps what filled and releases the rest; fill_order ignores price and liquidity; deposits."""
+    ex = make(usdt="1000", btc="0")
+    ex.place_order(limit("a", Side.BUY, "3", "100"), 1)
+    first = ex.fill_order("a", 2, D("0.5"))
+    assert (first.price, first.amount) == (D(100), D("0.5"))
+    expired = ex.expire_order(BTC, "a", 3)
+    assert (expired.status, expired.filled) == (ExchangeOrderStatus.EXPIRED, D("0.5"))
+    assert bal(ex, "USDT") == (D(1000) - D("50.05"), D(0))
+    ex.place_order(limit("b", Side.BUY, "3", "100"), 4)
+    assert ex.fill_order("b", 5).amount == D(3) and ex.order("b").status is ExchangeOrderStatus.CLOSED  # type: ignore[union-attr]
+    for bad in (D(0), D("0.0001")):
+        ex.place_order(limit(f"c{bad}", Side.BUY, "1", "1"), 6)
+        with pytest.raises(ExchangeRejected):
+            ex.fill_order(f"c{bad}", 6, bad)
+    with pytest.raises(ExchangeRejected, match="no such open order"):
+        ex.fill_order("b", 7)
+    assert ex.adjust_balance("USDT", D("-12.5")).free == bal(ex, "USDT")[0]
+    assert ex.adjust_balance("EUR", D("5")) == Balance("EUR", D(5), D(0))
+    with pytest.raises(ExchangeRejected, match="insufficient funds"):
+        ex.adjust_balance("EUR", D("-5.01"))
+    assert bal(ex, "EUR") == (D(5), D(0))
+
+
+def test_fee_options_persist_only_when_not_default() -> None:
+    """A default exchange writes exactly the old state layout; fee options survive a round trip."""
+    assert not {"fee_model", "bnb_fees", "bnb_price"} & set(make().to_state())
+    ex = binance_ex(usdt="1000", bnb="1", bnb_fees=True, bnb_price=D(600))
+    ex.place_order(limit("b", Side.BUY, "1", "100"), 1)
+    state = ex.to_state()
+    assert (state["fee_model"], state["bnb_fees"], state["bnb_price"]) == ("binance", True, D(600))
+    again = SimulatedExchange.from_state(codec_round_trip(state))
+    assert repr(again.to_state()) == repr(state) and (again.fee_model, again.bnb_fees) == ("binance", True)
+    for bad in ({"fee_model": "base"}, {"bnb_fees": "yes"}, {"bnb_price": D(-1)}):
+        with pytest.raises(LocalStateError):
+            SimulatedExchange.from_state({**state, **bad})
+
+
+def check_general_invariants(ex: SimulatedExchange, all_fills: list[Fill], initial: dict[str, D]) -> None:
+    """Whatever the fee rules: no negative balance, used = reservations, totals = initial + flows - fees."""
+    balances = ex.balances()
+    assert all(b.free >= 0 and b.used >= 0 for b in balances.values()), balances
+    expected_used = dict.fromkeys(balances, D(0))
+    expected_total = {a: initial.get(a, D(0)) for a in balances}
+    quote_fee = ex.fee_model == "quote"
+    for o in ex.open_orders():
+        assert o.price is not None
+        base, quote = o.symbol.split("/")
+        remaining = o.amount - o.filled
+        if o.side is Side.BUY:
+            expected_used[quote] += o.price * remaining * (1 + ex.fee_rate if quote_fee else 1)
+        else:
+            expected_used[base] += remaining
+    for f in all_fills:
+        base, quote = f.symbol.split("/")
+        sign = 1 if f.side is Side.BUY else -1
+        expected_total[base] += sign * f.amount
+        expected_total[quote] -= sign * f.cost
+        expected_total[f.fee_asset] -= f.fee
+        expected_asset = quote if quote_fee or f.side is Side.SELL else base
+        assert f.fee_asset in (expected_asset, "BNB")
+    assert {a: b.used for a, b in balances.items()} == expected_used
+    assert {a: b.total for a, b in balances.items()} == expected_total
+
+
+@settings(max_examples=120, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(fee_rates, st.sampled_from(["quote", "binance"]), st.sampled_from(["0", "0.002", "50"]), op_lists)
+def test_invariants_hold_for_every_fee_model(
+    fee_rate: D, fee_model: str, bnb: str, sequence: list[tuple[Any, ...]]
+) -> None:
+    """Both fee models, with BNB fees on (some, little or no BNB), keep the balances exact after every operation."""
+    with localcontext() as ctx:
+        ctx.prec = 100
+        initial = {**INITIAL, "BNB": D(bnb)}
+        ex = SimulatedExchange(MARKETS, initial, fee_rate, fee_model=fee_model, bnb_fees=True, bnb_price=D("3.3"))
+        all_fills: list[Fill] = []
+        for now, op in enumerate(sequence):
+            all_fills += fills_of(apply(ex, op, now))
+            check_general_invariants(ex, all_fills, initial)
+        assert SimulatedExchange.from_state(ex.to_state()).balances() == ex.balances()

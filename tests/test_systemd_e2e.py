@@ -421,7 +421,8 @@ def test_position_sold_by_hand_is_corrected_and_only_critical_lines_show_with_p_
     }
     assert any(e["PRIORITY"] == "6" for e in everything)  # the INFO lines exist; -p crit left them out
     status = stack.daemon_status()
-    assert Decimal(next(s for s in status["strategies"] if s["name"] == "dca-btc")["holdings"]) == 0
+    # what is left is at most the dust below one lot the hand sale could not sell (Binance charges buy fees in BTC)
+    assert Decimal(next(s for s in status["strategies"] if s["name"] == "dca-btc")["holdings"]) < Decimal("0.00001")
 
 
 def test_hung_event_loop_is_killed_by_the_watchdog_and_restarted(stack: Stack) -> None:

@@ -14,21 +14,36 @@ Rules (the tests check each one):
   carrying a price or arriving before the first price, and insufficient free balance. A rejected
   request leaves no trace, so its client id may be used again.
 * **Reservation.** A limit buy moves ``price * amount * (1 + fee_rate)`` quote from free to
-  used, a limit sell ``amount`` base. Each fill releases its share of the reservation; a cancel
-  releases what is left. So ``used`` always equals the reservations of the remaining amounts of
-  the open orders.
-* **Fees** are always charged in the QUOTE asset: ``fee = price * amount * fee_rate`` rounded
-  DOWN to 8 decimal places. A buy costs ``price * amount + fee`` quote and gives ``amount``
-  base; a sell takes ``amount`` base and gives ``price * amount - fee`` quote. Because the fee
-  is rounded down, a buy fill never costs more than the reservation it releases; the rounding
-  dust goes back to free.
+  used (``fee_model="binance"``: ``price * amount``, the fee is not paid in quote), a limit sell
+  ``amount`` base. Each fill releases its share of the reservation; a cancel (or expiry) releases
+  what is left. So ``used`` always equals the reservations of the remaining amounts of the open
+  orders.
+* **Fees** (``fee_model="quote"``, the default) are always charged in the QUOTE asset: ``fee =
+  price * amount * fee_rate`` rounded DOWN to 8 decimal places. A buy costs ``price * amount +
+  fee`` quote and gives ``amount`` base; a sell takes ``amount`` base and gives ``price * amount -
+  fee`` quote. Because the fee is rounded down, a buy fill never costs more than the reservation
+  it releases; the rounding dust goes back to free.
+  ``fee_model="binance"`` follows Binance spot: a buy's fee is charged in the BASE asset (``fee =
+  amount * fee_rate`` rounded down to 8 places; the buy costs ``price * amount`` quote and gives
+  ``amount - fee`` base), a sell's in quote as above.
+  ``bnb_fees=True`` ("pay fees with BNB"): every fee is charged in BNB instead when the account
+  has that much free BNB (and more than none): the fee's value ``price * amount * fee_rate`` in
+  quote, converted at the last price of ``BNB/<quote>`` if that market exists and has a price,
+  else at the fixed ``bnb_price`` (BNB's price in any quote asset; without one the BNB rule does
+  not apply), rounded down to 8 places (for a ``.../BNB`` market the value is already in BNB).
+  Otherwise the fee falls back to the rule of the fee model.
 * **Matching.** A market order fills at once and completely at the last price. A resting limit
   buy fills when a price update is <= its limit, a sell when it is >= its limit, always at the
   order's LIMIT price and for at most the market's ``liquidity`` (rounded down to
   ``amount_step``) per order per update, so large orders fill over several updates. A limit
   order that is marketable when placed fills at once (up to the liquidity) and rests with the
   remainder. Status: OPEN until completely filled (CLOSED) or canceled (CANCELED, keeping what
-  filled).
+  filled). ``time_in_force`` of a limit order: ``GTC`` (the default, as above), ``IOC`` (fills
+  what it can at once, the remainder EXPIRES), ``FOK`` (fills completely at once or EXPIRES with
+  nothing filled; funds must suffice either way). :meth:`SimulatedExchange.expire_order` expires
+  an open order (EXPIRED, keeping what filled), :meth:`SimulatedExchange.fill_order` fills an open
+  order at its limit price regardless of price and liquidity (a counterparty arrived),
+  :meth:`SimulatedExchange.adjust_balance` is a deposit or a withdrawal.
 * **Ids.** Trade ids and exchange order ids are two global counters written as decimal
   strings ("1", "2", ...), strictly increasing across all symbols.
 * **Exactness.** All arithmetic runs in a Decimal context with 100 digits that *traps* Inexact:
@@ -38,6 +53,8 @@ Rules (the tests check each one):
   order, the newest ``CLOSED_ORDERS_KEPT`` closed or canceled orders and the newest ``TRADES_KEPT``
   trades. The duplicate-id rule therefore covers the orders still remembered -- more than Binance,
   which refuses a reused client id only among open orders (s1mpled never reuses one anyway).
+* **State** (``to_state``) is written in format 1; the fee options appear in it only when they differ
+  from the defaults, so a state written before they existed loads unchanged.
 """
 
 from __future__ import annotations
@@ -70,15 +87,29 @@ from s1mpled.model import (
     split_symbol,
 )
 
-__all__ = ["CLOSED_ORDERS_KEPT", "FEE_QUANTUM", "STATE_FORMAT", "TRADES_KEPT", "MarketSpec", "SimulatedExchange"]
+__all__ = [
+    "BNB",
+    "CLOSED_ORDERS_KEPT",
+    "FEE_MODELS",
+    "FEE_QUANTUM",
+    "STATE_FORMAT",
+    "TIME_IN_FORCE",
+    "TRADES_KEPT",
+    "MarketSpec",
+    "SimulatedExchange",
+]
 
 FEE_QUANTUM = D("0.00000001")  # fees are rounded DOWN to 8 decimal places
 TRADES_KEPT = 10_000  # newest trades kept (for REST catch-up); older ones are forgotten
 CLOSED_ORDERS_KEPT = 2_000  # newest closed/canceled orders kept (for lookups by client id)
 STATE_FORMAT = 1  # version of the to_state() layout
+FEE_MODELS = ("quote", "binance")  # which asset a fee is charged in (see the module docstring)
+TIME_IN_FORCE = ("GTC", "IOC", "FOK")
+BNB = "BNB"
 
 _EXACT = Context(prec=100, traps=[InvalidOperation, DivisionByZero, Overflow, Inexact])
 _ROUNDING = Context(prec=100, traps=[InvalidOperation, DivisionByZero, Overflow])
+_FLOOR = Context(prec=100, rounding=ROUND_DOWN, traps=[InvalidOperation, DivisionByZero, Overflow])
 _ZERO = D(0)
 
 
@@ -149,9 +180,16 @@ class SimulatedExchange:
         *,
         trades_kept: int = TRADES_KEPT,
         closed_orders_kept: int = CLOSED_ORDERS_KEPT,
+        fee_model: str = "quote",
+        bnb_fees: bool = False,
+        bnb_price: D | None = None,
     ) -> None:
         if not isinstance(fee_rate, D) or not fee_rate.is_finite() or not 0 <= fee_rate < 1:
             raise ValueError(f"fee_rate must be a Decimal in [0, 1), got {fee_rate!r}")
+        if fee_model not in FEE_MODELS:
+            raise ValueError(f"fee_model must be one of {FEE_MODELS}, got {fee_model!r}")
+        if bnb_price is not None and (not isinstance(bnb_price, D) or not bnb_price.is_finite() or bnb_price <= 0):
+            raise ValueError(f"bnb_price must be a positive finite Decimal, got {bnb_price!r}")
         for key, spec in markets.items():
             if key != spec.symbol:
                 raise ValueError(f"market key {key!r} differs from its spec's symbol {spec.symbol!r}")
@@ -165,6 +203,9 @@ class SimulatedExchange:
         for spec in self._markets.values():
             for asset in (spec.base, spec.quote):
                 self._wallets.setdefault(asset, _Wallet(_ZERO, _ZERO))
+        self._fee_model, self._bnb_fees, self._bnb_price = fee_model, bool(bnb_fees), bnb_price
+        if self._bnb_fees:
+            self._wallets.setdefault(BNB, _Wallet(_ZERO, _ZERO))
         self._orders: dict[str, ExchangeOrder] = {}  # by client id, in placement order
         self._open: dict[str, None] = {}  # ordered set of the open orders' client ids
         self._trades: list[Fill] = []
@@ -179,6 +220,14 @@ class SimulatedExchange:
     @property
     def fee_rate(self) -> D:
         return self._fee_rate
+
+    @property
+    def fee_model(self) -> str:
+        return self._fee_model
+
+    @property
+    def bnb_fees(self) -> bool:
+        return self._bnb_fees
 
     @property
     def markets(self) -> dict[str, MarketSpec]:
@@ -216,13 +265,75 @@ class SimulatedExchange:
 
     # ----------------------------------------------------------------- commands
 
-    def place_order(self, req: OrderRequest, now_ms: int) -> tuple[ExchangeOrder, list[Fill]]:
-        """Accept an order (or raise ExchangeRejected); returns it with the fills it got at once."""
+    def place_order(
+        self, req: OrderRequest, now_ms: int, *, time_in_force: str = "GTC"
+    ) -> tuple[ExchangeOrder, list[Fill]]:
+        """Accept an order (or raise ExchangeRejected); returns it with the fills it got at once.
+
+        ``time_in_force`` applies to limit orders: GTC rests, IOC expires what did not fill at once,
+        FOK fills completely at once or expires with nothing filled.
+        """
+        if time_in_force not in TIME_IN_FORCE:
+            raise ExchangeRejected(f"order {req.client_order_id!r}: unknown time_in_force {time_in_force!r}")
         with _exact():
             spec = self._validate(req)
             if req.type is OrderType.MARKET:
                 return self._place_market(req, spec, now_ms)
-            return self._place_limit(req, spec, now_ms)
+            if time_in_force == "FOK" and not self._fills_at_once(req, spec):
+                return self._place_expired(req, spec, now_ms), []
+            order, fills = self._place_limit(req, spec, now_ms)
+            if time_in_force == "IOC" and order.status is ExchangeOrderStatus.OPEN:
+                order = self._end(order, ExchangeOrderStatus.EXPIRED)
+            return order, fills
+
+    def expire_order(self, symbol: str, client_order_id: str, now_ms: int) -> ExchangeOrder:
+        """Expire an open order (the exchange ended it: IOC rest, self-trade prevention, ...) like a cancel:
+        what it still reserves is released and what filled is kept; returns the EXPIRED order."""
+        del now_ms
+        order = self._open_order(symbol, client_order_id, "expire")
+        with _exact():
+            return self._end(order, ExchangeOrderStatus.EXPIRED)
+
+    def fill_order(self, client_order_id: str, now_ms: int, amount: D | None = None) -> Fill:
+        """Fill an open limit order now at its limit price, whatever the last price and the liquidity
+        (a counterparty arrived): ``amount`` (a positive multiple of ``amount_step``, at most the
+        remainder) or, by default, everything that remains. Returns the one trade."""
+        order = self._orders.get(client_order_id)
+        if order is None or order.status is not ExchangeOrderStatus.OPEN:
+            raise ExchangeRejected(f"fill {client_order_id!r}: no such open order")
+        spec = self._markets[order.symbol]
+        with _exact():
+            remaining = order.amount - order.filled
+            amount = remaining if amount is None else amount
+            if not isinstance(amount, D) or not amount.is_finite() or amount <= 0 or amount > remaining:
+                raise ExchangeRejected(f"fill {client_order_id!r}: amount {amount} not in (0, {remaining}]")
+            if not _is_multiple(amount, spec.amount_step):
+                raise ExchangeRejected(
+                    f"fill {client_order_id!r}: amount {amount} is not a multiple of {spec.amount_step}"
+                )
+            return self._fill_resting(order, spec, now_ms, amount)
+
+    def adjust_balance(self, asset: str, delta: D) -> Balance:
+        """A deposit (``delta`` > 0) or a withdrawal (< 0) of free ``asset``, no trade; refused (ExchangeRejected)
+        if it would make free negative. An asset the account never had is created."""
+        if not asset or not asset.isascii() or not asset.isalnum() or asset != asset.upper():
+            raise ExchangeRejected(f"bad asset name {asset!r}")
+        if not isinstance(delta, D) or not delta.is_finite():
+            raise ExchangeRejected(f"{asset}: delta must be a finite Decimal, got {delta!r}")
+        with _exact():
+            wallet = self._wallets.get(asset, _Wallet(_ZERO, _ZERO))
+            if wallet.free + delta < 0:
+                raise ExchangeRejected(f"{asset}: insufficient funds: withdrawing {-delta}, {wallet.free} free")
+            wallet.free += delta
+            self._wallets[asset] = wallet
+            return Balance(asset, wallet.free, wallet.used)
+
+    def reserve_order_id(self) -> str:
+        """Take the next exchange order id for an order kept outside the matching engine (the simulator's
+        hand-placed pending orders), so ids stay unique and increasing."""
+        order_id = str(self._next_order_id)
+        self._next_order_id += 1
+        return order_id
 
     def cancel_order(self, symbol: str, client_order_id: str, now_ms: int) -> ExchangeOrder:
         """Cancel an open order and release what it still reserves; returns the CANCELED order.
@@ -230,19 +341,27 @@ class SimulatedExchange:
         ``now_ms`` is accepted for symmetry with the other commands; the order keeps its placement time.
         """
         del now_ms
+        order = self._open_order(symbol, client_order_id, "cancel")
+        with _exact():
+            return self._end(order, ExchangeOrderStatus.CANCELED)
+
+    def _open_order(self, symbol: str, client_order_id: str, what: str) -> ExchangeOrder:
         order = self._orders.get(client_order_id)
         if order is None or order.symbol != symbol:
-            raise ExchangeRejected(f"cancel {client_order_id!r} on {symbol}: order not found")
+            raise ExchangeRejected(f"{what} {client_order_id!r} on {symbol}: order not found")
         if order.status is not ExchangeOrderStatus.OPEN:
-            raise ExchangeRejected(f"cancel {client_order_id!r} on {symbol}: order not open (it is {order.status})")
-        with _exact():
-            spec = self._markets[symbol]
-            assert order.price is not None  # only limit orders rest
-            self._release(spec, order.side, order.price, order.amount - order.filled)
-            canceled = replace(order, status=ExchangeOrderStatus.CANCELED)
-            self._orders[client_order_id] = canceled
-            del self._open[client_order_id]
-            return canceled
+            raise ExchangeRejected(f"{what} {client_order_id!r} on {symbol}: order not open (it is {order.status})")
+        return order
+
+    def _end(self, order: ExchangeOrder, status: ExchangeOrderStatus) -> ExchangeOrder:
+        """Take an open order off the book with ``status``, releasing what it still reserves."""
+        spec = self._markets[order.symbol]
+        assert order.price is not None  # only limit orders rest
+        self._release(spec, order.side, order.price, order.amount - order.filled)
+        ended = replace(order, status=status)
+        self._orders[order.client_order_id] = ended
+        del self._open[order.client_order_id]
+        return ended
 
     def on_price(self, symbol: str, price: D, now_ms: int) -> list[Fill]:
         """Record a new last price and fill the resting orders it crosses, in placement order."""
@@ -317,18 +436,32 @@ class SimulatedExchange:
         price = self._last[req.symbol]
         what = f"order {req.client_order_id!r}"
         if req.side is Side.BUY:
-            self._require_free(spec.quote, price * req.amount + self._fee(price, req.amount), what)
+            self._require_free(spec.quote, price * req.amount + self._quote_fee_reserve(price, req.amount), what)
         else:
             self._require_free(spec.base, req.amount, what)
         order = self._new_order(req, ExchangeOrderStatus.CLOSED, req.amount, now_ms)
         return order, [self._settle(order, spec, price, req.amount, now_ms)]
 
-    def _place_limit(self, req: OrderRequest, spec: MarketSpec, now_ms: int) -> tuple[ExchangeOrder, list[Fill]]:
+    def _limit_reserve(self, req: OrderRequest, spec: MarketSpec) -> tuple[str, D]:
         assert req.price is not None  # _validate checked it
         if req.side is Side.BUY:
-            asset, reserve = spec.quote, self._reservation(req.price, req.amount)
-        else:
-            asset, reserve = spec.base, req.amount
+            return spec.quote, self._reservation(req.price, req.amount)
+        return spec.base, req.amount
+
+    def _fills_at_once(self, req: OrderRequest, spec: MarketSpec) -> bool:
+        """Whether a limit order would fill completely on placement (what FOK needs)."""
+        last = self._last.get(req.symbol)
+        return last is not None and _crosses_at(req.side, req.price, last) and req.amount <= spec.fill_cap
+
+    def _place_expired(self, req: OrderRequest, spec: MarketSpec, now_ms: int) -> ExchangeOrder:
+        """A FOK order that cannot fill completely: checked like any order, then EXPIRED with nothing filled."""
+        asset, reserve = self._limit_reserve(req, spec)
+        self._require_free(asset, reserve, f"order {req.client_order_id!r}")
+        return self._new_order(req, ExchangeOrderStatus.EXPIRED, _ZERO, now_ms)
+
+    def _place_limit(self, req: OrderRequest, spec: MarketSpec, now_ms: int) -> tuple[ExchangeOrder, list[Fill]]:
+        assert req.price is not None  # _validate checked it
+        asset, reserve = self._limit_reserve(req, spec)
         self._require_free(asset, reserve, f"order {req.client_order_id!r}")
         wallet = self._wallets[asset]
         wallet.free -= reserve
@@ -346,9 +479,43 @@ class SimulatedExchange:
     def _fee(self, price: D, amount: D) -> D:
         return (price * amount * self._fee_rate).quantize(FEE_QUANTUM, rounding=ROUND_DOWN, context=_ROUNDING)
 
+    def _quote_fee_reserve(self, price: D, amount: D) -> D:
+        """What a buy must have in quote for its fee: the fee (quote model), nothing (binance model)."""
+        return self._fee(price, amount) if self._fee_model == "quote" else _ZERO
+
     def _reservation(self, price: D, amount: D) -> D:
-        """Quote a limit buy of ``amount`` at ``price`` keeps in ``used``: the cost plus the unrounded fee."""
+        """Quote a limit buy of ``amount`` at ``price`` keeps in ``used``: the cost plus the unrounded fee
+        (quote model) or the cost alone (binance model: a buy's fee is paid in base or BNB)."""
+        if self._fee_model == "binance":
+            return price * amount
         return price * amount * (1 + self._fee_rate)
+
+    def _bnb_fee(self, spec: MarketSpec, value: D) -> D | None:
+        """A fee worth ``value`` quote, in BNB (rounded down to 8 places); None if no BNB price is known."""
+        if spec.quote == BNB:
+            price: D | None = D(1)
+        else:
+            price = self._last.get(f"{BNB}/{spec.quote}") if f"{BNB}/{spec.quote}" in self._markets else None
+            price = price or self._bnb_price
+        if price is None:
+            return None
+        return _FLOOR.divide(value, price).quantize(FEE_QUANTUM, rounding=ROUND_DOWN, context=_ROUNDING)
+
+    def _charge_fee(self, spec: MarketSpec, side: Side, price: D, amount: D) -> tuple[D, str]:
+        """Take the fee of one trade out of the free balances (after the trade itself); returns it and its asset."""
+        if self._bnb_fees:
+            fee = self._bnb_fee(spec, price * amount * self._fee_rate)
+            bnb = self._wallets[BNB]
+            if fee is not None and bnb.free > 0 and bnb.free >= fee:
+                bnb.free -= fee
+                return fee, BNB
+        if self._fee_model == "binance" and side is Side.BUY:
+            fee = (amount * self._fee_rate).quantize(FEE_QUANTUM, rounding=ROUND_DOWN, context=_ROUNDING)
+            self._wallets[spec.base].free -= fee
+            return fee, spec.base
+        fee = self._fee(price, amount)
+        self._wallets[spec.quote].free -= fee
+        return fee, spec.quote
 
     def _release(self, spec: MarketSpec, side: Side, price: D, amount: D) -> None:
         """Move the reservation for ``amount`` of a resting order back from used to free."""
@@ -357,9 +524,9 @@ class SimulatedExchange:
         wallet.used -= reserve
         wallet.free += reserve
 
-    def _fill_resting(self, order: ExchangeOrder, spec: MarketSpec, now_ms: int) -> Fill:
+    def _fill_resting(self, order: ExchangeOrder, spec: MarketSpec, now_ms: int, amount: D | None = None) -> Fill:
         assert order.price is not None  # only limit orders rest
-        amount = min(order.amount - order.filled, spec.fill_cap)
+        amount = min(order.amount - order.filled, spec.fill_cap) if amount is None else amount
         self._release(spec, order.side, order.price, amount)
         fill = self._settle(order, spec, order.price, amount, now_ms)
         filled = order.filled + amount
@@ -372,14 +539,15 @@ class SimulatedExchange:
 
     def _settle(self, order: ExchangeOrder, spec: MarketSpec, price: D, amount: D, now_ms: int) -> Fill:
         """Exchange base for quote out of the free balances and record the trade."""
-        cost, fee = price * amount, self._fee(price, amount)
+        cost = price * amount
         base, quote = self._wallets[spec.base], self._wallets[spec.quote]
         if order.side is Side.BUY:
-            quote.free -= cost + fee
+            quote.free -= cost
             base.free += amount
         else:
             base.free -= amount
-            quote.free += cost - fee
+            quote.free += cost
+        fee, fee_asset = self._charge_fee(spec, order.side, price, amount)
         fill = Fill(
             trade_id=str(self._next_trade_id),
             client_order_id=order.client_order_id,
@@ -389,7 +557,7 @@ class SimulatedExchange:
             price=price,
             amount=amount,
             fee=fee,
-            fee_asset=spec.quote,
+            fee_asset=fee_asset,
             timestamp_ms=now_ms,
         )
         self._trades.append(fill)
@@ -414,10 +582,22 @@ class SimulatedExchange:
                 del self._orders[cid]
 
     def to_state(self) -> dict[str, Any]:
-        """The complete state as JSON-shaped data (str keys, lists, str/int/Decimal/None values)."""
+        """The complete state as JSON-shaped data (str keys, lists, str/int/Decimal/None values).
+
+        The fee options are written only when they differ from the defaults (so the state of a default
+        exchange is exactly what it was before they existed).
+        """
+        options: dict[str, Any] = {}
+        if self._fee_model != "quote":
+            options["fee_model"] = self._fee_model
+        if self._bnb_fees:
+            options["bnb_fees"] = True
+        if self._bnb_price is not None:
+            options["bnb_price"] = self._bnb_price
         return {
             "format": STATE_FORMAT,
             "fee_rate": self._fee_rate,
+            **options,
             "markets": {
                 s.symbol: {"price_step": s.price_step, "amount_step": s.amount_step, "liquidity": s.liquidity}
                 for s in self._markets.values()
@@ -448,7 +628,17 @@ class SimulatedExchange:
             sym: MarketSpec(sym, _dec(m["price_step"]), _dec(m["amount_step"]), _dec(m["liquidity"]))
             for sym, m in _map(state["markets"]).items()
         }
-        ex = cls(markets, {}, _dec(state["fee_rate"]))
+        bnb_fees = state.get("bnb_fees", False)
+        if not isinstance(bnb_fees, bool):
+            raise TypeError(f"bnb_fees must be a bool, got {bnb_fees!r}")
+        ex = cls(
+            markets,
+            {},
+            _dec(state["fee_rate"]),
+            fee_model=_str(state.get("fee_model", "quote")),
+            bnb_fees=bnb_fees,
+            bnb_price=_opt_dec(state.get("bnb_price")),
+        )
         ex._wallets = {a: _Wallet(_dec(w["free"]), _dec(w["used"])) for a, w in _map(state["balances"]).items()}
         ex._last = {_str(sym): _dec(p) for sym, p in _map(state["last_prices"]).items()}
         ex._next_order_id = _int(state["next_order_id"])
@@ -470,7 +660,9 @@ class SimulatedExchange:
             raise LocalStateError(
                 f"orders, trades or prices name unknown markets: {sorted(symbols - set(self._markets))}"
             )
-        assets = {a for spec in self._markets.values() for a in (spec.base, spec.quote)}
+        assets = {a for spec in self._markets.values() for a in (spec.base, spec.quote)} | (
+            {BNB} if self._bnb_fees else set()
+        )
         if not assets <= set(self._wallets):
             raise LocalStateError(f"balances lack market assets: {sorted(assets - set(self._wallets))}")
         with _exact():
@@ -505,8 +697,12 @@ def _id_number(text: str) -> int:
 
 def _crosses(order: ExchangeOrder, price: D) -> bool:
     """Whether a resting limit order trades at this market price."""
-    assert order.price is not None
-    return price <= order.price if order.side is Side.BUY else price >= order.price
+    return _crosses_at(order.side, order.price, price)
+
+
+def _crosses_at(side: Side, limit: D | None, price: D) -> bool:
+    assert limit is not None
+    return price <= limit if side is Side.BUY else price >= limit
 
 
 # --------------------------------------------------------------------- state helpers

@@ -3,6 +3,13 @@
 Prints one JSON line on stdout once listening -- the base URLs (``http``, ``ws``, ``rest``,
 ``ws_api``, ``stream``, ``admin``), ``api_key``, ``api_secret`` and ``pid`` -- so a test in another
 process can read where to connect; then serves until SIGTERM or SIGINT and exits 0.
+
+Account options: ``--balance ASSET=AMOUNT`` (repeatable; when given it REPLACES the default opening
+balances entirely -- assets not named start at 0), ``--fee-model binance|quote`` (binance: buy fees
+in base, sell fees in quote; quote: every fee in quote, as paper mode; default: ``DEFAULT_FEE_MODEL``,
+quote for now), ``--bnb-fees`` (pay
+every fee in BNB while free BNB covers it), ``--bnb-price`` (BNB's price in quote without a BNB
+market, default 600), ``--fee-rate`` (default 0.001), ``--trades-kept`` (history the engine keeps).
 """
 
 from __future__ import annotations
@@ -14,9 +21,32 @@ import os
 import signal
 import sys
 from collections.abc import Sequence
+from dataclasses import replace
+from decimal import Decimal, InvalidOperation
 
-from s1mpled.exchange_sim.config import DEFAULT_API_KEY, DEFAULT_API_SECRET, SimConfig
+from s1mpled.exchange_sim.config import DEFAULT_API_KEY, DEFAULT_API_SECRET, DEFAULT_FEE_MODEL, SimConfig
 from s1mpled.exchange_sim.server import ExchangeSimulator
+
+
+def _balance(text: str) -> tuple[str, Decimal]:
+    asset, sep, amount = text.partition("=")
+    try:
+        value = Decimal(amount)
+    except InvalidOperation:
+        value = Decimal("NaN")
+    if not sep or not asset.isalnum() or asset != asset.upper() or not value.is_finite() or value < 0:
+        raise argparse.ArgumentTypeError(f"expected ASSET=AMOUNT (e.g. USDT=1000), got {text!r}")
+    return asset, value
+
+
+def _decimal(text: str) -> Decimal:
+    try:
+        value = Decimal(text)
+    except InvalidOperation:
+        raise argparse.ArgumentTypeError(f"not a number: {text!r}") from None
+    if not value.is_finite() or value < 0:
+        raise argparse.ArgumentTypeError(f"must be a non-negative number: {text!r}")
+    return value
 
 
 def parse_args(argv: Sequence[str] | None) -> SimConfig:
@@ -28,8 +58,20 @@ def parse_args(argv: Sequence[str] | None) -> SimConfig:
     parser.add_argument("--paused", action="store_true", help="start with the price feed stopped")
     parser.add_argument("--api-key", default=DEFAULT_API_KEY)
     parser.add_argument("--api-secret", default=DEFAULT_API_SECRET)
+    parser.add_argument(
+        "--balance",
+        type=_balance,
+        action="append",
+        metavar="ASSET=AMOUNT",
+        help="opening balance (repeatable); replaces the default balances, unnamed assets start at 0",
+    )
+    parser.add_argument("--fee-model", choices=("binance", "quote"), default=DEFAULT_FEE_MODEL)
+    parser.add_argument("--bnb-fees", action="store_true", help="pay every fee in BNB while free BNB covers it")
+    parser.add_argument("--bnb-price", type=_decimal, default=Decimal("600"), help="BNB in quote without a BNB market")
+    parser.add_argument("--fee-rate", type=_decimal, default=Decimal("0.001"))
+    parser.add_argument("--trades-kept", type=int, default=1_000_000, help="trades the matching engine remembers")
     args = parser.parse_args(argv)
-    return SimConfig(
+    config = SimConfig(
         host=args.host,
         port=args.port,
         seed=args.seed,
@@ -37,7 +79,13 @@ def parse_args(argv: Sequence[str] | None) -> SimConfig:
         feed_paused=args.paused,
         api_key=args.api_key,
         api_secret=args.api_secret,
+        fee_rate=args.fee_rate,
+        fee_model=args.fee_model,
+        bnb_fees=args.bnb_fees,
+        bnb_price=args.bnb_price,
+        trades_kept=args.trades_kept,
     )
+    return config if args.balance is None else replace(config, balances=dict(args.balance))
 
 
 async def serve(config: SimConfig) -> None:

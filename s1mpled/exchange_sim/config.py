@@ -1,7 +1,14 @@
-"""What a simulator instance trades: markets, starting balances, fee, credentials, feed settings.
+"""What a simulator instance trades: markets, starting balances, fees, credentials, feed settings.
 
 One frozen value, so a test (or the CLI) states everything that shapes a run in one place and
 the same ``seed`` gives the same price path.
+
+Fees: ``fee_model="binance"`` follows Binance (a buy pays its fee in the base asset, a sell in
+quote; ``bnb_fees`` charges every fee in BNB while the account has enough, valued at ``bnb_price``
+quote when there is no ``BNB/<quote>`` market) and is the default, :data:`DEFAULT_FEE_MODEL` (the
+CLI's too), because the test exchange is never kinder than the real one; ``fee_model="quote"`` is paper
+mode's simpler rule (every fee in quote). History is kept far longer than paper mode keeps it
+(``trades_kept``, ``closed_orders_kept``), so long tests page through complete trade lists.
 """
 
 from __future__ import annotations
@@ -9,12 +16,14 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from decimal import Decimal as D
 
+from s1mpled.environments.paper_exchange import FEE_MODELS
 from s1mpled.model import split_symbol
 
-__all__ = ["DEFAULT_API_KEY", "DEFAULT_API_SECRET", "SimConfig", "SimMarket", "default_markets"]
+__all__ = ["DEFAULT_API_KEY", "DEFAULT_API_SECRET", "DEFAULT_FEE_MODEL", "SimConfig", "SimMarket", "default_markets"]
 
 DEFAULT_API_KEY = "sim-api-key"
 DEFAULT_API_SECRET = "sim-api-secret"
+DEFAULT_FEE_MODEL = "binance"  # of SimConfig and of the CLI: as Binance charges
 
 
 @dataclass(frozen=True, slots=True)
@@ -56,6 +65,11 @@ class SimConfig:
     tick_interval_s: float = 0.2  # how often prices move and resting orders match
     feed_paused: bool = False  # start with the price feed stopped (prices move only via set_price)
     fee_rate: D = D("0.001")
+    fee_model: str = DEFAULT_FEE_MODEL  # "binance": buy fees in base, sell fees in quote; "quote": all in quote
+    bnb_fees: bool = False  # "pay fees with BNB": every fee in BNB while free BNB covers it
+    bnb_price: D = D("600")  # BNB's price in quote, used when there is no BNB/<quote> market
+    trades_kept: int = 1_000_000  # the matching engine forgets older trades (paper mode keeps 10,000)
+    closed_orders_kept: int = 1_000_000
     api_key: str = DEFAULT_API_KEY
     api_secret: str = DEFAULT_API_SECRET
     markets: tuple[SimMarket, ...] = field(default_factory=default_markets)
@@ -67,3 +81,7 @@ class SimConfig:
         ids = [m.market_id for m in self.markets]
         if len(set(ids)) != len(ids) or not ids:
             raise ValueError(f"markets must be non-empty with distinct ids, got {ids}")
+        if self.fee_model not in FEE_MODELS:
+            raise ValueError(f"fee_model must be one of {FEE_MODELS}, got {self.fee_model!r}")
+        if self.trades_kept < 1 or self.closed_orders_kept < 1:
+            raise ValueError("trades_kept and closed_orders_kept must be positive")

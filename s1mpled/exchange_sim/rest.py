@@ -3,7 +3,9 @@
 Handlers are thin: read the raw query string and form body, check the signature (private
 endpoints), call the :class:`Venue`, send the user events it returns to the streams, and answer
 JSON -- or a Binance error ``{"code", "msg"}`` with its HTTP status. The middleware asks the
-:class:`FaultPlan` what to do with each request before and after the handler runs.
+:class:`FaultPlan` what to do with each request before and after the handler runs, executes a
+``late_order`` request later on its own, and hands every ``between_requests`` action that falls due
+to the server right after the request was handled (before its answer is sent).
 
 Endpoints: GET ping, time, exchangeInfo, ticker/price, ticker/24hr, ticker/bookTicker (public);
 GET account, POST order, GET order, DELETE order, GET openOrders, DELETE openOrders, GET myTrades
@@ -19,18 +21,20 @@ import socket
 import struct
 from collections import Counter
 from collections.abc import Awaitable, Callable, Mapping
+from dataclasses import replace
 from typing import Any
 
 from aiohttp import web
 
 from s1mpled.exchange_sim.auth import BinanceError, Credentials, parse_params, verify_rest
-from s1mpled.exchange_sim.faults import FaultPlan, HttpDecision
+from s1mpled.exchange_sim.faults import FaultPlan, FaultSpec, HttpDecision
 from s1mpled.exchange_sim.venue import Venue
 
 __all__ = ["RestApi", "abort_connection"]
 
 log = logging.getLogger("s1mpled.exchange_sim.rest")
 Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
+Command = Callable[[Mapping[str, str], int], tuple[Any, list[dict[str, Any]]]]
 _HTML_ERROR = "<html><head><title>{status}</title></head><body><h1>{status} Service Error</h1></body></html>"
 _MALFORMED = {
     "html": ("<!DOCTYPE html><html><body><h1>Checking your browser...</h1></body></html>", "text/html"),
@@ -67,10 +71,23 @@ class RestApi:
         push_user: Callable[[list[dict[str, Any]]], None],
         now_ms: Callable[[], int],
         wall_ms: Callable[[], int],
+        between: Callable[[FaultSpec], None] = lambda spec: None,
     ) -> None:
         self._venue, self._faults, self._creds = venue, faults, creds
         self._push_user, self._now_ms, self._wall_ms = push_user, now_ms, wall_ms
+        self._between = between
         self.requests: Counter[tuple[str, str]] = Counter()  # (method, path) of every /api request seen
+        self._late_commands: dict[tuple[str, str], Command] = {
+            ("POST", "/api/v3/order"): venue.place,
+            ("DELETE", "/api/v3/order"): venue.cancel,
+            ("DELETE", "/api/v3/openOrders"): venue.cancel_all,
+        }
+        self._late_tasks: set[asyncio.Task[None]] = set()
+
+    def cancel_late(self) -> None:
+        """Forget the late executions still waiting (the simulator stops)."""
+        for task in self._late_tasks:
+            task.cancel()
 
     def routes(self) -> list[web.RouteDef]:
         public = self._public
@@ -139,6 +156,14 @@ class RestApi:
             await request.read()  # a delayed request is executed even if the client gives up meanwhile
         if decision.delay_ms:
             await asyncio.sleep(decision.delay_ms / 1000)
+        response = await self._respond(request, handler, decision)
+        for spec in self._faults.answered(request.method, request.path, self._wall_ms()):
+            self._between(spec)
+        return response
+
+    async def _respond(self, request: web.Request, handler: Handler, decision: HttpDecision) -> web.StreamResponse:
+        if decision.before == "late":
+            return await self._late(request, decision)
         if decision.before is not None:
             return self._fail_before(request, decision)
         response = await handler(request)
@@ -150,6 +175,41 @@ class RestApi:
             text, content_type = _MALFORMED[decision.kind]
             return web.Response(text=text, status=200, content_type=content_type)
         return response
+
+    async def _late(self, request: web.Request, decision: HttpDecision) -> web.StreamResponse:
+        """``late_order``: check the request now, execute it ``delay_ms`` later, answer an error now or after a hold."""
+        spec = decision.late
+        assert spec is not None
+        command = self._late_commands.get((request.method, request.path))
+        if command is not None:
+            body = await request.text()
+            try:
+                params = verify_rest(
+                    request.rel_url.raw_query_string,
+                    body,
+                    request.headers.get("X-MBX-APIKEY"),
+                    self._creds,
+                    self._now_ms(),
+                )
+            except BinanceError as exc:
+                return _json(exc.body(), exc.status)
+            task = asyncio.get_running_loop().create_task(self._run_late(command, params, spec.delay_ms, request.path))
+            self._late_tasks.add(task)
+            task.add_done_callback(self._late_tasks.discard)
+        if spec.mode == "timeout":
+            await asyncio.sleep(spec.hold_ms / 1000)
+        return self._fail_before(request, replace(decision, before="error"))
+
+    async def _run_late(self, command: Command, params: Mapping[str, str], delay_ms: int, path: str) -> None:
+        await asyncio.sleep(delay_ms / 1000)
+        cid = params.get("newClientOrderId") or params.get("origClientOrderId")
+        try:
+            _, events = command(params, self._now_ms())
+        except BinanceError as exc:
+            log.info("late %s %s refused: %s", path, cid, exc, extra={"EVENT": "SIM_LATE_REFUSED"})
+            return
+        log.info("late %s %s executed", path, cid, extra={"EVENT": "SIM_LATE_EXECUTED"})
+        self._push_user(events)
 
     def _fail_before(self, request: web.Request, decision: HttpDecision) -> web.StreamResponse:
         if decision.before == "reset":

@@ -9,13 +9,37 @@ In-process use (tests)::
         sim.set_price("BTC/USDT", Decimal("29000.00"))
         state = sim.state()                        # == GET /__admin/state
 
-Admin routes (never subject to faults, no authentication -- loopback only):
+Admin routes (never subject to faults, no authentication -- loopback only). Bodies are JSON objects;
+amounts and prices may be JSON strings (exact) or numbers; a request that cannot be carried out is
+HTTP 400 with the reason as text. Every change pushes the user-stream events Binance would send.
 
-* ``GET /__admin/state`` -- balances, open orders, all orders by client id, all trades, last prices
-* ``GET /__admin/faults`` -- the active faults; ``DELETE /__admin/faults`` -- clear them
+* ``GET /__admin/state`` -- balances, open orders, all orders by client id (``status`` in ccxt's
+  vocabulary, ``wire_status`` the word REST and the stream use), all trades, last prices
+* ``GET /__admin/faults`` -- the active faults and ``fired`` (the ``between_requests`` runs so far);
+  ``DELETE /__admin/faults`` -- clear them
 * ``POST /__admin/faults`` -- ``{"fault": name, ...params}`` (names and params: :mod:`.faults`)
 * ``POST /__admin/price`` -- ``{"symbol": "BTC/USDT", "price": "29000.00"}``: one trade at that price now
 * ``POST /__admin/feed`` -- ``{"paused": true|false}``: stop or restart the synthetic feed
+* ``POST /__admin/balance`` -- ``{"asset": "USDT", "delta": "-12.5"}``: a deposit (> 0) or withdrawal
+  (< 0) of free balance, no trade (``balanceUpdate`` + ``outboundAccountPosition``); 400 if free would
+  become negative. Answers ``{"asset", "free", "used"}``.
+* ``POST /__admin/foreign_order`` -- ``{"symbol", "side", "type" (default limit), "amount", "price",
+  "client_order_id" (default ``web_<n>``), "time_in_force" (GTC), "status"}``: an order placed by hand.
+  ``status`` ``"NEW"`` (default) trades like any order; ``"PENDING_NEW"`` (the pending leg of an order
+  list) shows in openOrders, GET order and the ``NEW`` executionReport with status PENDING_NEW, is
+  never matched, reserves nothing and can be canceled. Symbol and side in either spelling
+  (``BTC/USDT`` or ``BTCUSDT``, ``buy`` or ``BUY``). Answers the order as GET order would.
+* ``POST /__admin/expire_in_match`` -- ``{"client_order_id"}``: self-trade prevention expires the open
+  order: status EXPIRED_IN_MATCH (ccxt: expired), what filled is kept, the rest released
+  (executionReport x = TRADE_PREVENTION).
+* ``POST /__admin/order_status`` -- ``{"client_order_id", "status": "ANY_STRING" | null}``: from now on
+  REST (GET order, openOrders, order answers) and the stream (X of every later executionReport) report
+  that raw status word for the order; ``null`` removes the override. Matching is unaffected.
+* ``POST /__admin/fill`` -- ``{"client_order_id", "amount" (default: all that remains)}``: the open
+  order fills now at its limit price, whatever the market price and liquidity, in one maker trade.
+* ``POST /__admin/fill_in_pieces`` -- ``{"client_order_id", "pieces": 2500}``: the open order (ours or
+  foreign) fills completely in that many separate trades at its limit price (equal pieces on the lot
+  step, the last takes the rest); 400 if the remaining amount is less than ``pieces`` lot steps.
 """
 
 from __future__ import annotations
@@ -25,6 +49,7 @@ import contextlib
 import logging
 import time
 from collections import Counter
+from collections.abc import Callable
 from decimal import Decimal, InvalidOperation
 from types import TracebackType
 from typing import Any
@@ -33,7 +58,7 @@ from aiohttp import web
 
 from s1mpled.exchange_sim.auth import Credentials
 from s1mpled.exchange_sim.config import SimConfig
-from s1mpled.exchange_sim.faults import FaultPlan, parse_fault
+from s1mpled.exchange_sim.faults import FaultPlan, FaultSpec, parse_fault
 from s1mpled.exchange_sim.rest import RestApi
 from s1mpled.exchange_sim.venue import PriceUpdate, Venue
 from s1mpled.exchange_sim.ws import StreamHub
@@ -59,7 +84,13 @@ class ExchangeSimulator:
         ids = [m.market_id for m in self.config.markets]
         self.hub = StreamHub(ids, self.faults, creds, self.now_ms, wall_ms)
         self._rest = RestApi(
-            self.venue, self.faults, creds, push_user=self.hub.push_user, now_ms=self.now_ms, wall_ms=wall_ms
+            self.venue,
+            self.faults,
+            creds,
+            push_user=self.hub.push_user,
+            now_ms=self.now_ms,
+            wall_ms=wall_ms,
+            between=self._run_between,
         )
         self._runner: web.AppRunner | None = None
         self._group: asyncio.TaskGroup | None = None
@@ -127,6 +158,7 @@ class ExchangeSimulator:
                 # the body's own exception propagates unwrapped; the group only reports the ticker's
                 await self._group.__aexit__(None, None, None)
         finally:
+            self._rest.cancel_late()
             await self.hub.drop_all("abort")
             if self._runner is not None:
                 await self._runner.cleanup()
@@ -150,8 +182,14 @@ class ExchangeSimulator:
         log.info("fault %s %s", fault, params, extra={"EVENT": "SIM_FAULT"})
         if spec.name == "ws_drop":
             await self.hub.drop_all(spec.mode)
-            return
-        self.faults.add(spec, wall_ms())
+        elif spec.name == "ws_close":
+            await self.hub.close_streams(spec.stream, spec.code)
+        elif spec.name == "ws_deafen":
+            self.hub.deafen(spec.stream, spec.seconds or 0)
+        else:
+            if spec.name == "clear":
+                self.hub.undeafen_all()
+            self.faults.add(spec, wall_ms())
 
     @property
     def request_counts(self) -> Counter[tuple[str, str]]:
@@ -160,10 +198,72 @@ class ExchangeSimulator:
 
     def clear_faults(self) -> None:
         self.faults.clear()
+        self.hub.undeafen_all()
 
     def set_price(self, symbol: str, price: Decimal) -> None:
         """One public trade at ``price`` now: resting orders it crosses fill and their events are pushed."""
         self._publish(self.venue.set_price(symbol, price, self.now_ms()))
+
+    def _pushed(self, result: tuple[dict[str, Any], list[dict[str, Any]]]) -> dict[str, Any]:
+        answer, events = result
+        self.hub.push_user(events)
+        return answer
+
+    def adjust_balance(self, asset: str, delta: Decimal) -> dict[str, Any]:
+        """A deposit (> 0) or withdrawal (< 0) of free ``asset``; ValueError if free would become negative."""
+        return self._pushed(self.venue.adjust_balance(asset, delta, self.now_ms()))
+
+    def foreign_order(self, **body: Any) -> dict[str, Any]:
+        """An order placed by hand (``POST /__admin/foreign_order``); ValueError if it is refused."""
+        return self._pushed(self.venue.foreign_order(body, self.now_ms()))
+
+    def expire_in_match(self, client_order_id: str) -> dict[str, Any]:
+        """Expire an open order by self-trade prevention (EXPIRED_IN_MATCH)."""
+        return self._pushed(self.venue.expire_in_match(client_order_id, self.now_ms()))
+
+    def set_order_status(self, client_order_id: str, status: str | None) -> dict[str, Any]:
+        """Report ``status`` for the order from now on (None: its real status again)."""
+        return self.venue.set_status_override(client_order_id, status)
+
+    def fill(self, client_order_id: str, amount: Decimal | None = None) -> dict[str, Any]:
+        """Fill an open order now at its limit price (``amount`` or all that remains)."""
+        return self._pushed(self.venue.fill(client_order_id, amount, self.now_ms()))
+
+    def fill_in_pieces(self, client_order_id: str, pieces: int) -> dict[str, Any]:
+        """Fill an open order completely in ``pieces`` separate trades."""
+        return self._pushed(self.venue.fill_in_pieces(client_order_id, pieces, self.now_ms()))
+
+    def _run_between(self, spec: FaultSpec) -> None:
+        """Perform one due ``between_requests`` action (see :mod:`.faults`); record it under ``fired``."""
+        now = self.now_ms()
+        target: str | None = None
+        done = False
+        try:
+            if spec.action in ("fill", "cancel"):
+                order = self.venue.pick_open(spec.client_order_id, spec.prefix, fillable=spec.action == "fill")
+                if order is not None:
+                    target = order.client_order_id
+                    if spec.action == "fill":
+                        self._pushed(self.venue.fill(target, None, now))
+                    else:
+                        self._pushed(self.venue.cancel_by_hand(order, now))
+                    done = True
+            elif spec.action == "sell_by_hand":
+                assert spec.symbol is not None
+                sold = self.venue.sell_by_hand(spec.symbol, spec.amount, now)
+                if sold is not None:
+                    target = str(self._pushed(sold)["clientOrderId"])
+                    done = True
+            else:
+                assert spec.asset is not None and spec.amount is not None
+                delta = spec.amount if spec.action == "deposit" else -spec.amount
+                target = spec.asset
+                self._pushed(self.venue.adjust_balance(spec.asset, delta, now))
+                done = True
+        except ValueError as exc:
+            log.info("between_requests %s did nothing: %s", spec.action, exc, extra={"EVENT": "SIM_BETWEEN"})
+        self.faults.fired.append({"action": spec.action, "target": target, "done": done, "at_ms": now})
+        log.info("between_requests %s %s (done: %s)", spec.action, target, done, extra={"EVENT": "SIM_BETWEEN"})
 
     def state(self) -> dict[str, Any]:
         """Balances, orders and trades as the exchange knows them (``GET /__admin/state``)."""
@@ -190,13 +290,26 @@ class ExchangeSimulator:
             web.delete("/__admin/faults", self._admin_clear),
             web.post("/__admin/price", self._admin_price),
             web.post("/__admin/feed", self._admin_feed),
+            web.post("/__admin/balance", self._admin_balance),
+            web.post("/__admin/foreign_order", self._admin_foreign_order),
+            web.post("/__admin/expire_in_match", self._admin_expire_in_match),
+            web.post("/__admin/order_status", self._admin_order_status),
+            web.post("/__admin/fill", self._admin_fill),
+            web.post("/__admin/fill_in_pieces", self._admin_fill_in_pieces),
         ]
 
     async def _admin_state(self, request: web.Request) -> web.Response:
         return web.json_response(self.state())
 
     async def _admin_faults(self, request: web.Request) -> web.Response:
-        return web.json_response({"faults": self.faults.describe(wall_ms()), "skew_ms": self.faults.skew_ms})
+        return web.json_response(
+            {
+                "faults": self.faults.describe(wall_ms()),
+                "skew_ms": self.faults.skew_ms,
+                "fired": self.faults.fired,
+                "connections": self.hub.counts(),
+            }
+        )
 
     async def _admin_clear(self, request: web.Request) -> web.Response:
         self.clear_faults()
@@ -227,6 +340,64 @@ class ExchangeSimulator:
             raise web.HTTPBadRequest(text="paused must be true or false")
         self.feed_paused = paused
         return web.json_response({"ok": True, "feed_paused": paused})
+
+    async def _admin_balance(self, request: web.Request) -> web.Response:
+        body = await _json_body(request)
+        return _admin_answer(lambda: self.adjust_balance(str(body.get("asset", "")), _decimal(body, "delta")))
+
+    async def _admin_foreign_order(self, request: web.Request) -> web.Response:
+        body = await _json_body(request)
+        return _admin_answer(lambda: self.foreign_order(**body))
+
+    async def _admin_expire_in_match(self, request: web.Request) -> web.Response:
+        body = await _json_body(request)
+        return _admin_answer(lambda: self.expire_in_match(_cid(body)))
+
+    async def _admin_order_status(self, request: web.Request) -> web.Response:
+        body = await _json_body(request)
+        status = body.get("status")
+        if "status" not in body or not (status is None or (isinstance(status, str) and status)):
+            raise web.HTTPBadRequest(text="status must be a non-empty string or null")
+        return _admin_answer(lambda: self.set_order_status(_cid(body), status))
+
+    async def _admin_fill(self, request: web.Request) -> web.Response:
+        body = await _json_body(request)
+        return _admin_answer(lambda: self.fill(_cid(body), _decimal(body, "amount") if "amount" in body else None))
+
+    async def _admin_fill_in_pieces(self, request: web.Request) -> web.Response:
+        body = await _json_body(request)
+        pieces = body.get("pieces")
+        if isinstance(pieces, bool) or not isinstance(pieces, int) or pieces < 1:
+            raise web.HTTPBadRequest(text="pieces must be a positive integer")
+        return _admin_answer(lambda: self.fill_in_pieces(_cid(body), pieces))
+
+
+def _admin_answer(call: Callable[[], Any]) -> web.Response:
+    """Run an admin command: its result as JSON, or HTTP 400 with the reason."""
+    try:
+        return web.json_response({"ok": True, "result": call()})
+    except (ValueError, InvalidOperation) as exc:
+        raise web.HTTPBadRequest(text=str(exc)) from None
+
+
+def _cid(body: dict[str, Any]) -> str:
+    cid = body.get("client_order_id")
+    if not isinstance(cid, str) or not cid:
+        raise web.HTTPBadRequest(text="client_order_id must be a non-empty string")
+    return cid
+
+
+def _decimal(body: dict[str, Any], name: str) -> Decimal:
+    value = body.get(name)
+    if value is None or isinstance(value, bool):
+        raise web.HTTPBadRequest(text=f"{name} must be a number")
+    try:
+        number = Decimal(str(value))
+    except InvalidOperation:
+        raise web.HTTPBadRequest(text=f"{name} must be a number, got {value!r}") from None
+    if not number.is_finite():
+        raise web.HTTPBadRequest(text=f"{name} must be finite, got {value!r}")
+    return number
 
 
 async def _json_body(request: web.Request) -> dict[str, Any]:

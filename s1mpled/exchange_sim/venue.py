@@ -6,6 +6,12 @@ the engine does not keep (market ids, timeInForce, cumulative quote, maker flags
 validates parameters so that each rejection carries the Binance code ccxt maps to the right
 exception. Pure: no I/O, no clock (``now_ms`` is passed in); every command returns the answer and
 the user-stream events it caused, and the server decides whom to send them to.
+
+Beyond the engine it keeps what only Binance has: hand-placed PENDING_NEW orders (listed and
+cancelable, never matched, reserving nothing), the EXPIRED_IN_MATCH status of an order expired
+by self-trade prevention, and per-order status overrides (any word, reported as is by REST and
+the stream). The commands behind the admin endpoints (deposits, hand-placed orders, fills in
+pieces, ...) raise ValueError for a request that cannot be carried out.
 """
 
 from __future__ import annotations
@@ -28,6 +34,8 @@ from s1mpled.exchange_sim.wire import (
     OrderExtra,
     account_json,
     account_position,
+    balance_update,
+    binance_status,
     execution_report,
     fmt,
     order_json,
@@ -44,6 +52,19 @@ _WIDE = Context(prec=100)
 _NUMBER = re.compile(r"[0-9]{1,20}(\.[0-9]{1,20})?")
 _CLIENT_ID = re.compile(r"[.A-Z:/a-z0-9_-]{1,36}")
 _INSUFFICIENT = "Account has insufficient balance for requested action."
+_DAY_MS = 86_400_000
+# myTrades: the optional parameters Binance accepts together (anything else is -1128)
+_TRADE_QUERIES = {
+    frozenset(),
+    frozenset({"orderId"}),
+    frozenset({"startTime"}),
+    frozenset({"endTime"}),
+    frozenset({"fromId"}),
+    frozenset({"startTime", "endTime"}),
+    frozenset({"orderId", "fromId"}),
+}
+_SIDES = {"buy": "BUY", "sell": "SELL", "BUY": "BUY", "SELL": "SELL"}
+_TYPES = {"limit": "LIMIT", "market": "MARKET", "LIMIT": "LIMIT", "MARKET": "MARKET"}
 
 
 @dataclass(frozen=True)
@@ -78,6 +99,16 @@ def _integer(params: Mapping[str, str], name: str) -> int | None:
     return int(text)
 
 
+def _text(value: object) -> str:
+    """A number from an admin request (JSON number or string) as Binance's parameter text."""
+    if value is None or isinstance(value, bool):
+        return ""
+    try:
+        return format(D(str(value)), "f")
+    except InvalidOperation:
+        return str(value)
+
+
 def _required(params: Mapping[str, str], name: str) -> str:
     value = params.get(name)
     if not value:
@@ -93,7 +124,16 @@ class Venue:
         self._markets = {m.symbol: m for m in config.markets}
         self._by_id = {m.market_id: m for m in config.markets}
         specs = {m.symbol: MarketSpec(m.symbol, m.price_step, m.amount_step, m.liquidity) for m in config.markets}
-        self.exchange = SimulatedExchange(specs, config.balances, config.fee_rate)
+        self.exchange = SimulatedExchange(
+            specs,
+            config.balances,
+            config.fee_rate,
+            trades_kept=config.trades_kept,
+            closed_orders_kept=config.closed_orders_kept,
+            fee_model=config.fee_model,
+            bnb_fees=config.bnb_fees,
+            bnb_price=config.bnb_price,
+        )
         self._feeds = {
             m.symbol: SyntheticFeed(config.seed, m.symbol, m.start_price, m.volatility, m.price_step)
             for m in config.markets
@@ -103,8 +143,12 @@ class Venue:
         self._cid_by_order_id: dict[int, str] = {}
         self._maker: dict[str, bool] = {}  # by trade id
         self._filled: dict[str, D] = {}  # by client order id: filled so far, as the fills were reported
+        self._held: dict[str, ExchangeOrder] = {}  # hand-placed PENDING_NEW orders: listed, never matched
+        self._fixed_status: dict[str, str] = {}  # by client id: PENDING_NEW, EXPIRED_IN_MATCH
+        self._override: dict[str, str] = {}  # by client id: the raw status REST and WS report instead
         self._step = 0
         self._auto_ids = 0
+        self._manual_ids = 0
         for m in config.markets:
             self.exchange.on_price(m.symbol, m.start_price, now_ms)
 
@@ -135,10 +179,29 @@ class Venue:
                 raise not_found
             cid = found
         assert cid is not None
-        order = self.exchange.order(cid)
+        order = self.order(cid)
         if order is None or order.symbol != market.symbol:
             raise not_found
         return order
+
+    def order(self, cid: str) -> ExchangeOrder | None:
+        """Any order by client id: the engine's or a hand-placed pending one."""
+        return self._held.get(cid) or self.exchange.order(cid)
+
+    def wire_status(self, order: ExchangeOrder) -> str:
+        """The word REST and the stream use for the order's status: an override, a Binance-only status
+        (PENDING_NEW, EXPIRED_IN_MATCH) or the one the engine's status maps to."""
+        cid = order.client_order_id
+        return self._override.get(cid) or self._fixed_status.get(cid) or binance_status(order)
+
+    def _all_open(self) -> list[ExchangeOrder]:
+        held = [o for o in self._held.values() if o.status is ExchangeOrderStatus.OPEN]
+        return sorted([*self.exchange.open_orders(), *held], key=lambda o: int(o.exchange_order_id))
+
+    def _report(self, order: ExchangeOrder, now_ms: int, **kwargs: Any) -> Json:
+        return execution_report(
+            order, self._extra[order.client_order_id], now_ms, status=self.wire_status(order), **kwargs
+        )
 
     def _new_client_id(self, prefix: str) -> str:
         self._auto_ids += 1
@@ -156,10 +219,10 @@ class Venue:
         """``POST /api/v3/order``: the answer (ACK, RESULT or FULL) and the user events."""
         market = self._symbol_param(params)
         req, tif, resp_type = self._order_request(params, market)
-        if self.exchange.order(req.client_order_id) is not None:
+        if self.order(req.client_order_id) is not None:
             raise BinanceError(-2010, "Duplicate order sent.")
         try:
-            order, fills = self.exchange.place_order(req, now_ms)
+            order, fills = self.exchange.place_order(req, now_ms, time_in_force=tif or "GTC")
         except ExchangeRejected as exc:
             msg = _INSUFFICIENT if "insufficient funds" in str(exc) else str(exc)
             raise BinanceError(-2010, msg) from None
@@ -167,10 +230,13 @@ class Venue:
         extra = OrderExtra(market.market_id, tif, D(0), now_ms)
         self._extra[order.client_order_id] = extra
         opened = replace(order, filled=D(0), status=ExchangeOrderStatus.OPEN)
-        events = [execution_report(opened, extra, now_ms)]
+        events = [self._report(opened, now_ms)]
         events += self._fill_events(fills, maker=False, now_ms=now_ms)
+        final = self.exchange.order(req.client_order_id) or order
+        if final.status is ExchangeOrderStatus.EXPIRED:  # IOC remainder, FOK that could not fill
+            events.append(self._report(final, now_ms, execution="EXPIRED"))
         events.append(self._position(market, now_ms))
-        return self._place_answer(self.exchange.order(req.client_order_id) or order, fills, resp_type, now_ms), events
+        return self._place_answer(final, fills, resp_type, now_ms), events
 
     def _order_request(self, params: Mapping[str, str], market: SimMarket) -> tuple[OrderRequest, str | None, str]:
         side_text = _required(params, "side")
@@ -188,7 +254,7 @@ class Venue:
         side = Side.BUY if side_text == "BUY" else Side.SELL
         if type_text == "LIMIT":
             tif = _required(params, "timeInForce")
-            if tif != "GTC":
+            if tif not in ("GTC", "IOC", "FOK"):
                 raise BinanceError(-1115, "Invalid timeInForce.")
             price = _decimal(params, "price")
             if price is None:
@@ -232,7 +298,7 @@ class Venue:
                 "clientOrderId": order.client_order_id,
                 "transactTime": now_ms,
             }
-        answer = order_json(order, extra)
+        answer = order_json(order, extra, self.wire_status(order))
         for key in ("stopPrice", "icebergQty", "time", "updateTime", "isWorking"):
             answer.pop(key)
         answer["transactTime"] = now_ms
@@ -253,7 +319,7 @@ class Venue:
         """``GET /api/v3/order`` by ``orderId`` or ``origClientOrderId``."""
         market = self._symbol_param(params)
         order = self._find(params, market, BinanceError(-2013, "Order does not exist."))
-        return order_json(order, self._extra[order.client_order_id])
+        return order_json(order, self._extra[order.client_order_id], self.wire_status(order))
 
     def cancel(self, params: Mapping[str, str], now_ms: int) -> tuple[Json, list[Json]]:
         """``DELETE /api/v3/order``: unknown or no longer open orders are -2011."""
@@ -269,7 +335,7 @@ class Venue:
         market = self._symbol_param(params)
         answers: list[Json] = []
         events: list[Json] = []
-        for order in self.exchange.open_orders():
+        for order in self._all_open():
             if order.symbol == market.symbol:
                 answer, more = self._cancel(order, market, None, now_ms)
                 answers.append(answer)
@@ -279,31 +345,51 @@ class Venue:
     def _cancel(
         self, order: ExchangeOrder, market: SimMarket, cancel_id: str | None, now_ms: int
     ) -> tuple[Json, list[Json]]:
-        canceled = self.exchange.cancel_order(market.symbol, order.client_order_id, now_ms)
-        extra = replace(self._extra[order.client_order_id], update_ms=now_ms)
-        self._extra[order.client_order_id] = extra
+        cid = order.client_order_id
+        if cid in self._held:
+            canceled = self._held[cid] = replace(order, status=ExchangeOrderStatus.CANCELED)
+            self._fixed_status.pop(cid, None)
+        else:
+            canceled = self.exchange.cancel_order(market.symbol, cid, now_ms)
+        extra = replace(self._extra[cid], update_ms=now_ms)
+        self._extra[cid] = extra
         cancel_cid = cancel_id or self._new_client_id("cancel")
-        answer = order_json(canceled, extra)
+        answer = order_json(canceled, extra, self.wire_status(canceled))
         for key in ("stopPrice", "icebergQty", "time", "updateTime", "isWorking", "workingTime"):
             answer.pop(key)
-        answer.update({"origClientOrderId": order.client_order_id, "clientOrderId": cancel_cid, "transactTime": now_ms})
-        report = execution_report(canceled, extra, now_ms, cancel_client_id=cancel_cid)
+        answer.update({"origClientOrderId": cid, "clientOrderId": cancel_cid, "transactTime": now_ms})
+        report = self._report(canceled, now_ms, cancel_client_id=cancel_cid)
         return answer, [report, self._position(market, now_ms)]
 
     def open_orders(self, params: Mapping[str, str]) -> list[Json]:
         """``GET /api/v3/openOrders``, of one symbol or (without ``symbol``) of all."""
         symbol = self._symbol_param(params).symbol if params.get("symbol") else None
         return [
-            order_json(o, self._extra[o.client_order_id])
-            for o in self.exchange.open_orders()
+            order_json(o, self._extra[o.client_order_id], self.wire_status(o))
+            for o in self._all_open()
             if symbol is None or o.symbol == symbol
         ]
 
     def my_trades(self, params: Mapping[str, str]) -> list[Json]:
-        """``GET /api/v3/myTrades``: ``fromId`` (trade id >=), ``orderId``, ``startTime``/``endTime``, ``limit``."""
+        """``GET /api/v3/myTrades`` as Binance documents it, oldest first in every case.
+
+        ``limit`` default 500, at most 1000. ``fromId``: trades with id >= fromId, the first ``limit``.
+        ``startTime`` / ``endTime``: a window of at most 24 hours (one alone spans 24 hours from or up
+        to it; wider is -1127), the first ``limit`` trades in it. Neither: the most recent ``limit``.
+        ``orderId`` narrows to one order (with ``fromId``: from that id). Other combinations are -1128.
+        """
         market = self._symbol_param(params)
         order_id, from_id = _integer(params, "orderId"), _integer(params, "fromId")
         start, end = _integer(params, "startTime"), _integer(params, "endTime")
+        given = frozenset(n for n in ("orderId", "fromId", "startTime", "endTime") if params.get(n))
+        if given not in _TRADE_QUERIES:
+            raise BinanceError(-1128, "Combination of optional parameters invalid.")
+        if start is not None and end is not None and end - start > _DAY_MS:
+            raise BinanceError(-1127, "More than 24 hours between startTime and endTime.")
+        if start is not None and end is None:
+            end = start + _DAY_MS
+        elif end is not None and start is None:
+            start = end - _DAY_MS
         limit = min(_integer(params, "limit") or 500, 1000)
         trades = [
             f
@@ -395,25 +481,186 @@ class Venue:
             self._filled[fill.client_order_id] = filled
             status = ExchangeOrderStatus.OPEN if filled < final.amount else ExchangeOrderStatus.CLOSED
             at_fill = replace(final, filled=filled, status=status)
-            events.append(execution_report(at_fill, extra, now_ms, fill=fill, maker=maker))
+            events.append(self._report(at_fill, now_ms, fill=fill, maker=maker))
         return events
 
     def _position(self, market: SimMarket, now_ms: int) -> Json:
+        """outboundAccountPosition of the market's assets (and BNB when fees may be paid in it)."""
         balances = self.exchange.balances()
-        base, quote = market.symbol.split("/")
-        return account_position([balances[base], balances[quote]], now_ms)
+        assets = market.symbol.split("/") + (["BNB"] if self.exchange.bnb_fees else [])
+        return account_position([balances[a] for a in dict.fromkeys(assets)], now_ms)
+
+    # ----------------------------------------------------------------- what happens outside the API
+
+    def adjust_balance(self, asset: str, delta: D, now_ms: int) -> tuple[Json, list[Json]]:
+        """A deposit (``delta`` > 0) or withdrawal (< 0): ``balanceUpdate`` and ``outboundAccountPosition``."""
+        try:
+            balance = self.exchange.adjust_balance(asset, delta)
+        except ExchangeRejected as exc:
+            raise ValueError(str(exc)) from None
+        events = [balance_update(asset, delta, now_ms), account_position([balance], now_ms)]
+        return {"asset": asset, "free": str(balance.free), "used": str(balance.used)}, events
+
+    def foreign_order(self, body: Mapping[str, Any], now_ms: int) -> tuple[Json, list[Json]]:
+        """An order placed by hand (the website, another program): ``status`` ``NEW`` (default) trades
+        like any order; ``PENDING_NEW`` is listed and cancelable but never matched and reserves nothing
+        (the pending leg of an order list). Unified (``"BTC/USDT"``, ``"buy"``) or Binance spellings."""
+        symbol = str(body.get("symbol", ""))
+        market = self._markets.get(symbol) or self._by_id.get(symbol)
+        if market is None:
+            raise ValueError(f"unknown symbol {symbol!r}")
+        status = body.get("status") or "NEW"
+        if status not in ("NEW", "PENDING_NEW"):
+            raise ValueError(f"status must be NEW or PENDING_NEW, got {status!r}")
+        side, kind = _SIDES.get(str(body.get("side"))), _TYPES.get(str(body.get("type", "limit")))
+        if side is None or kind is None:
+            raise ValueError("side must be buy or sell, type limit or market")
+        params = {"symbol": market.market_id, "side": side, "type": kind, "quantity": _text(body.get("amount"))}
+        if kind == "LIMIT":
+            params |= {"price": _text(body.get("price")), "timeInForce": str(body.get("time_in_force") or "GTC")}
+        cid = body.get("client_order_id")
+        params["newClientOrderId"] = str(cid) if cid else self._new_client_id("web_")
+        try:
+            if status == "NEW":
+                return self.place(params, now_ms)
+            return self._hold(params, market, now_ms)
+        except BinanceError as exc:
+            raise ValueError(f"{exc.code}: {exc.msg}") from None
+
+    def _hold(self, params: Mapping[str, str], market: SimMarket, now_ms: int) -> tuple[Json, list[Json]]:
+        req, tif, _ = self._order_request(params, market)
+        if self.order(req.client_order_id) is not None:
+            raise BinanceError(-2010, "Duplicate order sent.")
+        order = ExchangeOrder(
+            client_order_id=req.client_order_id,
+            exchange_order_id=self.exchange.reserve_order_id(),
+            symbol=req.symbol,
+            side=req.side,
+            type=req.type,
+            amount=req.amount,
+            price=req.price,
+            filled=D(0),
+            status=ExchangeOrderStatus.OPEN,
+            timestamp_ms=now_ms,
+        )
+        self._held[order.client_order_id] = order
+        self._fixed_status[order.client_order_id] = "PENDING_NEW"
+        self._cid_by_order_id[int(order.exchange_order_id)] = order.client_order_id
+        self._extra[order.client_order_id] = OrderExtra(market.market_id, tif, D(0), now_ms)
+        answer = order_json(order, self._extra[order.client_order_id], "PENDING_NEW")
+        return answer, [self._report(order, now_ms)]
+
+    def _open_by_cid(self, cid: str) -> ExchangeOrder:
+        order = self.order(cid)
+        if order is None or order.status is not ExchangeOrderStatus.OPEN:
+            raise ValueError(f"no open order {cid!r}")
+        return order
+
+    def expire_in_match(self, cid: str, now_ms: int) -> tuple[Json, list[Json]]:
+        """Self-trade prevention ended an open order: EXPIRED_IN_MATCH, what filled is kept."""
+        order = self._open_by_cid(cid)
+        if cid in self._held:
+            expired = self._held[cid] = replace(order, status=ExchangeOrderStatus.EXPIRED)
+        else:
+            expired = self.exchange.expire_order(order.symbol, cid, now_ms)
+        self._fixed_status[cid] = "EXPIRED_IN_MATCH"
+        self._extra[cid] = replace(self._extra[cid], update_ms=now_ms)
+        market = self._markets[order.symbol]
+        events = [self._report(expired, now_ms, execution="TRADE_PREVENTION"), self._position(market, now_ms)]
+        return order_json(expired, self._extra[cid], self.wire_status(expired)), events
+
+    def set_status_override(self, cid: str, status: str | None) -> Json:
+        """From now on REST and the stream report ``status`` for the order (None: its real status again)."""
+        order = self.order(cid)
+        if order is None:
+            raise ValueError(f"no order {cid!r}")
+        if status is None:
+            self._override.pop(cid, None)
+        else:
+            self._override[cid] = status
+        return order_state(order, self.wire_status(order))
+
+    def fill(self, cid: str, amount: D | None, now_ms: int) -> tuple[Json, list[Json]]:
+        """Fill an open order at its limit price now, ``amount`` or all that remains, in one trade (maker)."""
+        return self.fill_in_pieces(cid, 1, now_ms, amount)
+
+    def fill_in_pieces(self, cid: str, pieces: int, now_ms: int, amount: D | None = None) -> tuple[Json, list[Json]]:
+        """Fill an open order completely (or ``amount`` of it) in ``pieces`` separate trades at its limit price:
+        equal pieces on the lot step, the last one takes the rest. ValueError if the amount cannot be split so."""
+        order = self._open_by_cid(cid)
+        if cid in self._held:
+            raise ValueError(f"{cid!r} is {self.wire_status(order)}: it is not matched")
+        market = self._markets[order.symbol]
+        total = order.amount - order.filled if amount is None else amount
+        step = market.amount_step
+        piece = _WIDE.multiply(_WIDE.divide(total, _WIDE.multiply(step, pieces)).to_integral_value(ROUND_DOWN), step)
+        if pieces < 1 or piece < step:
+            raise ValueError(f"{cid!r}: {total} cannot be filled in {pieces} pieces of at least {step}")
+        fills: list[Fill] = []
+        try:
+            for i in range(pieces):
+                size = piece if i < pieces - 1 else _WIDE.subtract(total, _WIDE.multiply(piece, pieces - 1))
+                fills.append(self.exchange.fill_order(cid, now_ms, size))
+        except ExchangeRejected as exc:
+            if not fills:
+                raise ValueError(str(exc)) from None
+            raise  # pragma: no cover - the pieces were checked to fit
+        events = self._fill_events(fills, maker=True, now_ms=now_ms)
+        events.append(self._position(market, now_ms))
+        final = self.exchange.order(cid)
+        assert final is not None
+        return {"order": order_state(final, self.wire_status(final)), "trades": len(fills)}, events
+
+    def pick_open(self, cid: str | None, prefix: str, fillable: bool) -> ExchangeOrder | None:
+        """``cid`` if it is open, else the oldest open order whose client id starts with ``prefix``."""
+        candidates = [o for o in self._all_open() if not (fillable and o.client_order_id in self._held)]
+        for order in candidates:
+            if (order.client_order_id == cid) if cid is not None else order.client_order_id.startswith(prefix):
+                return order
+        return None
+
+    def cancel_by_hand(self, order: ExchangeOrder, now_ms: int) -> tuple[Json, list[Json]]:
+        return self._cancel(order, self._markets[order.symbol], None, now_ms)
+
+    def sell_by_hand(self, symbol: str, amount: D | None, now_ms: int) -> tuple[Json, list[Json]] | None:
+        """A market sell of ``amount`` (default all free base, on the lot step) under ``web_manual_<n>``;
+        None when there is nothing to sell or the sale is refused."""
+        market = self._markets.get(symbol) or self._by_id.get(symbol)
+        if market is None:
+            raise ValueError(f"unknown symbol {symbol!r}")
+        if amount is None:
+            free = self.exchange.balances()[market.symbol.split("/")[0]].free
+            amount = _WIDE.multiply(
+                _WIDE.divide(free, market.amount_step).to_integral_value(ROUND_DOWN), market.amount_step
+            )
+        if amount <= 0:
+            return None
+        self._manual_ids += 1
+        while self.order(f"web_manual_{self._manual_ids}") is not None:
+            self._manual_ids += 1
+        params = {
+            "symbol": market.market_id,
+            "side": "SELL",
+            "type": "MARKET",
+            "quantity": format(amount, "f"),
+            "newClientOrderId": f"web_manual_{self._manual_ids}",
+        }
+        try:
+            return self.place(params, now_ms)
+        except BinanceError:
+            return None
 
     # ----------------------------------------------------------------- admin
 
     def snapshot(self, now_ms: int) -> Json:
         """Everything a test needs to compare a ledger with the exchange (``GET /__admin/state``)."""
-        orders = [self.exchange.order(cid) for cid in self._extra]
+        orders = [self.order(cid) for cid in self._extra]
         return {
             "server_time_ms": now_ms,
             "step": self._step,
             "last_prices": {s: str(st.last) for s, st in self._stats.items()},
             "balances": {a: {"free": str(b.free), "used": str(b.used)} for a, b in self.exchange.balances().items()},
-            "open_orders": [order_state(o) for o in self.exchange.open_orders()],
-            "orders": {o.client_order_id: order_state(o) for o in orders if o is not None},
+            "open_orders": [order_state(o, self.wire_status(o)) for o in self._all_open()],
+            "orders": {o.client_order_id: order_state(o, self.wire_status(o)) for o in orders if o is not None},
             "trades": [trade_state(f, self._maker[f.trade_id]) for f in self.exchange.trades()],
         }

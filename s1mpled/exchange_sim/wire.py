@@ -2,10 +2,12 @@
 
 Pure formatting, no state: the venue decides what happened, this module only says how Binance
 would write it down -- numbers as strings with at least 8 decimals, ids as integers, statuses in
-Binance's vocabulary (NEW, PARTIALLY_FILLED, FILLED, CANCELED). The field lists follow Binance's
-documented REST answers (``GET /api/v3/order``, ``POST /api/v3/order`` with ``FULL``,
-``GET /api/v3/myTrades``, ``GET /api/v3/account``) and user-data events (``executionReport``,
-``outboundAccountPosition``), which is what ccxt's binance parser reads.
+Binance's vocabulary (NEW, PARTIALLY_FILLED, FILLED, CANCELED, EXPIRED; the venue may pass any other
+word -- PENDING_NEW, EXPIRED_IN_MATCH, a status from the future -- as ``status``). The field lists
+follow Binance's documented REST answers (``GET /api/v3/order``, ``POST /api/v3/order`` with
+``FULL``, ``GET /api/v3/myTrades``, ``GET /api/v3/account``) and user-data events
+(``executionReport``, ``outboundAccountPosition``, ``balanceUpdate``), which is what ccxt's binance
+parser reads.
 """
 
 from __future__ import annotations
@@ -21,6 +23,7 @@ __all__ = [
     "OrderExtra",
     "account_json",
     "account_position",
+    "balance_update",
     "binance_status",
     "execution_report",
     "fmt",
@@ -64,8 +67,8 @@ class OrderExtra:
     update_ms: int
 
 
-def order_json(order: ExchangeOrder, extra: OrderExtra) -> dict[str, Any]:
-    """``GET /api/v3/order`` (and the entries of ``openOrders``)."""
+def order_json(order: ExchangeOrder, extra: OrderExtra, status: str | None = None) -> dict[str, Any]:
+    """``GET /api/v3/order`` (and the entries of ``openOrders``); ``status`` overrides the derived one."""
     return {
         "symbol": extra.market_id,
         "orderId": int(order.exchange_order_id),
@@ -75,7 +78,7 @@ def order_json(order: ExchangeOrder, extra: OrderExtra) -> dict[str, Any]:
         "origQty": fmt(order.amount),
         "executedQty": fmt(order.filled),
         "cummulativeQuoteQty": fmt(extra.quote_qty),
-        "status": binance_status(order),
+        "status": status or binance_status(order),
         "timeInForce": extra.time_in_force or "GTC",
         "type": order.type.value.upper(),
         "side": order.side.value.upper(),
@@ -117,9 +120,13 @@ def execution_report(
     fill: Fill | None = None,
     maker: bool = False,
     cancel_client_id: str | None = None,
+    status: str | None = None,
+    execution: str | None = None,
 ) -> dict[str, Any]:
-    """An ``executionReport`` event: x = NEW, TRADE (when ``fill``) or CANCELED (when ``cancel_client_id``)."""
-    execution = "TRADE" if fill is not None else "CANCELED" if cancel_client_id is not None else "NEW"
+    """An ``executionReport`` event: x = NEW, TRADE (when ``fill``) or CANCELED (when ``cancel_client_id``),
+    or ``execution`` (EXPIRED, TRADE_PREVENTION); X = ``status`` or the one derived from the order."""
+    if execution is None:
+        execution = "TRADE" if fill is not None else "CANCELED" if cancel_client_id is not None else "NEW"
     return {
         "e": "executionReport",
         "E": now_ms,
@@ -135,7 +142,7 @@ def execution_report(
         "g": -1,
         "C": order.client_order_id if cancel_client_id is not None else "",
         "x": execution,
-        "X": binance_status(order),
+        "X": status or binance_status(order),
         "r": "NONE",
         "i": int(order.exchange_order_id),
         "l": fmt(fill.amount) if fill else _ZERO,
@@ -168,6 +175,11 @@ def account_position(balances: Iterable[Balance], now_ms: int) -> dict[str, Any]
     }
 
 
+def balance_update(asset: str, delta: D, now_ms: int) -> dict[str, Any]:
+    """A ``balanceUpdate`` event: a deposit (``d`` > 0) or a withdrawal (``d`` < 0)."""
+    return {"e": "balanceUpdate", "E": now_ms, "a": asset, "d": fmt(delta), "T": now_ms}
+
+
 def account_json(balances: Iterable[Balance], fee_rate: D, now_ms: int) -> dict[str, Any]:
     """``GET /api/v3/account``."""
     bps = int(fee_rate * 10000)
@@ -192,8 +204,9 @@ def account_json(balances: Iterable[Balance], fee_rate: D, now_ms: int) -> dict[
     }
 
 
-def order_state(order: ExchangeOrder) -> dict[str, Any]:
-    """An order in the domain vocabulary (ccxt's unified status), for ``GET /__admin/state``."""
+def order_state(order: ExchangeOrder, wire_status: str | None = None) -> dict[str, Any]:
+    """An order in the domain vocabulary (ccxt's unified status), for ``GET /__admin/state``; ``wire_status``
+    is the word Binance's REST and WebSocket answers use for it (NEW, FILLED, PENDING_NEW, ...)."""
     return {
         "client_order_id": order.client_order_id,
         "exchange_order_id": order.exchange_order_id,
@@ -204,6 +217,7 @@ def order_state(order: ExchangeOrder) -> dict[str, Any]:
         "price": None if order.price is None else str(order.price),
         "filled": str(order.filled),
         "status": order.status.value,
+        "wire_status": wire_status or binance_status(order),
         "timestamp_ms": order.timestamp_ms,
     }
 

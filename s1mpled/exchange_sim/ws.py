@@ -13,7 +13,9 @@
 Each connection has one outbound queue drained by its own writer task, so pushes from the price
 ticker and replies to requests never interleave, and a stall (fault ``ws_stall``) simply holds the
 writer. Events go to the connections open at that moment: a client that is not connected misses
-them, as on Binance.
+them, as on Binance; a deafened connection (fault ``ws_deafen``) misses them too while it stays
+open and answers requests. ``close_streams`` (fault ``ws_close``) ends connections with a close
+frame, ``drop_all`` (``ws_drop``) kills or closes all of them.
 """
 
 from __future__ import annotations
@@ -44,7 +46,7 @@ _WS_RATE_LIMITS = [
 class _Conn:
     """One WebSocket connection: its kind, subscriptions and outbound queue."""
 
-    __slots__ = ("combined", "kind", "next_sub_id", "out", "request", "streams", "user_subs", "ws")
+    __slots__ = ("combined", "deaf_until_ms", "kind", "next_sub_id", "out", "request", "streams", "user_subs", "ws")
 
     def __init__(self, kind: str, ws: web.WebSocketResponse, request: web.Request, combined: bool = False) -> None:
         self.kind, self.ws, self.request, self.combined = kind, ws, request, combined
@@ -52,6 +54,7 @@ class _Conn:
         self.streams: set[str] = set()
         self.user_subs: list[int] = []
         self.next_sub_id = 0
+        self.deaf_until_ms = 0  # wall ms: no events are pushed before then (fault ws_deafen)
 
     def send(self, message: object) -> None:
         self.out.put_nowait(json.dumps(message))
@@ -82,18 +85,24 @@ class StreamHub:
     def counts(self) -> dict[str, int]:
         """Open connections: ``user`` (WS API connections with a user-data subscription), ``ws_api``, ``public``."""
         ws_api = [c for c in self._conns if c.kind == "user"]
+        now = self._wall_ms()
         return {
             "user": sum(1 for c in ws_api if c.user_subs),
             "ws_api": len(ws_api),
             "public": sum(1 for c in self._conns if c.kind == "public"),
+            "deaf": sum(1 for c in self._conns if c.deaf_until_ms > now),
         }
 
     def push_user(self, events: list[Json]) -> None:
         """Send user events to every user-data subscription (lost if none is open)."""
-        for conn in [c for c in self._conns if c.user_subs]:
-            for event in events:
+        conns = [c for c in self._conns if c.user_subs]
+        if not conns:
+            return
+        for event in events:
+            sent = self._faults.ws_poison(event) or event  # the same poisoned frame to every subscriber
+            for conn in conns:
                 for sub in conn.user_subs:
-                    self._push(conn, {"subscriptionId": sub, "event": event}, "user")
+                    self._push(conn, {"subscriptionId": sub, "event": sent}, "user")
 
     def push_public(self, events: list[tuple[str, Json]]) -> None:
         """Send public stream events to the connections subscribed to their stream."""
@@ -103,8 +112,35 @@ class StreamHub:
                     self._push(conn, {"stream": name, "data": payload} if conn.combined else payload, "public")
 
     def _push(self, conn: _Conn, message: Json, stream: str) -> None:
+        if conn.deaf_until_ms > self._wall_ms():
+            return  # lost, as if the exchange had dropped the subscription
         text = json.dumps(message)
         conn.out.put_nowait(_garbage(text) if self._faults.ws_garble(stream) else text)
+
+    def _of_stream(self, stream: str) -> list[_Conn]:
+        return [c for c in self._conns if stream in (c.kind, "any")]
+
+    async def close_streams(self, stream: str, code: int) -> int:
+        """Close the connections of ``stream`` ("user", "public", "any") with a close frame ``code``."""
+        conns = self._of_stream(stream)
+        for conn in conns:
+            with contextlib.suppress(ConnectionError, RuntimeError):
+                await conn.ws.close(code=code, message=b"closed by the server")
+        log.info("closed %d %s websocket connections (%d)", len(conns), stream, code, extra={"EVENT": "SIM_WS_CLOSE"})
+        return len(conns)
+
+    def deafen(self, stream: str, seconds: float) -> int:
+        """Push nothing for ``seconds`` to the connections of ``stream`` open now; returns how many."""
+        until = self._wall_ms() + int(seconds * 1000)
+        conns = self._of_stream(stream)
+        for conn in conns:
+            conn.deaf_until_ms = max(conn.deaf_until_ms, until)
+        log.info("deafened %d %s websocket connections", len(conns), stream, extra={"EVENT": "SIM_WS_DEAFEN"})
+        return len(conns)
+
+    def undeafen_all(self) -> None:
+        for conn in self._conns:
+            conn.deaf_until_ms = 0
 
     async def drop_all(self, mode: str = "abort") -> int:
         """Close every connection now (``abort``: kill the TCP connection; ``close``: close frame 1001)."""
