@@ -33,6 +33,7 @@ from s1mpled.events import (
 )
 from s1mpled.state.plugin import StatefulPlugin
 from s1mpled.state.store import StateFile
+from s1mpled.strategies.base import StateReader
 
 __all__ = ["Breaker", "BreakerState", "CircuitBreakerWorker"]
 
@@ -102,13 +103,22 @@ class Breaker:
 
     @classmethod
     def from_state(cls, s: dict[str, Any]) -> Breaker:
+        """The breaker of a ``to_state()`` snapshot; ValueError("state.<key>: why") for anything else."""
+        r = StateReader(s)
+        state = r.string("state")
+        if state not in tuple(BreakerState):
+            raise ValueError(f"state.state: expected one of {', '.join(BreakerState)}, got {state!r}")
+        opened_ms, stable_since_ms = r.integer("opened_ms"), r.optional_integer("stable_since_ms")
+        for key, value in (("opened_ms", opened_ms), ("stable_since_ms", stable_since_ms)):
+            if value is not None and value < 0:
+                raise ValueError(f"state.{key}: expected a time in ms >= 0, got {value}")
         return cls(
-            BreakerState(s["state"]),
-            str(s["reason"]),
-            bool(s["manual"]),
-            int(s["opened_ms"]),
-            None if s["stable_since_ms"] is None else int(s["stable_since_ms"]),
-            bool(s["reconciled_after_stable"]),
+            BreakerState(state),
+            r.string("reason"),
+            r.boolean("manual"),
+            opened_ms,
+            stable_since_ms,
+            r.boolean("reconciled_after_stable"),
         )
 
 

@@ -69,13 +69,19 @@ def _cmd_run(args: argparse.Namespace) -> int:
 
 def _cmd_check_config(args: argparse.Namespace) -> int:
     from s1mpled.builder import build_strategy
+    from s1mpled.credentials import check_credentials
 
     config = _config(args)
     for strategy in config.strategies:
         build_strategy(strategy)
+    key_file = None
+    if config.mode == "live" and config.live is not None:  # `run` would need it: check it now, not at start
+        key_file = check_credentials(config.live.credentials, str(config.path), os.environ)
     names = ", ".join(s.name for s in config.strategies)
     print(f"{config.path}: OK ({config.mode} mode, operation {config.operation}, strategies: {names})")
     print(f"state directory: {config.state_dir}; control socket: {config.control_socket}")
+    if key_file is not None:
+        print(f"credentials: {key_file}: OK (api_key and secret present)")
     return 0
 
 

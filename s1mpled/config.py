@@ -7,6 +7,13 @@ let PyYAML construct Python objects: ``yaml.compose()`` gives the node tree with
 built here from it. That also lets us refuse what PyYAML silently accepts (a duplicated key keeps the last
 value) and build money from the scalar's text: ``capital: 1000.10`` is ``Decimal("1000.10")``, never a float.
 
+Hostile or broken input gets a refusal, never a hang or a traceback: the file is at most 1 MiB, YAML aliases
+may expand to at most ``MAX_NODES`` nodes (a "billion laughs" document is refused at its first alias past
+that) and nest at most ``MAX_DEPTH`` levels; every number has bounds whatever its spelling -- amounts are
+finite decimals with at most 30 decimal places below 1e30, integers have a stated range, durations lie
+between 1 ms and 365 days with at most 15 significant digits. A strategy param whose key ends in ``_event``
+(``_events`` for a list) names a schedule event and must exist in schedule.yaml.
+
 Defaults follow systemd's conventions: ``$STATE_DIRECTORY`` and ``$RUNTIME_DIRECTORY`` when the unit sets
 them, XDG directories otherwise. Relative paths in a file are relative to that file's directory.
 This module only reads files; it creates nothing and imports no strategy class.
@@ -30,6 +37,11 @@ from s1mpled.model import split_symbol
 
 __all__ = [
     "DEFAULT_CONFIG_PATH",
+    "MAX_DECIMAL_PLACES",
+    "MAX_DEPTH",
+    "MAX_MAGNITUDE",
+    "MAX_NODES",
+    "MAX_PARAM_INT",
     "AlertsConfig",
     "BreakerConfig",
     "Config",
@@ -39,6 +51,8 @@ __all__ = [
     "ReconciliationConfig",
     "ScheduleEntry",
     "StrategyConfig",
+    "decimal_bound_error",
+    "is_event_param",
     "load_config",
     "parse_duration",
     "resolve_config_path",
@@ -58,8 +72,16 @@ _DECIMAL_RE = re.compile(r"^[+-]?([0-9]+(\.[0-9]*)?|\.[0-9]+)([eE][+-]?[0-9]+)?$
 _EXPONENT_RE = re.compile(r"^[+-]?([0-9]+(\.[0-9]*)?|\.[0-9]+)[eE][+-]?[0-9]+$")
 _DURATION_RE = re.compile(r"^\s*([0-9]+(?:\.[0-9]*)?|\.[0-9]+)\s*(ms|s|m|h|d)?\s*$")
 _UNIT_SECONDS = {"ms": Decimal("0.001"), "s": Decimal(1), "m": Decimal(60), "h": Decimal(3600), "d": Decimal(86400)}
-_MAX_DECIMAL_PLACES = 30  # with _MAX_MAGNITUDE this bounds every amount to 60 digits: sums below are exact
-_MAX_MAGNITUDE = 30
+MAX_DECIMAL_PLACES = 30  # with MAX_MAGNITUDE this bounds every amount to 60 digits: sums below are exact
+MAX_MAGNITUDE = 30  # every amount is below 1e30
+MIN_DURATION_S, MAX_DURATION_S = 0.001, 365 * 86400.0  # 1 ms .. 365 days
+MAX_DURATION_DIGITS = 15  # significant digits of a duration's number (what a float holds exactly)
+_MAX_INT_TEXT = 100  # an integer scalar longer than this is refused before it is converted at all
+MAX_PARAM_INT = 10**18  # |int| of a strategy param
+MAX_NODES = 10_000  # YAML nodes once aliases are expanded (the example config has about 150)
+MAX_DEPTH = 64  # nesting of YAML collections
+MAX_FILE_BYTES = 1 << 20
+_EVENT_SUFFIX, _EVENTS_SUFFIX = "_event", "_events"
 
 _T = "tag:yaml.org,2002:"
 _MAP_TAG, _SEQ_TAG, _STR_TAG, _INT_TAG = _T + "map", _T + "seq", _T + "str", _T + "int"
@@ -178,9 +200,10 @@ class StrategyConfig:
         if isinstance(value, bool) or not isinstance(value, Decimal | int | str):
             raise self.param_error(key, f"expected a decimal number, got {value!r}")
         text = str(value)
-        if not _DECIMAL_RE.match(text):
-            raise self.param_error(key, f"expected a decimal number, got {text!r}")
-        return Decimal(text)
+        try:
+            return _parse_decimal(text, plain_number=False)
+        except ValueError as exc:
+            raise self.param_error(key, f"expected a decimal number, {exc}") from None
 
 
 @dataclass(frozen=True, slots=True)
@@ -210,22 +233,55 @@ class Config:
 
 
 def parse_duration(value: str | int | float) -> float:
-    """``"500ms" | "1.5s" | "5m" | "1h" | "1d" | 30`` -> seconds (> 0); plain numbers are seconds.
+    """``"500ms" | "1.5s" | "5m" | "1h" | "1d" | 30`` -> seconds; plain numbers are seconds.
 
+    A duration lies between 1 ms and 365 days and its number has at most 15 significant digits.
     Raises ValueError; the loader turns it into a ConfigError at the right line.
     """
     if isinstance(value, bool):
-        raise ValueError(f"expected a duration like 500ms, 1.5s, 5m or 1h, got {value!r}")
-    if isinstance(value, int | float):
-        seconds = float(value)
+        raise ValueError(f"expected a duration like 500ms, 1.5s, 5m or 1h, got {_abbrev(value)}")
+    if isinstance(value, int):
+        amount = Decimal(max(min(value, 10**12), -1))  # anything beyond is out of range anyway
+    elif isinstance(value, float):
+        if not math.isfinite(value):
+            raise ValueError(f"expected a finite duration, got {_abbrev(value)}")
+        amount = Decimal(repr(value))
     else:
         match = _DURATION_RE.match(value)
         if match is None:
-            raise ValueError(f"expected a duration like 500ms, 1.5s, 5m or 1h, got {value!r}")
-        seconds = float(Decimal(match[1]) * _UNIT_SECONDS[match[2] or "s"])
-    if not math.isfinite(seconds) or seconds <= 0:
-        raise ValueError(f"expected a duration > 0, got {value!r}")
-    return seconds
+            raise ValueError(f"expected a duration like 500ms, 1.5s, 5m or 1h, got {_abbrev(value)}")
+        digits = match[1].replace(".", "").lstrip("0").rstrip("0")
+        if len(digits) > MAX_DURATION_DIGITS:
+            raise ValueError(f"expected at most {MAX_DURATION_DIGITS} significant digits, got {_abbrev(value)}")
+        amount = Decimal(match[1]) * _UNIT_SECONDS[match[2] or "s"]
+    if amount <= 0:
+        raise ValueError(f"expected a duration > 0, got {_abbrev(value)}")
+    if not Decimal(str(MIN_DURATION_S)) <= amount <= Decimal(str(MAX_DURATION_S)):
+        raise ValueError(f"expected a duration from 1ms to 365d, got {_abbrev(value)}")
+    return float(amount)
+
+
+def _abbrev(value: object, *, quote: bool = True, limit: int = 40) -> str:
+    """``value`` for an error message, shortened if long (a 400-digit number is not worth 400 bytes)."""
+    text = repr(value) if quote else str(value)
+    return text if len(text) <= limit else f"{text[: limit - 10]}...{text[-6:]} ({len(text)} characters)"
+
+
+def decimal_bound_error(value: Decimal) -> str | None:
+    """Why ``value`` is not an amount the configuration accepts (finite, <= 30 places, below 1e30), or None."""
+    if not value.is_finite():
+        return f"expected a finite number, got {_abbrev(value, quote=False)}"
+    exponent = value.as_tuple().exponent
+    assert isinstance(exponent, int)  # finite
+    if exponent < -MAX_DECIMAL_PLACES or (value and value.adjusted() >= MAX_MAGNITUDE):
+        shown = _abbrev(value, quote=False)
+        return f"at most {MAX_DECIMAL_PLACES} decimal places and below 1e{MAX_MAGNITUDE}, got {shown}"
+    return None
+
+
+def is_event_param(key: str) -> bool:
+    """Whether a strategy param names schedule events: ``every_event`` (a name), ``stop_events`` (a list)."""
+    return key.endswith((_EVENT_SUFFIX, _EVENTS_SUFFIX))
 
 
 def resolve_config_path(cli_path: str | None, env: Mapping[str, str]) -> Path:
@@ -260,7 +316,7 @@ def load_config(path: str | Path | None = None, env: Mapping[str, str] | None = 
     paper_map = _Map.section(doc, root, "paper") if root.has("paper") else None
     paper = None if paper_map is None else _paper(doc, paper_map)
     live = _live(doc, _Map.section(doc, root, "live")) if root.has("live") else None
-    strategies = _strategies(doc, root, paper if mode == "paper" else None)
+    strategies = _strategies(doc, root, paper if mode == "paper" else None, schedule)
     if mode == "paper" and paper is not None and paper_map is not None:
         _check_coverage(doc, _Map.section(doc, paper_map, "balances"), paper.balances, strategies)
     return Config(
@@ -310,30 +366,98 @@ def _join(path: str, key: str) -> str:
 
 def _kind(node: yaml.Node) -> str:
     if isinstance(node, yaml.ScalarNode) and node.tag != _NULL_TAG:
-        return f"{_KIND.get(node.tag, node.tag)} {node.value!r}"
+        return f"{_KIND.get(node.tag, node.tag)} {_abbrev(node.value)}"
     return _KIND.get(node.tag, f"a node tagged {node.tag}")
 
 
 def _read(file: str) -> str:
     try:
-        return Path(file).read_bytes().decode("utf-8")
+        with Path(file).open("rb") as f:
+            data = f.read(MAX_FILE_BYTES + 1)
+        if len(data) > MAX_FILE_BYTES:
+            raise ConfigError(file, "(file)", f"larger than {MAX_FILE_BYTES} bytes; not a configuration file")
+        return data.decode("utf-8")
     except UnicodeDecodeError as exc:
         raise ConfigError(file, "(file)", f"not UTF-8 text (byte {exc.start})") from None
     except OSError as exc:
         raise ConfigError(file, "(file)", f"cannot read: {exc.strerror or exc}") from None
 
 
+class _TooLarge(yaml.composer.ComposerError):
+    """The document expands (through aliases) or nests beyond the limits."""
+
+
+class _BoundedLoader(yaml.SafeLoader):
+    """A SafeLoader that counts nodes as if every alias were expanded, and limits nesting.
+
+    PyYAML shares an aliased node instead of copying it, so composing is cheap; it is every walk over the
+    tree afterwards that a "billion laughs" document (each alias doubling or decupling the size) turns
+    into an hour of work. Counting the expanded size while composing refuses such a document at the
+    first alias that crosses MAX_NODES, in microseconds. An alias to a node still being composed (a
+    recursive structure) is refused too.
+    """
+
+    def __init__(self, stream: str) -> None:
+        super().__init__(stream)
+        self._expanded = 0
+        self._depth = 0
+        self._sizes: dict[int, int] = {}  # id(node) -> its expanded size, once composed
+
+    def _count(self, size: int, mark: yaml.Mark | None) -> None:
+        self._expanded += size
+        if self._expanded > MAX_NODES:
+            why = f"the document expands to more than {MAX_NODES} YAML nodes (through aliases); refused"
+            raise _TooLarge(None, None, why, mark)
+
+    def compose_node(self, parent: yaml.Node | None, index: Any) -> yaml.Node:
+        mark = self.peek_event().start_mark  # type: ignore[no-untyped-call]
+        if self.check_event(yaml.AliasEvent):
+            alias = super().compose_node(parent, index)
+            size = None if alias is None else self._sizes.get(id(alias))
+            if size is None:
+                raise _TooLarge(None, None, "recursive YAML alias (a node that contains itself); refused", mark)
+            self._count(size, mark)
+            assert alias is not None
+            return alias
+        self._depth += 1
+        if self._depth > MAX_DEPTH:
+            raise _TooLarge(None, None, f"nested deeper than {MAX_DEPTH} levels; refused", mark)
+        start = self._expanded
+        node = super().compose_node(parent, index)
+        assert node is not None  # None only for an empty document, which never reaches here
+        self._depth -= 1
+        self._count(1, mark)
+        self._sizes[id(node)] = self._expanded - start
+        return node
+
+
+def _syntax_line(text: str, mark: yaml.Mark | None) -> tuple[int | None, bool]:
+    """The 1-based line of ``mark``, clamped to the file's last line; and whether only blanks follow it."""
+    if mark is None:
+        return None, False
+    last = max(1, len(text.splitlines()))
+    return min(mark.line + 1, last), not text[mark.index :].strip()
+
+
 def _compose(doc: _Doc, text: str) -> yaml.Node:
     try:
-        node = yaml.compose(text, Loader=yaml.SafeLoader)
+        node = yaml.compose(text, Loader=_BoundedLoader)
+    except _TooLarge as exc:
+        line, _ = _syntax_line(text, exc.problem_mark)
+        raise ConfigError(doc.file, "(document)", str(exc.problem), line) from None
     except yaml.MarkedYAMLError as exc:
-        mark = exc.problem_mark or exc.context_mark
-        why = " ".join(str(part) for part in (exc.context, exc.problem) if part)
-        raise ConfigError(
-            doc.file, "(syntax)", f"invalid YAML: {why}", None if mark is None else mark.line + 1
-        ) from None
+        line, at_end = _syntax_line(text, exc.problem_mark or exc.context_mark)
+        context_line, _ = _syntax_line(text, exc.context_mark)
+        parts = [str(exc.context)] if exc.context else []
+        if exc.context and exc.problem_mark is not None and context_line not in (None, line):
+            parts.append(f"(from line {context_line})")
+        parts += [str(exc.problem)] if exc.problem else []
+        parts += ["at the end of the file"] if at_end else []
+        raise ConfigError(doc.file, "(syntax)", f"invalid YAML: {' '.join(parts)}", line) from None
     except yaml.YAMLError as exc:
         raise ConfigError(doc.file, "(syntax)", f"invalid YAML: {exc}") from None
+    except RecursionError:  # not reached with MAX_DEPTH, kept as the last line of defence
+        raise ConfigError(doc.file, "(document)", "nested too deeply; refused") from None
     if node is None:
         raise ConfigError(doc.file, "(document)", "the file is empty, expected a mapping of settings")
     return node
@@ -431,11 +555,20 @@ def _match(doc: _Doc, node: yaml.Node, key: str, pattern: re.Pattern[str]) -> st
     return text
 
 
-def _integer(doc: _Doc, node: yaml.Node, key: str, minimum: int | None = None) -> int:
-    value = _CONSTRUCTOR.construct_yaml_int(_scalar_node(doc, node, key, (_INT_TAG,), "an integer"))
-    if minimum is not None and value < minimum:
-        raise doc.error(key, f"expected an integer >= {minimum}, got {value}", node)
+def _int_value(doc: _Doc, node: yaml.ScalarNode, key: str, low: int, high: int) -> int:
+    """The integer of an int-tagged scalar, in ``low..high`` (the text is checked before it is converted)."""
+    expected = f"expected an integer from {low} to {high}"
+    text = str(node.value)
+    if len(text) > _MAX_INT_TEXT:
+        raise doc.error(key, f"{expected}, got {len(text)} characters", node)
+    value: int = _CONSTRUCTOR.construct_yaml_int(node)
+    if not low <= value <= high:
+        raise doc.error(key, f"{expected}, got {value}", node)
     return value
+
+
+def _integer(doc: _Doc, node: yaml.Node, key: str, low: int, high: int) -> int:
+    return _int_value(doc, _scalar_node(doc, node, key, (_INT_TAG,), "an integer"), key, low, high)
 
 
 def _boolean(doc: _Doc, node: yaml.Node, key: str) -> bool:
@@ -447,12 +580,11 @@ def _parse_decimal(text: str, plain_number: bool) -> Decimal:
     """A finite Decimal of sane size from a scalar's text (never via float); ValueError says why not."""
     digits = text.replace("_", "") if plain_number else text  # YAML allows 10_000 in plain numbers
     if not _DECIMAL_RE.match(digits):
-        raise ValueError(f"got {text!r}")
-    value = Decimal(digits)
-    exponent = value.as_tuple().exponent
-    assert isinstance(exponent, int)  # finite: the regex admits no NaN or Infinity
-    if exponent < -_MAX_DECIMAL_PLACES or (value and value.adjusted() >= _MAX_MAGNITUDE):
-        raise ValueError(f"at most {_MAX_DECIMAL_PLACES} decimal places and below 1e{_MAX_MAGNITUDE}, got {text!r}")
+        raise ValueError(f"got {_abbrev(text)}")
+    value = Decimal(digits)  # finite: the regex admits no NaN or Infinity
+    if decimal_bound_error(value) is not None:
+        bounds = f"at most {MAX_DECIMAL_PLACES} decimal places and below 1e{MAX_MAGNITUDE}"
+        raise ValueError(f"{bounds}, got {_abbrev(text)}")
     return value
 
 
@@ -468,7 +600,7 @@ def _decimal(
     except ValueError as exc:
         raise doc.error(key, f"expected {expected}, {exc}", node) from None
     if value < low or (strict and value == low) or (high is not None and value >= high):
-        raise doc.error(key, f"expected {expected}, got {text}", node)
+        raise doc.error(key, f"expected {expected}, got {_abbrev(text, quote=False)}", node)
     return value
 
 
@@ -628,7 +760,7 @@ def _breaker(doc: _Doc, section: _Map) -> BreakerConfig:
     return BreakerConfig(
         emergency_exit=emergency is not None and _boolean(doc, emergency, section.at("emergency_exit")),
         auto_close_after_s=auto_close_s,
-        max_reconnect_attempts=5 if attempts is None else _integer(doc, attempts, section.at(_ATTEMPTS), 1),
+        max_reconnect_attempts=5 if attempts is None else _integer(doc, attempts, section.at(_ATTEMPTS), 1, 1000),
     )
 
 
@@ -638,7 +770,7 @@ def _paper(doc: _Doc, section: _Map) -> PaperConfig:
     if fee is not None:
         fee_rate = _decimal(doc, fee, section.at("fee_rate"), Decimal(0), Decimal("0.1"), strict=False)
     return PaperConfig(
-        seed=0 if seed is None else _integer(doc, seed, section.at("seed")),
+        seed=0 if seed is None else _integer(doc, seed, section.at("seed"), -(2**63), 2**63 - 1),
         tick_interval_s=_duration(doc, section, "tick_interval", "1s"),
         stream_latency_s=0.0
         if section.get("stream_latency") is None
@@ -706,7 +838,9 @@ def _live(doc: _Doc, section: _Map) -> LiveConfig:
 # ------------------------------------------------------------------------------------- strategies
 
 
-def _strategies(doc: _Doc, root: _Map, paper: PaperConfig | None) -> tuple[StrategyConfig, ...]:
+def _strategies(
+    doc: _Doc, root: _Map, paper: PaperConfig | None, schedule: tuple[ScheduleEntry, ...]
+) -> tuple[StrategyConfig, ...]:
     node = root.require("strategies")
     if not isinstance(node, yaml.SequenceNode) or node.tag != _SEQ_TAG or not node.value:
         raise doc.error("strategies", f"expected a list of at least one strategy, got {_kind(node)}", node)
@@ -714,12 +848,41 @@ def _strategies(doc: _Doc, root: _Map, paper: PaperConfig | None) -> tuple[Strat
     for index, item_node in enumerate(node.value):
         item = _Map(doc, item_node, f"strategies[{index}]", _STRATEGY_KEYS)
         strategy = _strategy(doc, item)
+        _check_event_params(doc, item, strategy, schedule)
         if any(other.name == strategy.name for other in strategies):
             raise doc.error(item.at("name"), f"duplicate strategy name {strategy.name!r}", item.get("name"))
         if paper is not None:
             _check_paper_symbol(doc, item, strategy, paper)
         strategies.append(strategy)
     return tuple(strategies)
+
+
+def _check_event_params(doc: _Doc, item: _Map, strategy: StrategyConfig, schedule: tuple[ScheduleEntry, ...]) -> None:
+    """A param named ``*_event`` (``*_events``: a list) names schedule events: each must exist in schedule.yaml.
+
+    Otherwise a typo (``every_event: stratgy_tick``) would be accepted and the strategy would wait forever
+    for an event nobody publishes. (A default a strategy falls back to when the key is absent is the
+    strategy's business; the built-in DCA's ``strategy_tick`` is in the shipped schedule.)
+    """
+    names = [entry.name for entry in schedule]
+    params = _Map(doc, item.values["params"], item.at("params")) if strategy.params else None
+    for key, value in strategy.params.items():
+        if not is_event_param(key):
+            continue
+        assert params is not None
+        node, where = params.values[key], params.at(key)
+        if not key.endswith(_EVENTS_SUFFIX):
+            named = [(where, value, node)]
+        elif isinstance(value, list) and isinstance(node, yaml.SequenceNode):
+            named = [(f"{where}[{i}]", v, n) for i, (v, n) in enumerate(zip(value, node.value, strict=True))]
+        else:
+            raise doc.error(where, f"expected a list of schedule event names, got {_abbrev(value)}", node)
+        for at, event, event_node in named:
+            if not isinstance(event, str):
+                raise doc.error(at, f"expected the name of a schedule event, got {_abbrev(event)}", event_node)
+            if event not in names:
+                why = f"no schedule event named {event!r}; the schedule has: {', '.join(names) or '(none)'}"
+                raise doc.error(at, why, event_node)
 
 
 def _check_paper_symbol(doc: _Doc, item: _Map, strategy: StrategyConfig, paper: PaperConfig) -> None:
@@ -776,7 +939,7 @@ def _free_scalar(doc: _Doc, node: yaml.ScalarNode, key: str) -> Any:
         except ValueError as exc:
             raise doc.error(key, f"expected a finite decimal number, {exc}", node) from None
     if node.tag == _INT_TAG:
-        return _CONSTRUCTOR.construct_yaml_int(node)
+        return _int_value(doc, node, key, -MAX_PARAM_INT + 1, MAX_PARAM_INT - 1)
     if node.tag == _BOOL_TAG:
         return _boolean(doc, node, key)
     if node.tag == _NULL_TAG:

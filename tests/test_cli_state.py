@@ -8,6 +8,9 @@ import sys
 from decimal import Decimal
 from pathlib import Path
 
+import pytest
+
+from s1mpled.state import codec
 from s1mpled.state.store import StateDirectory
 
 NAME = "dca.state.json"
@@ -67,3 +70,58 @@ def test_show_missing_file_is_a_clear_error(tmp_path: Path) -> None:
     """show of a file that does not exist exits non-zero naming it."""
     out = _run("state", "show", str(tmp_path / "nope.json"))
     assert out.returncode == 65 and "nope.json" in out.stderr and "No such file" in out.stderr
+
+
+BREAKER = "circuit-breaker.state.json"
+_BREAKER_PAYLOAD = (
+    b'{"state":"open","reason":"x","manual":false,"opened_ms":%s,'
+    b'"stable_since_ms":null,"reconciled_after_stable":false}'
+)
+SCHEDULE = "events:\n  five_minute_reconciliation_tick: {every: 5m}\n  strategy_tick: {every: 5s}\n"
+_CONFIG = """\
+operation: cli-state
+mode: paper
+state_dir: state
+control_socket: ctl.sock
+paper:
+  balances: {USDT: "5000"}
+  markets:
+    BTC/USDT: {start_price: "50000", volatility: "0.002", liquidity: "0.05", price_step: "0.01", amount_step: "0.00001"}
+strategies:
+  - {name: dca-btc, class: "s1mpled.strategies.dca:DCA", symbol: BTC/USDT, capital: "1000",
+     params: {quote_per_buy: "25", every_event: strategy_tick}}
+"""
+
+
+def test_verify_refuses_an_infinity_naming_the_key(tmp_path: Path) -> None:
+    """A checksummed breaker state holding `opened_ms: Infinity` fails verify (65), naming the file and the key."""
+    path = tmp_path / BREAKER
+    path.write_bytes(codec.frame(_BREAKER_PAYLOAD % b"Infinity", 1))
+    out = _run("state", "verify", str(path))
+    assert out.returncode == 65, out.stdout
+    assert str(path) in out.stderr and "refused value at opened_ms: Infinity is not a finite number" in out.stderr
+
+
+def test_verify_refuses_a_symlink(tmp_path: Path) -> None:
+    """verify never follows a symbolic link (load() would refuse it too)."""
+    path = _make(tmp_path / "d")
+    link = tmp_path / "d" / "link.state.json"
+    link.symlink_to(path)
+    out = _run("state", "verify", str(link))
+    assert out.returncode == 65 and "is a symbolic link" in out.stderr
+
+
+@pytest.mark.parametrize(
+    ("value", "why"), [(b"Infinity", "refused value at opened_ms"), (b'"soon"', "state.opened_ms")]
+)
+def test_run_refuses_an_unusable_breaker_state_in_one_line(tmp_path: Path, value: bytes, why: str) -> None:
+    """`run` with a bad breaker state exits with the state-error code and one line naming file and key, no traceback."""
+    (tmp_path / "s1mpled.yaml").write_text(_CONFIG)
+    (tmp_path / "schedule.yaml").write_text(SCHEDULE)
+    (tmp_path / "state").mkdir(mode=0o700)
+    (tmp_path / "state" / BREAKER).write_bytes(codec.frame(_BREAKER_PAYLOAD % value, 1))
+    out = _run("run", "--config", str(tmp_path / "s1mpled.yaml"))
+    assert out.returncode == 70, out.stderr
+    assert "Traceback" not in out.stderr
+    [line] = [x for x in out.stderr.splitlines() if x.startswith("s1mpled: ")]
+    assert str(tmp_path / "state" / BREAKER) in line and why in line, line

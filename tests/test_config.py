@@ -2,14 +2,17 @@
 
 from __future__ import annotations
 
+import time
 from collections.abc import Mapping
 from decimal import Decimal
 from pathlib import Path
 
 import pytest
-from hypothesis import given
+from hypothesis import example, given
 from hypothesis import strategies as st
 
+from s1mpled.builder import build_strategy
+from s1mpled.cli import main as cli_main
 from s1mpled.config import (
     DEFAULT_CONFIG_PATH,
     Config,
@@ -487,21 +490,27 @@ def test_missing_config_file(tmp_path: Path) -> None:
 # ---------------------------------------------------------------------------------------- properties
 
 UNITS = {"ms": Decimal("0.001"), "s": Decimal(1), "m": Decimal(60), "h": Decimal(3600), "": Decimal(1)}
+MIN_S, MAX_S = Decimal("0.001"), Decimal(365 * 86400)
 
 
 @given(st.decimals(min_value=Decimal("0.001"), max_value=Decimal(10**6), places=3), st.sampled_from(sorted(UNITS)))
 def test_parse_duration_property(amount: Decimal, unit: str) -> None:
-    """`<number><unit>` is that number times the unit in seconds; its negation is refused."""
+    """`<number><unit>` is that number times the unit in seconds if within 1ms..365d; its negation is refused."""
     text = f"{amount:f}{unit}"
-    assert parse_duration(text) == float(amount * UNITS[unit])
+    seconds = amount * UNITS[unit]
+    if MIN_S <= seconds <= MAX_S:
+        assert parse_duration(text) == float(seconds)
+    else:
+        with pytest.raises(ValueError, match="from 1ms to 365d"):
+            parse_duration(text)
     with pytest.raises(ValueError):
         parse_duration("-" + text)
 
 
-@given(st.integers(min_value=-(10**9), max_value=10**9))
+@given(st.integers(min_value=-(10**9), max_value=10**9) | st.integers())
 def test_parse_duration_numbers_are_seconds(seconds: int) -> None:
-    """A plain number is seconds, and only positive ones are durations."""
-    if seconds > 0:
+    """A plain number is seconds, and only those from 1 s to 365 days are durations (never an OverflowError)."""
+    if 0 < seconds <= MAX_S:
         assert parse_duration(seconds) == parse_duration(str(seconds)) == float(seconds)
     else:
         with pytest.raises(ValueError):
@@ -527,3 +536,242 @@ def test_decimal_amount_round_trips_its_text(prop_dir: Path, amount: Decimal, qu
     )
     capital = config.strategies[0].capital
     assert capital == amount and str(capital) == text
+
+
+# ----------------------------------------------------------------- cross-references: schedule events
+
+
+DCA_PARAMS = '{quote_per_buy: "25", every_event: strategy_tick}'
+
+
+def test_a_strategy_event_that_is_not_in_the_schedule_is_refused_at_its_line(tmp_path: Path) -> None:
+    """`every_event: stratgy_tick` (a typo) would make the DCA wait forever: refused at the param's line."""
+    text = BASE.replace(DCA_PARAMS, "\n      quote_per_buy: '25'\n      every_event: stratgy_tick\n")
+    err = error(tmp_path, text)
+    assert (err.key, err.line) == ("strategies[0].params.every_event", line_of(text, "stratgy_tick"))
+    assert err.why == (
+        "no schedule event named 'stratgy_tick'; the schedule has: five_minute_reconciliation_tick, strategy_tick"
+    )
+    assert err.exit_code == EX_CONFIG
+
+
+def test_every_event_param_is_checked_whatever_the_strategy(tmp_path: Path) -> None:
+    """Any param ending in `_event` names one event, `_events` a list of them; each must be in the schedule."""
+    text = BASE.replace(DCA_PARAMS, "{rebalance_events: [strategy_tick, hourly], quote_per_buy: '1'}")
+    err = error(tmp_path, text)
+    assert (err.key, err.line) == ("strategies[0].params.rebalance_events[1]", line_of(text, "hourly"))
+    err = error(tmp_path, BASE.replace(DCA_PARAMS, "{stop_event: 5}"))
+    assert err.key == "strategies[0].params.stop_event" and "expected the name of a schedule event" in err.why
+    err = error(tmp_path, BASE.replace(DCA_PARAMS, "{stop_events: strategy_tick}"))
+    assert err.key == "strategies[0].params.stop_events" and "expected a list of schedule event names" in err.why
+    ok = load(tmp_path, BASE.replace(DCA_PARAMS, "{stop_events: [strategy_tick], every_event: strategy_tick}"))
+    assert ok.strategies[0].params == {"stop_events": ["strategy_tick"], "every_event": "strategy_tick"}
+
+
+def test_check_config_refuses_the_unknown_event_with_exit_78(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """`s1mpled check-config` prints file:line: key: why for the typo and exits 78."""
+    text = BASE.replace("every_event: strategy_tick", "every_event: stratgy_tick")
+    path = write(tmp_path, text)
+    assert cli_main(["check-config", "--config", str(path)]) == EX_CONFIG
+    line = f"{path}:{line_of(text, 'stratgy_tick')}: strategies[0].params.every_event: no schedule event named"
+    assert capsys.readouterr().err.startswith(f"s1mpled: {line}")
+
+
+# ------------------------------------------------------------------------- numeric bounds, any spelling
+
+
+@pytest.mark.parametrize("value", ['"1e400"', '"1e-400"', "'1' ", f'"{"9" * 400}"', '"-Infinity"', '"sNaN"'])
+def test_a_quoted_out_of_range_param_amount_is_refused_at_its_line(
+    tmp_path: Path, value: str, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """Quoted text reaches the strategy as a string; its Decimal obeys the same bounds (checked by check-config)."""
+    text = BASE.replace('quote_per_buy: "25"', f"quote_per_buy: {value}")
+    path = write(tmp_path, text)
+    if value == "'1' ":  # the control: an ordinary amount passes
+        assert cli_main(["check-config", "--config", str(path)]) == 0
+        return
+    assert cli_main(["check-config", "--config", str(path)]) == EX_CONFIG
+    err = capsys.readouterr().err
+    assert f"{path}:{line_of(text, 'quote_per_buy')}: strategies[0].params.quote_per_buy: " in err, err
+
+
+@pytest.mark.parametrize(
+    ("replace", "key"),
+    [
+        (("seed: 7", f"seed: {'1' * 400}"), "paper.seed"),
+        (("seed: 7", f"seed: {'1' * 5000}"), "paper.seed"),  # beyond Python's int-from-text limit: no ValueError
+        (("seed: 7", "seed: 9223372036854775808"), "paper.seed"),
+        (("  seed: 7\n", "  seed: 7\n  tick_interval: " + "1" + "0" * 300 + "s\n"), "paper.tick_interval"),
+        (("  seed: 7\n", "  seed: 7\n  tick_interval: 0.0001s\n"), "paper.tick_interval"),
+        (("  seed: 7\n", "  seed: 7\n  tick_interval: '1.0000000000000001'\n"), "paper.tick_interval"),
+        (('start_price: "50000"', 'start_price: "1e400"'), "paper.markets.BTC/USDT.start_price"),
+        (('price_step: "0.01"', 'price_step: "1e-400"'), "paper.markets.BTC/USDT.price_step"),
+        (('capital: "1000"', f'capital: "{"9" * 400}"'), "strategies[0].capital"),
+        (('{quote_per_buy: "25"', f'{{levels: {"9" * 400}, quote_per_buy: "25"'), "strategies[0].params.levels"),
+    ],
+)
+def test_numbers_out_of_bounds_are_refused_whatever_the_spelling(
+    tmp_path: Path, replace: tuple[str, str], key: str
+) -> None:
+    """400-digit integers, 1e400 / 1e-400 (quoted or not) and absurd durations are ConfigErrors at their line."""
+    text = BASE.replace(*replace)
+    assert text != BASE
+    err = error(tmp_path, text)
+    assert err.key == key and err.line is not None, err
+    assert len(str(err).splitlines()) == 1 and len(str(err)) < 400
+
+
+def test_circuit_breaker_attempts_and_durations_have_bounds(tmp_path: Path) -> None:
+    """max_reconnect_attempts is 1..1000; every duration 1ms..365d."""
+    err = error(tmp_path, BASE + f"circuit_breaker: {{max_reconnect_attempts: {'9' * 400}}}\n")
+    assert err.key == "circuit_breaker.max_reconnect_attempts" and "from 1 to 1000" in err.why
+    err = error(tmp_path, BASE + "circuit_breaker: {auto_close_after: 400d}\n")
+    assert err.key == "circuit_breaker.auto_close_after" and "from 1ms to 365d" in err.why
+    assert load(tmp_path, BASE + "circuit_breaker: {auto_close_after: 365d, max_reconnect_attempts: 1000}\n")
+
+
+_SPELLINGS = st.sampled_from(["{}", '"{}"', "'{}'"])
+_DECIMAL_TEXT = st.builds(
+    lambda sign, digits, exp: f"{sign}{digits}E{exp}",
+    st.sampled_from(["", "+", "-"]),
+    st.integers(0, 10**70),
+    st.integers(-80, 80),
+)
+
+
+@given(_DECIMAL_TEXT, _SPELLINGS)
+def test_capital_bounds_property(prop_dir: Path, text: str, spelling: str) -> None:
+    """Capital loads iff it is > 0, has at most 30 decimal places and is below 1e30 -- quoted or not."""
+    value = Decimal(text)
+    exponent = value.as_tuple().exponent
+    assert isinstance(exponent, int)
+    ok = value > 0 and exponent >= -30 and value.adjusted() < 30
+    most = '"' + "9" * 30 + "." + "9" * 30 + '"'  # the largest balance there is: covers any valid capital
+    config_text = BASE.replace('capital: "1000"', f"capital: {spelling.format(text)}").replace('"5000"', most)
+    path = write(prop_dir, config_text)
+    if ok:
+        assert load_config(path, {"HOME": "/h"}).strategies[0].capital == value
+    else:
+        with pytest.raises(ConfigError) as info:
+            load_config(path, {"HOME": "/h"})
+        assert info.value.key == "strategies[0].capital"
+
+
+@given(st.integers() | st.integers(-(2**66), 2**66), _SPELLINGS)
+@example(2**63, "{}")
+@example(-(2**63) - 1, "{}")
+@example(10**400, "{}")
+def test_integer_bounds_property(prop_dir: Path, seed: int, spelling: str) -> None:
+    """An int-valued setting loads iff it is in its range; a quoted one is not an integer at all."""
+    path = write(prop_dir, BASE.replace("seed: 7", f"seed: {spelling.format(seed)}"))
+    if spelling == "{}" and -(2**63) <= seed < 2**63:
+        config = load_config(path, {"HOME": "/h"})
+        assert config.paper is not None and config.paper.seed == seed
+    else:
+        with pytest.raises(ConfigError) as info:
+            load_config(path, {"HOME": "/h"})
+        assert info.value.key == "paper.seed"
+
+
+@given(
+    st.decimals(min_value=0, max_value=Decimal(10**12), places=6, allow_nan=False, allow_infinity=False),
+    st.sampled_from(["ms", "s", "m", "h", "d"]),
+    _SPELLINGS,
+)
+def test_duration_bounds_property(prop_dir: Path, amount: Decimal, unit: str, spelling: str) -> None:
+    """A duration loads iff it lies in 1ms..365d and its number has at most 15 significant digits."""
+    number = f"{amount:f}"
+    seconds = (
+        amount
+        * {"ms": Decimal("0.001"), "s": Decimal(1), "m": Decimal(60), "h": Decimal(3600), "d": Decimal(86400)}[unit]
+    )
+    digits = number.replace(".", "").lstrip("0").rstrip("0")
+    ok = MIN_S <= seconds <= MAX_S and len(digits) <= 15
+    path = write(prop_dir, BASE + f"shutdown_timeout: {spelling.format(number + unit)}\n")
+    if ok:
+        assert load_config(path, {"HOME": "/h"}).shutdown_timeout_s == float(seconds)
+    else:
+        with pytest.raises(ConfigError) as info:
+            load_config(path, {"HOME": "/h"})
+        assert info.value.key == "shutdown_timeout"
+
+
+@given(st.text(alphabet="0123456789.eE+-", min_size=1, max_size=40), _SPELLINGS)
+def test_param_decimal_never_escapes_as_anything_but_a_config_error(prop_dir: Path, text: str, spelling: str) -> None:
+    """Whatever number-like text a Decimal param holds, loading and building give a bounded DCA or a ConfigError."""
+    path = write(prop_dir, BASE.replace('quote_per_buy: "25"', f"quote_per_buy: {spelling.format(text)}"))
+    try:
+        strategy = build_strategy(load_config(path, {"HOME": "/h"}).strategies[0])
+    except ConfigError as exc:
+        assert exc.key == "strategies[0].params.quote_per_buy"
+    else:
+        quote = strategy.quote_per_buy  # type: ignore[attr-defined]
+        assert quote.is_finite() and quote.adjusted() < 30 and quote.as_tuple().exponent >= -30
+
+
+# ------------------------------------------------------------------------ aliases, nesting, file size
+
+
+BILLION_LAUGHS = """\
+    params:
+      a: &a ["lol", "lol", "lol", "lol", "lol", "lol", "lol", "lol", "lol"]
+      b: &b [*a, *a, *a, *a, *a, *a, *a, *a, *a]
+      c: &c [*b, *b, *b, *b, *b, *b, *b, *b, *b]
+      d: &d [*c, *c, *c, *c, *c, *c, *c, *c, *c]
+      e: &e [*d, *d, *d, *d, *d, *d, *d, *d, *d]
+      f: &f [*e, *e, *e, *e, *e, *e, *e, *e, *e]
+      g: &g [*f, *f, *f, *f, *f, *f, *f, *f, *f]
+      h: &h [*g, *g, *g, *g, *g, *g, *g, *g, *g]
+      i: &i [*h, *h, *h, *h, *h, *h, *h, *h, *h]
+"""
+
+
+def test_billion_laughs_is_refused_in_well_under_a_second(tmp_path: Path) -> None:
+    """Aliases expanding to a billion nodes are refused at the alias that crosses the limit, fast."""
+    text = BASE.replace(f"    params: {DCA_PARAMS}\n", BILLION_LAUGHS)
+    started = time.monotonic()
+    err = error(tmp_path, text)
+    assert time.monotonic() - started < 1.0
+    assert err.key == "(document)" and "more than 10000 YAML nodes" in err.why
+    assert err.line == line_of(text, "e: &e")  # up to d, about 8,400 nodes fit; the e level crosses 10,000
+
+
+def test_modest_aliases_still_work(tmp_path: Path) -> None:
+    """Reusing a params block with an alias is fine (it counts once per use)."""
+    text = (
+        BASE.replace("params: {", "params: &p {")
+        + '  - {name: dca-two, class: "a.b:C", symbol: BTC/USDT, capital: "1", params: *p}\n'
+    )
+    config = load(tmp_path, text)
+    assert config.strategies[0].params == config.strategies[1].params
+
+
+def test_recursive_alias_and_deep_nesting_are_refused(tmp_path: Path) -> None:
+    """A node containing itself, or 1,000 nested lists, is a ConfigError -- not a RecursionError."""
+    err = error(tmp_path, BASE.replace(DCA_PARAMS, "&r {loop: *r}"))
+    assert err.key == "(document)" and "recursive YAML alias" in err.why
+    err = error(tmp_path, BASE.replace(DCA_PARAMS, "{deep: " + "[" * 1000 + "]" * 1000 + "}"))
+    assert err.key == "(document)" and "nested deeper than 64 levels" in err.why
+
+
+def test_a_huge_file_is_refused(tmp_path: Path) -> None:
+    """A configuration larger than 1 MiB is refused before it is parsed."""
+    err = error(tmp_path, BASE + "#" * (1 << 20) + "\n")
+    assert err.key == "(file)" and "larger than" in err.why
+
+
+# -------------------------------------------------------------------------------------- end of file
+
+
+@pytest.mark.parametrize(
+    "tail", ["mode: [paper\n", "mode: 'paper\n", "mode: {a: b\n", "mode: [paper", "mode: [paper\n\n"]
+)
+def test_a_yaml_error_at_the_end_of_the_file_names_an_existing_line(tmp_path: Path, tail: str) -> None:
+    """An unclosed bracket or quote is reported at a line the file has (its last), saying it hit the end."""
+    text = "operation: x\n" + tail
+    err = error(tmp_path, text)
+    assert err.key == "(syntax)" and err.line is not None
+    assert 1 <= err.line <= len(text.splitlines()), (err.line, text)
+    assert "end of the file" in err.why or "end of stream" in err.why

@@ -117,3 +117,79 @@ def test_header_is_human_readable() -> None:
         str(len(json.dumps({"a": 1}, separators=(",", ":")))),
     )
     assert len(checksum) == 64
+
+
+# ------------------------------------------------------------------ refusals: NaN, sNaN, infinities
+
+_NON_FINITE = st.sampled_from(["NaN", "-NaN", "sNaN", "-sNaN", "NaN123", "Infinity", "-Infinity", "inf", "-Inf"])
+_OUT_OF_RANGE = st.sampled_from(["1E+1000000", "-9.5E+1000001", "1E-1000000", "1E-1000100"])
+_path_keys = st.text(st.characters(exclude_characters="._[]$", exclude_categories=["Cs"]), min_size=1, max_size=6)
+_paths = st.lists(_path_keys | st.integers(0, 3), max_size=4)
+_SENTINEL = "§refused-value§"
+
+
+def _plant(base: dict[str, Any], path: list[str | int], bad: Any) -> tuple[Any, str]:
+    """``base`` with ``bad`` at ``path`` (str: a mapping key, int: a list index), and the path as the codec names it."""
+    node: Any = bad
+    for step in reversed(path):
+        node = {step: node} if isinstance(step, str) else [None] * step + [node]
+    if not path:
+        return node, "(top level)"
+    named = "".join(f"[{s}]" if isinstance(s, int) else f".{s}" for s in path).removeprefix(".")
+    if isinstance(path[0], int):
+        return node, named
+    return {**{k: v for k, v in base.items() if k != path[0]}, path[0]: node[path[0]]}, named
+
+
+@given(st.dictionaries(_keys, json_states, max_size=4), _paths, _NON_FINITE | _OUT_OF_RANGE)
+def test_encode_refuses_non_finite_decimals_anywhere_naming_the_key(
+    base: dict[str, Any], path: list[str | int], text: str
+) -> None:
+    """A NaN, sNaN, infinite or out-of-range Decimal anywhere in a state: StateEncodeError naming its key path."""
+    state, named = _plant(base, path, Decimal(text))
+    with pytest.raises(StateEncodeError) as info:
+        codec.encode(state, 1)
+    assert info.value.why.startswith(f"{named}: "), info.value.why
+
+
+@given(st.dictionaries(_keys, json_states, max_size=4), _paths, st.sampled_from([float("nan"), float("-inf")]))
+def test_encode_refuses_non_finite_floats_anywhere_naming_the_key(
+    base: dict[str, Any], path: list[str | int], bad: float
+) -> None:
+    """A float NaN or infinity slipped into a state is refused too, naming where it is."""
+    state, named = _plant(base, path, bad)
+    with pytest.raises(StateEncodeError, match="not a finite number") as info:
+        codec.encode(state, 1)
+    assert info.value.why.startswith(f"{named}: ")
+
+
+_RAW_BAD = (
+    _NON_FINITE.map(lambda t: json.dumps({"$decimal": t}))
+    | _OUT_OF_RANGE.map(lambda t: json.dumps({"$decimal": t}))
+    | st.sampled_from(["NaN", "Infinity", "-Infinity", "1e999999999", "-2.5E+1000000", "1e-9999999"])
+)
+
+
+@given(st.dictionaries(_keys, json_states, max_size=4), _paths, _RAW_BAD, st.integers(1, 2**40))
+def test_decode_refuses_non_finite_numbers_anywhere_naming_the_key(
+    base: dict[str, Any], path: list[str | int], raw: str, generation: int
+) -> None:
+    """A checksummed record holding NaN/Infinity (tagged or as JSON constants) is InvalidRecord naming the key."""
+    state, named = _plant(base, path, _SENTINEL)
+    payload = codec.encode_payload(state).replace(json.dumps(_SENTINEL, ensure_ascii=False).encode(), raw.encode())
+    with pytest.raises(codec.InvalidRecord) as info:
+        codec.decode(codec.frame(payload, generation))
+    assert str(info.value).startswith(f"refused value at {named}: "), str(info.value)
+
+
+@given(json_states)
+def test_what_encode_accepts_decode_reads_back(state: Any) -> None:
+    """The refusals are symmetric: nothing encode writes is refused by decode (a save is always loadable)."""
+    assert _same(codec.decode(codec.encode(state, 1)).state, state)
+
+
+def test_refused_breaker_state_names_the_key() -> None:
+    """The circuit-breaker state of issue #9 (`opened_ms: Infinity`) no longer verifies, and says where."""
+    payload = b'{"state":"open","reason":"x","manual":false,"opened_ms":Infinity,"stable_since_ms":null}'
+    with pytest.raises(codec.InvalidRecord, match=r"refused value at opened_ms: Infinity is not a finite number"):
+        codec.decode(codec.frame(payload, 4))

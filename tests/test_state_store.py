@@ -8,6 +8,7 @@ import os
 import stat
 import subprocess
 import sys
+import threading
 from collections.abc import Iterator
 from decimal import Decimal
 from pathlib import Path
@@ -15,7 +16,7 @@ from typing import Any
 
 import pytest
 
-from s1mpled.errors import LocalStateError, StateCorruptError, StateError, StateLockedError
+from s1mpled.errors import LocalStateError, StateCorruptError, StateEncodeError, StateError, StateLockedError
 from s1mpled.state import StatefulPlugin, codec
 from s1mpled.state.store import StateDirectory
 
@@ -261,3 +262,125 @@ def test_stateful_plugin_save_and_load_state(tmp_path: Path) -> None:
         q = Counter(sd.file("counter.state.json"))
         q.load_state()
         assert q.value == 42
+
+
+# ------------------------------------------------------- hostile directory entries: links, strangers, FIFOs
+
+
+def _victim(tmp_path: Path) -> Path:
+    victim = tmp_path / "victim.txt"
+    victim.write_bytes(b"not yours to overwrite\n")
+    return victim
+
+
+def test_a_journal_symlink_planted_before_a_save_is_refused_and_never_written_through(tmp_path: Path) -> None:
+    """A symbolic link at NAME.journal (planted after load) makes the save fail naming it; its target is untouched."""
+    d = tmp_path / "st"
+    _saved(d, {"v": 1})
+    victim = _victim(tmp_path)
+    with StateDirectory.open(d) as sd:
+        f = sd.file(NAME)
+        f.load()
+        (d / f"{NAME}.journal").symlink_to(victim)
+        with pytest.raises(StateError, match=rf"{NAME}\.journal: is a symbolic link"):
+            f.save_sync({"v": 2})
+    assert victim.read_bytes() == b"not yours to overwrite\n"
+    assert (d / f"{NAME}.journal").is_symlink()  # refused, not removed: it is evidence
+    assert codec.decode((d / NAME).read_bytes()).state == {"v": 1}
+
+
+@pytest.mark.parametrize("suffix", ["", ".prev", ".journal"])
+def test_a_symlinked_state_file_is_refused_with_its_name(tmp_path: Path, suffix: str) -> None:
+    """A symbolic link where NAME, NAME.prev or NAME.journal belongs is a StateError naming it; nothing is moved."""
+    d = tmp_path / "st"
+    _saved(d, {"v": 1}, {"v": 2})
+    elsewhere = tmp_path / "elsewhere"
+    elsewhere.write_bytes(codec.encode({"v": 99}, 99))  # a valid record: following it would load it
+    link = d / f"{NAME}{suffix}"
+    link.unlink(missing_ok=True)
+    link.symlink_to(elsewhere)
+    before = sorted(p.name for p in d.iterdir())
+    with pytest.raises(StateError, match=rf"{NAME}{suffix}: is a symbolic link; refusing to follow it"):
+        _load(d)
+    assert sorted(p.name for p in d.iterdir()) == before and link.is_symlink()
+
+
+@pytest.mark.parametrize("suffix", ["", ".prev", ".journal"])
+def test_a_state_file_owned_by_another_user_is_refused_with_its_name(tmp_path: Path, suffix: str) -> None:
+    """A state file of another user (someone else wrote it) is refused, naming the file and the owner."""
+    d = tmp_path / "st"
+    _saved(d, {"v": 1}, {"v": 2})
+    path = d / f"{NAME}{suffix}"
+    if suffix == ".journal":
+        path.write_bytes(codec.encode({"v": 3}, 3))
+    os.chown(path, 4242, 4242)  # the tests run as root; under systemd the daemon is user s1mpled
+    with pytest.raises(StateError, match=rf"{NAME}{suffix}: is owned by uid 4242"):
+        _load(d)
+
+
+def test_a_fifo_in_place_of_a_state_file_is_refused_not_waited_on(tmp_path: Path) -> None:
+    """A FIFO at NAME would block open() forever; it is refused as not a regular file, at once."""
+    d = tmp_path / "st"
+    d.mkdir()
+    os.mkfifo(d / NAME)
+    outcome: list[BaseException | None] = []
+
+    def load() -> None:
+        try:
+            _load(d)
+        except BaseException as exc:
+            outcome.append(exc)
+        else:
+            outcome.append(None)
+
+    worker = threading.Thread(target=load, daemon=True)
+    worker.start()
+    worker.join(timeout=5)
+    assert outcome, "load() hung on a FIFO"
+    assert isinstance(outcome[0], StateError) and "is not a regular file" in str(outcome[0])
+
+
+def test_a_lock_file_symlink_is_refused_and_its_target_untouched(tmp_path: Path) -> None:
+    """s1mpled.lock is truncated and written with our pid: a link there is refused, never followed."""
+    d = tmp_path / "st"
+    d.mkdir()
+    victim = _victim(tmp_path)
+    (d / "s1mpled.lock").symlink_to(victim)
+    with pytest.raises(StateError, match=r"s1mpled\.lock: is a symbolic link"):
+        StateDirectory.open(d)
+    assert victim.read_bytes() == b"not yours to overwrite\n"
+
+
+def test_a_leftover_journal_of_our_own_failed_save_is_replaced(tmp_path: Path) -> None:
+    """A regular journal of ours that a failed save could not remove does not block the next save (O_EXCL)."""
+    d = tmp_path / "st"
+    _saved(d, {"v": 1})
+    with StateDirectory.open(d) as sd:
+        f = sd.file(NAME)
+        f.load()
+        (d / f"{NAME}.journal").write_bytes(b"half a save")
+        f.save_sync({"v": 2})
+    assert _load(d).state == {"v": 2} and not (d / f"{NAME}.journal").exists()
+
+
+def test_an_unstorable_value_names_the_file_and_the_key(tmp_path: Path) -> None:
+    """Saving a NaN is a StateEncodeError naming the state file and the key path; nothing is written."""
+    d = tmp_path / "st"
+    _saved(d, {"v": 1})
+    with StateDirectory.open(d) as sd:
+        f = sd.file(NAME)
+        f.load()
+        with pytest.raises(StateEncodeError, match=rf"{NAME}: ledger\.orders\[1\]\.price: NaN is not a finite"):
+            f.save_sync({"ledger": {"orders": [{"price": Decimal(1)}, {"price": Decimal("NaN")}]}})
+        assert f.generation == 1
+    assert _load(d).state == {"v": 1}
+
+
+def test_a_verified_file_whose_values_are_unusable_is_a_clear_state_error(tmp_path: Path) -> None:
+    """restore_state() refusing a snapshot (a wrong type) is a StateError naming the file and the key."""
+    with StateDirectory.open(tmp_path) as sd:
+        sd.file("counter.state.json").load()
+        sd.file("counter.state.json").save_sync({"other": 1})
+    refused = r"counter\.state\.json: the saved state cannot be used: missing key 'value'"
+    with StateDirectory.open(tmp_path) as sd, pytest.raises(StateError, match=refused):
+        Counter(sd.file("counter.state.json")).load_state()

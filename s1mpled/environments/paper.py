@@ -19,12 +19,13 @@ import logging
 import time
 from collections.abc import AsyncIterator, Callable
 from decimal import Decimal
+from typing import Any
 
 from s1mpled.config import PaperConfig
 from s1mpled.environments.base import ExecutionEnvironment, UserStreamEvent
 from s1mpled.environments.feeds import ReplayFeed, SyntheticFeed, read_replay_csv
 from s1mpled.environments.paper_exchange import MarketSpec, SimulatedExchange
-from s1mpled.errors import ConfigError, LocalStateError
+from s1mpled.errors import ConfigError, LocalStateError, StateError
 from s1mpled.model import Balance, ExchangeOrder, Fill, MarketTick, OrderRequest, UnparsedOrder
 from s1mpled.state.store import StateFile
 from s1mpled.strategies.base import MarketRules
@@ -73,8 +74,7 @@ class PaperEnvironment(ExecutionEnvironment):
             await self._persist()
             log.info("paper exchange opened with balances %s", self._config.balances, extra={"EVENT": "PAPER_OPEN"})
             return
-        self._exchange = SimulatedExchange.from_state(result.state["exchange"])
-        self._step, self._replay_index = int(result.state["step"]), int(result.state["replay_index"])
+        self._exchange, self._step, self._replay_index = self._restore(result.state)
         missing = set(self._config.markets) - set(self._exchange.markets)
         if missing:
             raise ConfigError(
@@ -84,6 +84,24 @@ class PaperEnvironment(ExecutionEnvironment):
                 f"move {self._file.path} away to start a new paper account",
             )
         log.info("paper exchange restored (generation %d, step %d)", result.generation, self._step)
+
+    def _restore(self, state: Any) -> tuple[SimulatedExchange, int, int]:
+        """The exchange and feed positions of a loaded state; StateError naming the file and the key if unusable."""
+        where = str(self._file.path)
+        try:
+            exchange = SimulatedExchange.from_state(state["exchange"])
+        except KeyError as exc:
+            raise StateError(where, f"the saved state cannot be used: missing key {exc.args[0]!r}") from None
+        except LocalStateError as exc:
+            raise StateError(where, f"the saved state cannot be used: {exc}") from None
+        positions = []
+        for key in ("step", "replay_index"):
+            value = state.get(key)
+            if isinstance(value, bool) or not isinstance(value, int) or value < 0:
+                why = f"{key}: expected an integer >= 0, got {value!r}"
+                raise StateError(where, f"the saved state cannot be used: {why}")
+            positions.append(value)
+        return exchange, positions[0], positions[1]
 
     async def close(self) -> None:
         if self._exchange is not None:

@@ -625,7 +625,12 @@ class SimulatedExchange:
         if state["format"] != STATE_FORMAT:
             raise ValueError(f"unknown state format {state['format']!r}")
         markets = {
-            sym: MarketSpec(sym, _dec(m["price_step"]), _dec(m["amount_step"]), _dec(m["liquidity"]))
+            sym: MarketSpec(
+                sym,
+                _dec(m["price_step"], f"markets.{sym}.price_step"),
+                _dec(m["amount_step"], f"markets.{sym}.amount_step"),
+                _dec(m["liquidity"], f"markets.{sym}.liquidity"),
+            )
             for sym, m in _map(state["markets"]).items()
         }
         bnb_fees = state.get("bnb_fees", False)
@@ -634,21 +639,24 @@ class SimulatedExchange:
         ex = cls(
             markets,
             {},
-            _dec(state["fee_rate"]),
+            _dec(state["fee_rate"], "fee_rate"),
             fee_model=_str(state.get("fee_model", "quote")),
             bnb_fees=bnb_fees,
-            bnb_price=_opt_dec(state.get("bnb_price")),
+            bnb_price=_opt_dec(state.get("bnb_price"), "bnb_price"),
         )
-        ex._wallets = {a: _Wallet(_dec(w["free"]), _dec(w["used"])) for a, w in _map(state["balances"]).items()}
-        ex._last = {_str(sym): _dec(p) for sym, p in _map(state["last_prices"]).items()}
+        ex._wallets = {
+            a: _Wallet(_dec(w["free"], f"balances.{a}.free"), _dec(w["used"], f"balances.{a}.used"))
+            for a, w in _map(state["balances"]).items()
+        }
+        ex._last = {_str(sym): _dec(p, f"last_prices.{sym}") for sym, p in _map(state["last_prices"]).items()}
         ex._next_order_id = _int(state["next_order_id"])
         ex._next_trade_id = _int(state["next_trade_id"])
-        for raw in _list(state["orders"]):
-            order = _order_from_state(raw)
+        for index, raw in enumerate(_list(state["orders"])):
+            order = _order_from_state(raw, f"orders[{index}]")
             ex._orders[order.client_order_id] = order
             if order.status is ExchangeOrderStatus.OPEN:
                 ex._open[order.client_order_id] = None
-        ex._trades = [_fill_from_state(raw) for raw in _list(state["trades"])]
+        ex._trades = [_fill_from_state(raw, f"trades[{i}]") for i, raw in enumerate(_list(state["trades"]))]
         ex._trade_numbers = [_id_number(f.trade_id) for f in ex._trades]
         ex._check_consistency()
         return ex
@@ -708,14 +716,14 @@ def _crosses_at(side: Side, limit: D | None, price: D) -> bool:
 # --------------------------------------------------------------------- state helpers
 
 
-def _dec(value: object) -> D:
+def _dec(value: object, key: str) -> D:
     if not isinstance(value, D) or not value.is_finite():
-        raise TypeError(f"expected a finite Decimal, got {value!r}")
+        raise TypeError(f"{key}: expected a finite Decimal, got {value!r}")
     return value
 
 
-def _opt_dec(value: object) -> D | None:
-    return None if value is None else _dec(value)
+def _opt_dec(value: object, key: str) -> D | None:
+    return None if value is None else _dec(value, key)
 
 
 def _int(value: object) -> int:
@@ -757,7 +765,7 @@ def _order_to_state(o: ExchangeOrder) -> dict[str, Any]:
     }
 
 
-def _order_from_state(raw: object) -> ExchangeOrder:
+def _order_from_state(raw: object, where: str) -> ExchangeOrder:
     m = _map(raw)
     return ExchangeOrder(
         client_order_id=_str(m["client_order_id"]),
@@ -765,9 +773,9 @@ def _order_from_state(raw: object) -> ExchangeOrder:
         symbol=_str(m["symbol"]),
         side=Side(m["side"]),
         type=OrderType(m["type"]),
-        amount=_dec(m["amount"]),
-        price=_opt_dec(m["price"]),
-        filled=_dec(m["filled"]),
+        amount=_dec(m["amount"], f"{where}.amount"),
+        price=_opt_dec(m["price"], f"{where}.price"),
+        filled=_dec(m["filled"], f"{where}.filled"),
         status=ExchangeOrderStatus(m["status"]),
         timestamp_ms=_int(m["timestamp_ms"]),
     )
@@ -788,7 +796,7 @@ def _fill_to_state(f: Fill) -> dict[str, Any]:
     }
 
 
-def _fill_from_state(raw: object) -> Fill:
+def _fill_from_state(raw: object, where: str) -> Fill:
     m = _map(raw)
     return Fill(
         trade_id=_str(m["trade_id"]),
@@ -796,9 +804,9 @@ def _fill_from_state(raw: object) -> Fill:
         exchange_order_id=_str(m["exchange_order_id"]),
         symbol=_str(m["symbol"]),
         side=Side(m["side"]),
-        price=_dec(m["price"]),
-        amount=_dec(m["amount"]),
-        fee=_dec(m["fee"]),
+        price=_dec(m["price"], f"{where}.price"),
+        amount=_dec(m["amount"], f"{where}.amount"),
+        fee=_dec(m["fee"], f"{where}.fee"),
         fee_asset=_str(m["fee_asset"]),
         timestamp_ms=_int(m["timestamp_ms"]),
     )

@@ -10,7 +10,11 @@ truncated (torn) file detectable even when the truncation happens to end on vali
 
 Money is never float: ``Decimal`` values are stored as ``{"$decimal": "<exact text>"}`` and come
 back as the same ``Decimal`` (same digits, same exponent). A JSON float literal in a payload is
-read back as ``Decimal`` too, so nothing loaded from state is ever a float. Mappings must have
+read back as ``Decimal`` too, so nothing loaded from state is ever a float. Only finite numbers whose
+exponent the default ``decimal`` context can compute with (``1E-999999`` to ``9E+999999``) are stored:
+NaN, sNaN and the infinities -- as ``{"$decimal": "NaN"}`` or as JSON's ``NaN``/``Infinity`` -- are
+refused when encoding and when decoding, naming the key that holds them, because a non-finite amount
+read back would poison every sum and comparison it meets (an sNaN even raises on ``<``). Mappings must have
 ``str`` keys (JSON turns int/float/bool/None keys into strings, as ``json.dumps`` does; other key types
 are refused), and a mapping whose only key is ``"$decimal"`` is reserved for the encoding above.
 Validation is left to the C JSON encoder on purpose: a Python walk over the state would double the cost
@@ -20,8 +24,10 @@ Because this module is pure, the crash tests feed it torn and bit-flipped bytes 
 
 from __future__ import annotations
 
+import decimal
 import hashlib
 import json
+import math
 from dataclasses import dataclass
 from decimal import Decimal
 from typing import Any
@@ -54,18 +60,116 @@ class Record:
     checksum: str
 
 
+_EMIN, _EMAX = decimal.DefaultContext.Emin, decimal.DefaultContext.Emax
+
+
+def _storable(value: Decimal) -> bool:
+    """Finite, and within the exponent range arithmetic in the default context can handle."""
+    return value.is_finite() and (not value or _EMIN <= value.adjusted() <= _EMAX)
+
+
+def _refusal(text: str) -> str:
+    try:
+        finite = Decimal(text).is_finite()
+    except ArithmeticError:
+        finite = False
+    if finite:
+        return f"{text} is outside the storable range (exponents {_EMIN} to {_EMAX})"
+    return f"{text} is not a finite number (NaN, sNaN and infinities are never stored)"
+
+
 def _default(value: object) -> dict[str, str]:
     if isinstance(value, Decimal):
-        if not value.is_finite():
-            raise StateEncodeError("<state>", f"{value} is not a finite Decimal and cannot be stored")
+        if not _storable(value):
+            raise StateEncodeError("<state>", _refusal(str(value)))
         return {_DECIMAL_TAG: str(value)}
     raise StateEncodeError("<state>", f"a value of type {type(value).__name__} cannot be stored")
 
 
+class _Refused(Exception):
+    """A non-finite number in a payload (raised inside json.loads, located afterwards)."""
+
+
 def _object_hook(obj: dict[str, Any]) -> Any:
     if len(obj) == 1 and type(obj.get(_DECIMAL_TAG)) is str:
-        return Decimal(obj[_DECIMAL_TAG])
+        value = Decimal(obj[_DECIMAL_TAG])
+        if not _storable(value):
+            raise _Refused
+        return value
     return obj
+
+
+def _parse_float(text: str) -> Decimal:
+    value = Decimal(text)
+    if not _storable(value):  # 1e9999999 is finite, but no arithmetic can use it
+        raise _Refused
+    return value
+
+
+def _parse_constant(name: str) -> Any:
+    raise _Refused  # JSON's NaN, Infinity, -Infinity (json.loads accepts them by default)
+
+
+@dataclass(frozen=True, slots=True)
+class _Number:
+    """A number as it is written in the payload (for locating a refused one)."""
+
+    text: str
+
+
+def _where(path: str) -> str:
+    return path or "(top level)"
+
+
+def _locate_refused(payload: bytes) -> str:
+    """Why the payload was refused, naming the first key that holds a non-finite number."""
+    try:
+        stack: list[tuple[str, Any]] = [("", json.loads(payload, parse_float=_Number, parse_constant=_Number))]
+        while stack:
+            path, node = stack.pop()
+            if isinstance(node, dict):
+                tag = node.get(_DECIMAL_TAG)
+                if len(node) == 1 and type(tag) is str:
+                    node = _Number(tag)
+                else:
+                    stack.extend((f"{path}.{k}" if path else str(k), v) for k, v in reversed(node.items()))
+                    continue
+            if isinstance(node, _Number):
+                if not _storable(Decimal(node.text)):
+                    return f"refused value at {_where(path)}: {_refusal(node.text)}"
+            elif isinstance(node, list):
+                stack.extend((f"{path}[{i}]", v) for i, v in reversed(list(enumerate(node))))
+    except (ValueError, ArithmeticError, RecursionError) as exc:
+        return f"payload is not valid JSON: {exc}"
+    return "refused value: a non-finite number"  # not reached: the fast pass found one
+
+
+def _locate_unstorable(state: Any) -> str | None:
+    """The key path of the first value encode refuses, and why (the slow path, only after a refusal)."""
+    stack: list[tuple[str, Any]] = [("", state)]
+    seen: set[int] = set()
+    while stack:
+        path, node = stack.pop()
+        if isinstance(node, Decimal):
+            if not _storable(node):
+                return f"{_where(path)}: {_refusal(str(node))}"
+        elif isinstance(node, float):
+            if not math.isfinite(node):
+                return f"{_where(path)}: {_refusal(repr(node))}"
+        elif isinstance(node, dict | list | tuple):
+            if id(node) in seen:  # shared, or a cycle (json.dumps said which)
+                continue
+            seen.add(id(node))
+            if isinstance(node, dict):
+                for key in node:
+                    if not (key is None or isinstance(key, str | int | float)):
+                        return f"{_where(path)}: a key of type {type(key).__name__} cannot be stored"
+                stack.extend((f"{path}.{k}" if path else str(k), v) for k, v in reversed(node.items()))
+            else:
+                stack.extend((f"{path}[{i}]", v) for i, v in reversed(list(enumerate(node))))
+        elif not (node is None or isinstance(node, str | int)):
+            return f"{_where(path)}: a value of type {type(node).__name__} cannot be stored"
+    return None
 
 
 def _digest(generation: int, length: int, payload: bytes) -> str:
@@ -75,14 +179,19 @@ def _digest(generation: int, length: int, payload: bytes) -> str:
 
 
 def encode_payload(state: Any) -> bytes:
-    """Serialize a state to JSON bytes; raises StateEncodeError for anything not stored exactly."""
+    """Serialize a state to JSON bytes; raises StateEncodeError for anything not stored exactly.
+
+    The error's ``why`` names the key path of the refused value (``ledger.capital: NaN is not ...``).
+    """
     try:
         text = json.dumps(state, default=_default, allow_nan=False, ensure_ascii=False, separators=(",", ":"))
         return text.encode("utf-8")
-    except StateEncodeError:
-        raise
-    except (TypeError, ValueError) as exc:  # NaN/inf floats, non-str keys of odd types, lone surrogates
-        raise StateEncodeError("<state>", f"cannot be stored exactly: {exc}") from exc
+    except (StateEncodeError, TypeError, ValueError, RecursionError) as exc:
+        # NaN/inf Decimals or floats, unknown types, odd keys, lone surrogates, cycles; where, on the slow path
+        why = None if isinstance(exc, RecursionError) else _locate_unstorable(state)
+        if why is None:
+            why = exc.why if isinstance(exc, StateEncodeError) else f"cannot be stored exactly: {exc}"
+        raise StateEncodeError("<state>", why) from None
 
 
 def frame(payload: bytes, generation: int) -> bytes:
@@ -148,7 +257,9 @@ def decode(data: bytes) -> Record:
     if _digest(generation, length, payload) != checksum:
         raise InvalidRecord("checksum mismatch: the file is damaged")
     try:
-        state = json.loads(payload, object_hook=_object_hook, parse_float=Decimal)
+        state = json.loads(payload, object_hook=_object_hook, parse_float=_parse_float, parse_constant=_parse_constant)
+    except _Refused:  # a writer that is not s1mpled (ours refuses these): say which key
+        raise InvalidRecord(_locate_refused(payload)) from None
     except (ValueError, ArithmeticError, RecursionError) as exc:  # only a buggy writer gets here
         raise InvalidRecord(f"payload is not valid JSON: {exc}") from None
     return Record(generation=generation, state=state, length=length, checksum=checksum)

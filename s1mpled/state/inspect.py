@@ -1,7 +1,9 @@
 """Read-only inspection of state files for operators: ``s1mpled state verify|show PATH``.
 
 Nothing here takes the directory lock or renames anything, so it is safe to run next to a live
-daemon. Besides the file itself it reports what ``load()`` would do with the file's siblings.
+daemon. Besides the file itself it reports what ``load()`` would do with the file's siblings. Like
+``load()`` it never follows a symbolic link (the file's owner is not checked: an operator may inspect
+the daemon's files as root).
 """
 
 from __future__ import annotations
@@ -15,7 +17,7 @@ from typing import Any
 
 from s1mpled.errors import StateCorruptError, StateError
 from s1mpled.state import codec, recovery
-from s1mpled.state.store import read_record
+from s1mpled.state.store import read_path, read_record
 
 __all__ = ["Inspection", "inspect", "to_display_json"]
 
@@ -39,25 +41,25 @@ def _base_name(path: Path) -> str:
 
 
 def _observe(path: Path) -> recovery.Observation:
-    try:
-        return read_record(path.read_bytes())[0]
-    except FileNotFoundError:
-        return recovery.Missing()
+    data = read_path(path)
+    return recovery.Missing() if data is None else read_record(data)[0]
 
 
 def inspect(path: str | os.PathLike[str]) -> Inspection:
     """Verify the file at ``path``; raises StateCorruptError (or StateError if unreadable) saying why."""
     p = Path(path)
-    try:
-        data = p.read_bytes()
-    except OSError as exc:
-        raise StateError(str(p), exc.strerror or str(exc)) from None
+    data = read_path(p)
+    if data is None:
+        raise StateError(str(p), "No such file or directory")
     try:
         record = codec.decode(data)
     except codec.InvalidRecord as exc:
         raise StateCorruptError(str(p), str(exc)) from None
     name = _base_name(p)
-    main, journal, prev = (_observe(p.with_name(name + s)) for s in ("", *_SUFFIXES))
+    try:
+        main, journal, prev = (_observe(p.with_name(name + s)) for s in ("", *_SUFFIXES))
+    except StateError as exc:  # a sibling load() would refuse (a symbolic link, a FIFO)
+        return Inspection(p, record, recovery.Plan(error=str(exc)))
     plan = recovery.plan_load(name, main, journal, prev, stamp="<time>")
     return Inspection(p, record, plan)
 

@@ -4,6 +4,11 @@ A plugin author implements two small conversions -- ``state_snapshot()`` (the pl
 JSON-shaped dict, Decimals allowed) and ``restore_state()`` -- and never touches files. The
 ComponentBuilder calls ``load_state()`` for every stateful plugin during recovery step A, before
 anything can trade; ``save_state()`` returns once the state is durable.
+
+A file can verify (its checksum matches) and still hold a state ``restore_state()`` cannot use -- a
+wrong type, a missing key, a value out of range. ``restore_state()`` says so with ValueError("key:
+why") (or LocalStateError); ``load_state()`` turns it into a StateError naming the file and the key,
+so the daemon stops with one clear line instead of a traceback, and nothing half-restored runs.
 """
 
 from __future__ import annotations
@@ -11,6 +16,7 @@ from __future__ import annotations
 from abc import ABC, abstractmethod
 from typing import Any
 
+from s1mpled.errors import LocalStateError, StateError
 from s1mpled.state.store import LoadResult, StateFile
 
 __all__ = ["StatefulPlugin"]
@@ -34,7 +40,10 @@ class StatefulPlugin(ABC):
         """Recover the newest verified state; a fresh start leaves the plugin's initial state."""
         result = self.state_file.load()
         if result.state is not None:
-            self.restore_state(result.state)
+            try:
+                self.restore_state(result.state)
+            except (ValueError, LookupError, TypeError, ArithmeticError, LocalStateError) as exc:
+                raise StateError(str(self.state_file.path), f"the saved state cannot be used: {_why(exc)}") from exc
         return result
 
     async def save_state(self) -> int:
@@ -44,3 +53,11 @@ class StatefulPlugin(ABC):
     def save_state_sync(self) -> int:
         """Blocking variant for code that runs outside the event loop (CLI, shutdown paths)."""
         return self.state_file.save_sync(self.state_snapshot())
+
+
+def _why(exc: BaseException) -> str:
+    if isinstance(exc, KeyError):
+        return f"missing key {exc.args[0]!r}" if exc.args else "missing key"
+    if isinstance(exc, ValueError | LocalStateError):
+        return str(exc)
+    return f"{type(exc).__name__}: {exc}"  # a type or arithmetic error on the snapshot's values

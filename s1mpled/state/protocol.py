@@ -4,7 +4,7 @@ Keeping the steps as a plain list lets the I/O adapter (``store.py``) execute th
 tests replay them on a simulated disk, stopping after any step, so that both are guaranteed to
 talk about the same protocol.
 
-    1. write NAME.journal (O_CREAT|O_TRUNC, mode 0600)
+    1. write NAME.journal (O_CREAT|O_EXCL|O_NOFOLLOW, mode 0600: never through a planted link)
     2. fsync NAME.journal                     -- the new generation is on disk
     3. rename NAME -> NAME.prev               -- keep the previous generation (if NAME exists)
     4. rename NAME.journal -> NAME            -- atomic switch
@@ -23,7 +23,7 @@ __all__ = ["FsyncDir", "FsyncFile", "Op", "RenameFile", "WriteFile", "save_ops"]
 
 @dataclass(frozen=True, slots=True)
 class WriteFile:
-    """Create or truncate ``name`` and write ``data`` to it (not yet durable)."""
+    """Create ``name`` afresh (never through a link) and write ``data`` to it (not yet durable)."""
 
     name: str
     data: bytes

@@ -7,8 +7,14 @@ existed: it completes an interrupted save, falls back loudly to a verified previ
 raises StateCorruptError naming the file.
 
 One process writes a state directory at a time (``fcntl.flock`` on ``s1mpled.lock``); fsync runs
-on a dedicated writer thread, never on the event loop; saves issued while a write is under way
-coalesce into one write of the newest state (group commit).
+on a dedicated writer thread, never on the event loop -- not even at start-up: a ``load()`` called
+on an event-loop thread queues its directory fsync on the writer thread, ahead of every later save;
+saves issued while a write is under way coalesce into one write of the newest state (group commit).
+
+Nothing in the directory is ever followed or trusted blindly: state files are opened with
+``O_NOFOLLOW`` (and the journal is created with ``O_EXCL``), so a symbolic link, a file that is not
+a regular file, or one owned by another user where ``NAME``, ``NAME.prev`` or ``NAME.journal``
+belongs is refused with a StateError naming it -- never read through, never written through.
 """
 
 from __future__ import annotations
@@ -19,17 +25,28 @@ import errno
 import fcntl
 import logging
 import os
+import stat
+import threading
 from collections.abc import Callable
-from concurrent.futures import ThreadPoolExecutor
+from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
-from s1mpled.errors import LocalStateError, StateCorruptError, StateError, StateLockedError
+from s1mpled.errors import LocalStateError, StateCorruptError, StateEncodeError, StateError, StateLockedError
 from s1mpled.state import codec, protocol, recovery
 
-__all__ = ["LOCK_NAME", "LoadResult", "StateDirectory", "StateFile", "StoreStats", "observe", "read_record"]
+__all__ = [
+    "LOCK_NAME",
+    "LoadResult",
+    "StateDirectory",
+    "StateFile",
+    "StoreStats",
+    "observe",
+    "read_path",
+    "read_record",
+]
 
 log = logging.getLogger("s1mpled.state")
 LOCK_NAME = "s1mpled.lock"
@@ -64,18 +81,75 @@ def _stamp() -> str:
     return datetime.now(UTC).strftime("%Y%m%dT%H%M%S.%fZ")
 
 
-def _read(dirfd: int, name: str) -> bytes | None:
+_READ_FLAGS = os.O_RDONLY | os.O_NOFOLLOW | os.O_NONBLOCK | os.O_CLOEXEC  # NONBLOCK: a planted FIFO cannot hang us
+_JOURNAL_FLAGS = os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW | os.O_CLOEXEC
+
+
+class _Refused(Exception):
+    """A directory entry that must not be read or written through; ``str()`` says why."""
+
+
+def _refusal(st: os.stat_result, *, check_owner: bool) -> str | None:
+    """Why a file with this (lstat/fstat) status must not be used, or None."""
+    if stat.S_ISLNK(st.st_mode):
+        return "is a symbolic link; refusing to follow it (state files are never links)"
+    if not stat.S_ISREG(st.st_mode):
+        return "is not a regular file; refusing to use it"
+    if check_owner and st.st_uid != os.geteuid():
+        return f"is owned by uid {st.st_uid}, not by this process's user (uid {os.geteuid()}); refusing to use it"
+    return None
+
+
+def _read(dirfd: int, name: str, *, check_owner: bool = True) -> bytes | None:
+    """The file's bytes (None if it does not exist); raises _Refused for a link, a non-file, a stranger's file."""
     try:
-        fd = os.open(name, os.O_RDONLY | os.O_CLOEXEC, dir_fd=dirfd)
+        fd = os.open(name, _READ_FLAGS, dir_fd=dirfd)
     except FileNotFoundError:
         return None
+    except OSError as exc:
+        if exc.errno != errno.ELOOP:
+            raise
+        why = _refusal(os.stat(name, dir_fd=dirfd, follow_symlinks=False), check_owner=False)
+        raise _Refused(why or "cannot be opened without following a symbolic link") from None
     try:
+        why = _refusal(os.fstat(fd), check_owner=check_owner)
+        if why is not None:
+            raise _Refused(why)
         chunks = []
         while chunk := os.read(fd, 1 << 20):
             chunks.append(chunk)
         return b"".join(chunks)
     finally:
         os.close(fd)
+
+
+def read_path(path: Path, *, check_owner: bool = False) -> bytes | None:
+    """The bytes of the file at ``path`` (None if missing), refused as load() refuses: StateError saying why.
+
+    For read-only tools (``s1mpled state verify``), which may run as another user than the daemon,
+    so the owner is checked only when asked.
+    """
+    try:
+        dirfd = os.open(path.parent, os.O_RDONLY | os.O_DIRECTORY | os.O_CLOEXEC)
+    except OSError as exc:
+        raise _os_error(str(path.parent), exc) from None
+    try:
+        return _read(dirfd, path.name, check_owner=check_owner)
+    except _Refused as exc:
+        raise StateError(str(path), str(exc)) from None
+    except OSError as exc:
+        raise _os_error(str(path), exc) from None
+    finally:
+        os.close(dirfd)
+
+
+def _on_event_loop() -> bool:
+    """Whether the calling thread is running an asyncio event loop (which must never wait for fsync)."""
+    try:
+        asyncio.get_running_loop()
+    except RuntimeError:
+        return False
+    return True
 
 
 def read_record(data: bytes) -> tuple[recovery.Observation, codec.Record | None]:
@@ -90,8 +164,11 @@ def read_record(data: bytes) -> tuple[recovery.Observation, codec.Record | None]
 
 
 def observe(dirfd: int, name: str) -> tuple[recovery.Observation, codec.Record | None]:
-    """Read and classify one file of the directory."""
-    data = _read(dirfd, name)
+    """Read and classify one file of the directory; StateError for a file that must not be used."""
+    try:
+        data = _read(dirfd, name)
+    except _Refused as exc:
+        raise StateError(name, str(exc)) from None
     if data is None:
         return recovery.Missing(), None
     return read_record(data)
@@ -111,6 +188,8 @@ class StateDirectory:
         self.stats = StoreStats()
         self._executor = ThreadPoolExecutor(max_workers=1, thread_name_prefix="s1mpled-state")
         self._files: dict[str, StateFile] = {}
+        self._deferred: list[Future[None]] = []  # directory fsyncs queued by load() on an event loop
+        self._deferred_lock = threading.Lock()
 
     @classmethod
     def open(cls, path: str | os.PathLike[str], *, create: bool = True) -> StateDirectory:
@@ -138,9 +217,15 @@ class StateDirectory:
     def _lock(path: Path, dirfd: int) -> int:
         lock_path = str(path / LOCK_NAME)
         try:
-            fd = os.open(LOCK_NAME, os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, 0o600, dir_fd=dirfd)
+            fd = os.open(LOCK_NAME, os.O_RDWR | os.O_CREAT | os.O_NOFOLLOW | os.O_CLOEXEC, 0o600, dir_fd=dirfd)
         except OSError as exc:
+            if exc.errno == errno.ELOOP:  # we truncate and write the lock file: never through a link
+                raise StateError(lock_path, "is a symbolic link; refusing to follow it") from None
             raise _os_error(lock_path, exc) from None
+        why = _refusal(os.fstat(fd), check_owner=False)
+        if why is not None:
+            os.close(fd)
+            raise StateError(lock_path, why)
         try:
             fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
         except BlockingIOError:
@@ -164,6 +249,10 @@ class StateDirectory:
     def close(self) -> None:
         """Wait for the writer thread, release the lock."""
         self._executor.shutdown(wait=True)
+        for future in self._deferred:
+            if future.exception() is not None:
+                log.critical("%s", future.exception(), extra={"EVENT": "STATE_RECOVERY"})
+        self._deferred.clear()
         for fd in (self._lockfd, self._dirfd):
             with contextlib.suppress(OSError):
                 os.close(fd)
@@ -177,8 +266,39 @@ class StateDirectory:
 
     # -- I/O primitives, run on the writer thread (or the caller's thread for sync use) --
 
+    def sync(self) -> None:
+        """fsync the directory: now, or -- called on an event-loop thread -- queued on the writer thread.
+
+        The queued fsync runs before any later save's first step (one writer thread, in order), and a
+        failure of it is raised by the next ``apply()``; so the loop never waits for the disk, and no
+        save can be acknowledged before what load() renamed is durable.
+        """
+        if _on_event_loop():
+            with self._deferred_lock:
+                self._deferred.append(self._executor.submit(self._fsync_dir))
+        else:
+            self._fsync_dir()
+
+    def _raise_deferred(self) -> None:
+        """A failed directory fsync of load() stops the next write. Only finished ones are looked at: on
+        the writer thread every fsync queued before this write has run, and waiting there for one queued
+        after it would deadlock; a save on another thread fsyncs the directory itself anyway."""
+        with self._deferred_lock:
+            done = [f for f in self._deferred if f.done()]
+            self._deferred = [f for f in self._deferred if not f.done()]
+        for future in done:
+            future.result()
+
+    def _fsync_dir(self) -> None:
+        try:
+            os.fsync(self._dirfd)
+        except OSError as exc:
+            raise _os_error(str(self.path), exc) from None
+        self.stats.fsyncs += 1
+
     def apply(self, ops: list[protocol.Op]) -> None:
         """Execute protocol steps; on failure remove a journal that cannot have been acknowledged."""
+        self._raise_deferred()
         open_fds: dict[str, int] = {}
         try:
             for op in ops:
@@ -197,9 +317,9 @@ class StateDirectory:
     def _apply_one(self, op: protocol.Op, open_fds: dict[str, int]) -> None:
         d = self._dirfd
         if isinstance(op, protocol.WriteFile):
-            fd = os.open(op.name, os.O_WRONLY | os.O_CREAT | os.O_TRUNC | os.O_CLOEXEC, 0o600, dir_fd=d)
+            fd = self._create(op.name)
             open_fds[op.name] = fd
-            os.fchmod(fd, 0o600)  # O_TRUNC keeps the mode of a leftover file
+            os.fchmod(fd, 0o600)  # whatever the umask
             _write_all(fd, op.data)
             self.stats.writes += 1
         elif isinstance(op, protocol.FsyncFile):
@@ -215,12 +335,32 @@ class StateDirectory:
             os.fsync(d)
             self.stats.fsyncs += 1
 
-    def observe(self, name: str) -> tuple[recovery.Observation, codec.Record | None]:
-        """Read and classify one file of this directory."""
+    def _create(self, name: str) -> int:
+        """Create the journal afresh (O_EXCL|O_NOFOLLOW): never truncate or write through what is there.
+
+        load() sets every journal aside, so one found here is the leftover of a save of ours that failed
+        and could not remove it (never acknowledged): it is removed. Anything else -- a symbolic link,
+        a FIFO, a file of another user -- is refused, not touched.
+        """
         try:
-            return observe(self._dirfd, name)
+            return os.open(name, _JOURNAL_FLAGS, 0o600, dir_fd=self._dirfd)
+        except FileExistsError:
+            pass
+        why = _refusal(os.stat(name, dir_fd=self._dirfd, follow_symlinks=False), check_owner=True)
+        if why is not None:
+            raise StateError(str(self.path / name), why)
+        os.unlink(name, dir_fd=self._dirfd)
+        return os.open(name, _JOURNAL_FLAGS, 0o600, dir_fd=self._dirfd)
+
+    def observe(self, name: str) -> tuple[recovery.Observation, codec.Record | None]:
+        """Read and classify one file of this directory; a file that must not be used is a StateError."""
+        try:
+            data = _read(self._dirfd, name)
+        except _Refused as exc:
+            raise StateError(str(self.path / name), str(exc)) from None
         except OSError as exc:
             raise _os_error(str(self.path / name), exc) from None
+        return (recovery.Missing(), None) if data is None else read_record(data)
 
     async def run_in_writer(self, fn: Callable[[], None]) -> None:
         """Run blocking I/O on the directory's single writer thread (keeps writes ordered)."""
@@ -267,7 +407,8 @@ class StateFile:
         if plan.error is not None:
             raise StateCorruptError(str(self.path), plan.error)
         if plan.renames:
-            d.apply([*(protocol.RenameFile(r.src, r.dst) for r in plan.renames), protocol.FsyncDir()])
+            d.apply([protocol.RenameFile(r.src, r.dst) for r in plan.renames])
+            d.sync()  # on an event loop: queued on the writer thread, ahead of every later save
         state = None
         if plan.load_from is not None:
             origin = {"main": self.name, "journal": f"{self.name}.journal", "prev": f"{self.name}.prev"}
@@ -282,7 +423,10 @@ class StateFile:
     def _prepare(self, state: Any) -> list[protocol.Op]:
         if not self._loaded:
             raise LocalStateError(f"{self.path}: save() before load() would discard the stored state")
-        record = codec.encode(state, self.generation + 1)
+        try:
+            record = codec.encode(state, self.generation + 1)
+        except StateEncodeError as exc:
+            raise StateEncodeError(str(self.path), exc.why) from None
         self.generation += 1
         return protocol.save_ops(self.name, record, self._main_exists)
 

@@ -41,6 +41,7 @@ from dataclasses import dataclass
 from decimal import ROUND_CEILING, ROUND_FLOOR, Decimal
 from typing import Any, ClassVar, TypeVar
 
+from s1mpled.config import MAX_PARAM_INT, decimal_bound_error
 from s1mpled.model import OrderType, Side
 
 _T = TypeVar("_T")
@@ -186,8 +187,12 @@ class Params:
     """Typed access to a strategy's parameters that reports problems as ``ValueError("key: why")``.
 
     Values may be Decimal, int or str (config amounts arrive as the YAML scalar's text); floats are
-    refused because they cannot hold money exactly. ``finish()`` refuses keys nobody asked for, so a
-    typo (``take_proft``) is a configuration error instead of a silently ignored setting.
+    refused because they cannot hold money exactly. Whatever the spelling (``"1e400"`` quoted is text
+    until it gets here), a decimal obeys the configuration's bounds -- finite, at most 30 decimal places,
+    below 1e30 -- and an integer is below 1e18. ``finish()`` refuses keys nobody asked for, so a typo
+    (``take_proft``) is a configuration error instead of a silently ignored setting. A parameter that
+    names a schedule event ends in ``_event`` (a list of them: ``_events``): the configuration checks
+    it against schedule.yaml, so a typo there is refused before the strategy is even built.
     """
 
     def __init__(self, params: Mapping[str, Any]) -> None:
@@ -230,6 +235,8 @@ class Params:
             raise ValueError(f"{key}: must be an integer, got {raw!r}") from None
         if not dec.is_finite() or dec != dec.to_integral_value():
             raise ValueError(f"{key}: must be an integer, got {raw!r}")
+        if abs(dec) >= MAX_PARAM_INT:  # int() of "1e999999999" would take forever
+            raise ValueError(f"{key}: must be an integer below 1e18 in size, got {raw!r}")
         value = int(dec)
         if (low is not None and value < low) or (high is not None and value > high):
             raise ValueError(f"{key}: must be in {_bound(low, '-inf')}..{_bound(high, 'inf')}, got {value}")
@@ -338,6 +345,9 @@ def _to_decimal(key: str, raw: Any) -> Decimal:
         raise ValueError(f"{key}: not a number: {raw!r}") from None
     if not value.is_finite():
         raise ValueError(f"{key}: must be finite, got {raw!r}")
+    problem = decimal_bound_error(value)
+    if problem is not None:
+        raise ValueError(f"{key}: {problem}")
     return value
 
 
