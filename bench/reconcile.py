@@ -60,6 +60,8 @@ from s1mpled.reconciliation import (
     SWEEP_EVERY,
     LedgerFacts,
     ReconciliationMonitor,
+    SetCapital,
+    SetHoldings,
     VenueSnapshot,
     facts_of,
     reconcile,
@@ -83,10 +85,14 @@ def symbols(n: int) -> list[str]:
     return [f"X{i:02d}/USDT" for i in range(n)]
 
 
-def sim_config(names: Sequence[str]) -> SimConfig:
-    """``names`` markets at 100.00 with the feed paused (prices move only if we say so: nothing fills)."""
+def sim_config(names: Sequence[str], funding: Decimal) -> SimConfig:
+    """``names`` markets at 100.00 with the feed paused (prices move only if we say so: nothing fills).
+
+    ``funding``: the account's USDT -- exactly the strategies' capital plus what external orders reserve, so
+    no outside money hides a wrong cut.
+    """
     markets = tuple(SimMarket(s, START_PRICE, Decimal("0.0005"), Decimal("1"), PRICE_STEP, AMOUNT_STEP) for s in names)
-    return SimConfig(feed_paused=True, markets=markets, balances={"USDT": Decimal("10000000")})
+    return SimConfig(feed_paused=True, markets=markets, balances={"USDT": funding})
 
 
 class TimedLiveEnvironment(LiveEnvironment):
@@ -141,10 +147,15 @@ class CapturingMonitor(ReconciliationMonitor):
         return self.venue
 
 
+def order_price(j: int) -> Decimal:
+    """The j-th resting buy of a symbol: below the price, 0.10 apart."""
+    return START_PRICE - Decimal(1) - PRICE_STEP * 10 * j
+
+
 async def place_all(worker: StrategyWorker | None, env: LiveEnvironment, symbol: str, count: int, tag: str) -> None:
     """``count`` resting buys below the price; with a worker exactly as the daemon does (intent durable first)."""
     for j in range(count):
-        price = START_PRICE - Decimal(1) - PRICE_STEP * 10 * j
+        price = order_price(j)
         if worker is None:
             cid = f"ext-{tag}-{j}"
             await env.create_order(OrderRequest(cid, symbol, Side.BUY, OrderType.LIMIT, ORDER_AMOUNT, price))
@@ -191,6 +202,66 @@ async def one_pass(
         "external_orders": len(report.external_orders),
         "listed_open": len(monitor.venue.open_orders) if monitor.venue else 0,
         "probed": len(monitor.venue.probed) if monitor.venue else 0,
+    }
+
+
+def outside_money(sim: ExchangeSimulator, workers: Sequence[StrategyWorker]) -> dict[str, Decimal]:
+    """Per asset, what the account holds beyond the strategies' claims (external orders' reservations)."""
+    claims: Counter[str] = Counter()
+    for w in workers:
+        for asset, amount in w.ledger.snapshot().claims().items():
+            claims[asset] += amount  # type: ignore[assignment]
+    return {a: b.total - claims.get(a, Decimal(0)) for a, b in sim.venue.exchange.balances().items()}
+
+
+async def concurrent_fills(
+    monitor: CapturingMonitor, sim: ExchangeSimulator, workers: Sequence[StrategyWorker], seconds: float, rate: float
+) -> dict[str, Any]:
+    """Passes back to back while orders of ours fill on the exchange at ``rate`` per second (no user stream
+    runs here: every fill is found by reconciliation). Wrong corrections: any holdings/capital cut (the
+    account holds no outside money and nothing was sold by hand). Then the exchange goes quiet, two passes
+    run, and every ledger must equal the exchange to the last unit."""
+    stop = asyncio.Event()
+    filled = 0
+    outside = outside_money(sim, workers)
+
+    async def filler() -> None:
+        nonlocal filled
+        start = time.monotonic()
+        while not stop.is_set():
+            due = int((time.monotonic() - start) * rate)  # keep the rate even when passes hog the loop
+            ours = [o for o in sim.venue.exchange.open_orders() if not o.client_order_id.startswith("ext-")]
+            while filled < due and ours:
+                sim.fill(ours.pop(filled * 7919 % len(ours)).client_order_id)
+                filled += 1
+            await asyncio.sleep(0.005)
+
+    wrong, corrections, passes = 0, 0, 0
+    async with asyncio.TaskGroup() as tg:
+        tg.create_task(filler())
+        deadline = time.monotonic() + seconds
+        while time.monotonic() < deadline:
+            report = await monitor.reconcile("schedule")
+            passes += 1
+            corrections += len(report.corrections)
+            wrong += sum(1 for c in report.corrections if isinstance(c, SetHoldings | SetCapital))
+        stop.set()
+    for _ in range(2):
+        report = await monitor.reconcile("startup")
+        wrong += sum(1 for c in report.corrections if isinstance(c, SetHoldings | SetCapital))
+    unequal = {
+        a: (outside.get(a, Decimal(0)), o) for a, o in outside_money(sim, workers).items() if o != outside.get(a, 0)
+    }
+    return {
+        "seconds": seconds,
+        "fills": filled,
+        "fills_per_s": filled / seconds,
+        "passes": passes,
+        "corrections": corrections,
+        "wrong_corrections": wrong,
+        "outside_money": {a: str(v) for a, v in outside.items() if v},
+        "books_equal_exchange": not unequal,
+        "unequal": {a: [str(x), str(y)] for a, (x, y) in unequal.items()},
     }
 
 
@@ -241,7 +312,10 @@ async def measure(work: Path, args: argparse.Namespace) -> dict[str, Any]:
         if isinstance(event, LedgerStateChanged):
             changed[event.reason] += 1
 
-    async with ExchangeSimulator(sim_config(names)) as sim:
+    external = spread(args.orders, len(names))[args.strategies :]
+    reserved = sum((ORDER_AMOUNT * order_price(j) for count in external for j in range(count)), Decimal(0))
+    funding = CAPITAL * min(args.strategies, len(names)) + reserved  # exactly: no outside money
+    async with ExchangeSimulator(sim_config(names, funding)) as sim:
         env = TimedLiveEnvironment(
             LiveConfig("binance", "bench", {"http": sim.http_url, "ws": sim.ws_url}, rate_limit=False),
             Credentials(DEFAULT_API_KEY, DEFAULT_API_SECRET),
@@ -293,6 +367,11 @@ async def measure(work: Path, args: argparse.Namespace) -> dict[str, Any]:
                 floors = await floor(env, args.floor_runs)
                 open_on_exchange = len(sim.state()["open_orders"])
                 believed_open = sum(len(w.ledger.snapshot().open_orders) for w in workers)
+                concurrent = await concurrent_fills(monitor, sim, workers, args.concurrent_s, args.fill_rate)
+                print(
+                    f"  {concurrent['passes']} passes under {concurrent['fills']} concurrent fills: done",
+                    file=sys.stderr,
+                )
             finally:
                 await env.close()
     return {
@@ -312,6 +391,7 @@ async def measure(work: Path, args: argparse.Namespace) -> dict[str, Any]:
         },
         "passes": passes,
         "pass_with_ccxt_rate_limiter": limited,
+        "concurrent_fills": concurrent,
         "pure_diff": diff,
         "floor": floors,
     }
@@ -349,7 +429,7 @@ def _passes_table(report: dict[str, Any]) -> list[str]:
 
 def markdown(report: dict[str, Any]) -> str:
     m, fs, prm, st = report["machine"], report["machine"]["filesystem"], report["params"], report["setup"]
-    d, fl = report["pure_diff"], report["floor"]
+    d, fl, cf = report["pure_diff"], report["floor"], report["concurrent_fills"]
     last = report["passes"][-1]
     expected = {"openOrders": 1, "account": 2, "myTrades": prm["symbols_with_strategies"]}
     quiet = {"openOrders": 1, "account": 2}
@@ -382,6 +462,11 @@ def markdown(report: dict[str, Any]) -> str:
         f"`openOrders` + 2 `account` (before and after the trades: the consistency bracket) + "
         f"{expected['myTrades']} `myTrades` = {sum(expected.values())}; a scheduled pass on a quiet account 3; zero "
         f"per-order probes -> {'O(1) in the number of orders: met' if o1 else 'NOT as expected'}.",
+        "",
+        f"Under concurrent fills (account funded with exactly the strategies' capital, no user stream: every fill "
+        f"found by reconciliation): {cf['passes']} passes in {cf['seconds']:.0f} s while {cf['fills']} orders filled "
+        f"({cf['fills_per_s']:.0f}/s): {cf['corrections']} corrections, **{cf['wrong_corrections']} wrong** "
+        f"(holdings/capital cuts); afterwards books == exchange: {'yes' if cf['books_equal_exchange'] else 'NO'}.",
     ]
     return "\n".join(out)
 
@@ -403,6 +488,8 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
         help="skip the extra pass with ccxt's rate limiter on (~11 s at the defaults)",
     )
     p.add_argument("--floor-runs", type=int, default=5, help="runs of each floor call (default 5)")
+    p.add_argument("--concurrent-s", type=float, default=5.0, help="seconds of passes under fills (default 5)")
+    p.add_argument("--fill-rate", type=float, default=50.0, help="concurrent fills per second (default 50)")
     p.add_argument("--dir", type=Path, default=Path("/var/tmp"), help="parent of the temp dir (default /var/tmp)")
     p.add_argument("--json", type=Path, default=DEFAULT_JSON, help=f"result file (default {DEFAULT_JSON})")
     args = p.parse_args(argv)

@@ -3,10 +3,15 @@ for recovery after a crash ("crash-only").
 
     config (validated before this) ->
     A: open + lock the state directory, restore the environment, build every worker and load its state
+       (then the bus runs, and the private stream starts: B must come after its subscription is
+       confirmed, so that B itself is the catch-up of everything the stream could not deliver)
     B: reconcile every ledger with the exchange (the truth)
-    C: only if A and B succeeded: READY=1, start the streams, the scheduler and the strategies
+    C: only if A and B succeeded and market data is subscribed too: the scheduler, the in-flight
+       checks and the strategies; READY=1
 
-A failure in A or B raises (the CLI exits non-zero with the reason); nothing half-runs. SIGTERM and
+A stream that cannot confirm its subscription keeps retrying (with its backoff) and the operation
+waits, saying what it waits for; ``status`` answers meanwhile. A failure in A or B raises (the CLI
+exits non-zero with the reason); nothing half-runs. SIGTERM and
 SIGINT stop new decisions, wait for in-flight order requests, persist and exit 0; SIGHUP reloads what
 can change safely (log level, alert URLs) and reports what needs a restart.
 """
@@ -17,8 +22,9 @@ import asyncio
 import logging
 import signal
 import time
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Coroutine
 from dataclasses import dataclass
+from typing import Any
 
 from s1mpled.alerts import Alerter
 from s1mpled.builder import ComponentBuilder
@@ -28,7 +34,7 @@ from s1mpled.config import Config, load_config
 from s1mpled.connection import ConnectionMonitor
 from s1mpled.control import ControlServer
 from s1mpled.credentials import load_credentials
-from s1mpled.environments.base import ExecutionEnvironment
+from s1mpled.environments.base import ExecutionEnvironment, Stream
 from s1mpled.environments.paper import STATE_NAME as PAPER_STATE_NAME
 from s1mpled.environments.paper import PaperEnvironment
 from s1mpled.errors import ConfigError, LocalStateError, S1mpledError
@@ -40,6 +46,7 @@ from s1mpled.events import (
     ReconciliationCompleted,
     TradeExecuted,
 )
+from s1mpled.in_flight import InFlightChecks, QueryBudget
 from s1mpled.logs import setup_logging
 from s1mpled.model import Fill
 from s1mpled.reconciliation import ReconciliationMonitor
@@ -55,6 +62,8 @@ __all__ = ["BREAKER_STATE_NAME", "IDENTITY_STATE_NAME", "Operation", "run"]
 log = logging.getLogger("s1mpled.operation")
 BREAKER_STATE_NAME = "circuit-breaker.state.json"
 IDENTITY_STATE_NAME = "operation.state.json"  # which operation, mode and venue these books belong to
+WAITING_LOG_S = 10.0  # while a stream has not confirmed its subscription, say so this often
+IN_FLIGHT_TICK_S = 1.0  # how often the strategies look for orders due for an in-flight check
 
 
 def wall_ms() -> int:
@@ -122,12 +131,12 @@ class Operation:
         venue = "paper" if self.config.mode == "paper" or live is None else live.urls.get("http", live.exchange)
         return {"operation": self.config.operation, "mode": self.config.mode, "venue": venue}
 
-    def _check_identity(self, state_dir: StateDirectory) -> None:
+    async def _check_identity(self, state_dir: StateDirectory) -> None:
         """Refuse books that belong to another operation, mode or exchange (paper profits are no live capital)."""
         f = state_dir.file(IDENTITY_STATE_NAME)
         mine, stored = self._identity(), f.load().state
         if stored is None:
-            f.save_sync(mine)
+            await f.save(mine)  # the writer thread fsyncs: never the event loop
             return
         if stored != mine:
             raise ConfigError(
@@ -141,7 +150,7 @@ class Operation:
     async def _step_a(self, state_dir: StateDirectory) -> Components:
         """Recovery step A: restore every piece of state before anything can act."""
         self._set_phase("loading-state", "recovery A: loading state")
-        self._check_identity(state_dir)
+        await self._check_identity(state_dir)
         env = self._environment(state_dir)
         try:
             await env.start()
@@ -162,8 +171,10 @@ class Operation:
             alert=self.alerter.send,
         )
         breaker.load_state()
+        budget = QueryBudget()  # in-flight checks: one rate for all strategies
         for w in workers:
             w.halted = breaker.breaker.halted
+            w.in_flight_checks = InFlightChecks(budget=budget)
         reconciler = ReconciliationMonitor(
             env,
             workers,
@@ -224,7 +235,7 @@ class Operation:
 
     def steady_status(self) -> str:
         c = self.components
-        if c is None:
+        if c is None or self.phase != "trading":
             return self.phase
         breaker = "OPEN" if c.breaker.breaker.halted else "closed"
         last = c.reconciler.last_at_ms
@@ -259,7 +270,11 @@ class Operation:
         self._stop.set()
 
     def _do_reload(self) -> None:
-        self.notifier.reloading()
+        """Re-read what can change safely. READY=1 ends a reload only once trading: a SIGHUP while
+        startup still waits for a stream must not announce a daemon that is not ready."""
+        ready = self.phase == "trading"
+        if ready:
+            self.notifier.reloading()
         try:
             new = load_config(self.config.path)
         except ConfigError as exc:
@@ -271,7 +286,8 @@ class Operation:
                 if getattr(new, field) != getattr(self.config, field):
                     log.warning("reload: %s changed; it takes effect after a restart", field, extra={"EVENT": "RELOAD"})
             log.info("configuration reloaded (log level, alert URLs)", extra={"EVENT": "RELOAD"})
-        self.notifier.ready(self.steady_status())
+        if ready:
+            self.notifier.ready(self.steady_status())
 
     async def _shutdown(self, c: Components) -> None:
         """Stop deciding, let in-flight requests finish, persist every worker, close the environment."""
@@ -286,10 +302,15 @@ class Operation:
             for w in c.workers:
                 async with w.lock:
                     await w.save_state()
-            for pump in self._pumps:  # streams end before their client closes (no reconnect attempts)
-                pump.cancel()
+            await self._close_streams(c)
+
+    async def _close_streams(self, c: Components) -> None:
+        """Streams end before their client closes (no reconnect attempts), then the environment closes."""
+        for pump in self._pumps:
+            pump.cancel()
+        if self._pumps:
             await asyncio.wait(self._pumps)
-            await c.env.close()
+        await c.env.close()
 
     async def run(self) -> None:
         """Run until SIGTERM/SIGINT; raises S1mpledError if recovery fails."""
@@ -304,20 +325,15 @@ class Operation:
                     tg.create_task(server.serve())
                     c = await self._step_a(state_dir)
                     self.components = c
-                    try:
-                        await self._step_b(c)
-                    except BaseException:
-                        await c.env.close()  # release connections before the failure propagates
-                        raise
                     self._wire(c)
                     tg.create_task(self.bus.run())
-                    self._pumps = [
-                        tg.create_task(self._guarded("user stream", self._pump_user_stream(c))),
-                        tg.create_task(self._guarded("market data", self._pump_market(c))),
-                    ]
+                    if not await self._subscribe_and_reconcile(tg, c):
+                        await self._shutdown(c)  # a stop came while a stream was still unconfirmed
+                        raise _Stop
                     tg.create_task(Scheduler(self._schedules(), self.bus.publish, MonotonicClock()).run())
                     tg.create_task(self._status_loop())
                     tg.create_task(self.notifier.run_watchdog(self.healthy, watchdog_interval()))
+                    tg.create_task(self._in_flight_loop(c))
                     for w in c.workers:
                         await w.start_trading()
                     self.phase = "trading"
@@ -330,8 +346,57 @@ class Operation:
                 pass
         log.info("stopped", extra={"EVENT": "SHUTDOWN"})
 
+    async def _subscribe_and_reconcile(self, tg: asyncio.TaskGroup, c: Components) -> bool:
+        """The private stream first, confirmed; then B, which catches up what it could not deliver before;
+        then market data, confirmed. False if a stop was requested while waiting."""
+        try:
+            self._pumps.append(tg.create_task(self._guarded("user stream", self._pump_user_stream(c))))
+            if not await self._confirmed(c.env, "user"):
+                return False
+            await self._step_b(c)
+            self._pumps.append(tg.create_task(self._guarded("market data", self._pump_market(c))))
+            return await self._confirmed(c.env, "market")
+        except BaseException:
+            await self._close_streams(c)  # release connections before the failure propagates
+            raise
+
+    async def _confirmed(self, env: ExecutionEnvironment, stream: Stream) -> bool:
+        """Wait for ``stream``'s subscription to be confirmed, logging what it waits for every
+        WAITING_LOG_S (its pump keeps retrying meanwhile); False if a stop is requested first."""
+        self._set_phase("subscribing", f"waiting for the {stream} stream to confirm its subscription")
+        while not self._stop.is_set():
+            try:
+                async with asyncio.timeout(WAITING_LOG_S):
+                    await _first_of(env.stream_confirmed(stream), self._stop.wait())
+            except TimeoutError:
+                log.warning(
+                    "still waiting for the %s stream to confirm its subscription (%s); not trading until it does",
+                    stream, env.stream_problem(stream), extra={"EVENT": "STREAM_UNCONFIRMED"},
+                )  # fmt: skip
+                continue
+            if not self._stop.is_set():
+                log.info("the %s stream is subscribed", stream, extra={"EVENT": "STREAM_CONFIRMED"})
+                return True
+        return False
+
+    async def _in_flight_loop(self, c: Components) -> None:
+        """Every IN_FLIGHT_TICK_S, let each strategy ask about its orders that are due (s1mpled.in_flight)."""
+        while True:
+            await asyncio.sleep(IN_FLIGHT_TICK_S)
+            for w in c.workers:
+                await w.check_in_flight()
+
     def _schedules(self) -> list[Schedule]:
         return [Schedule(e.name, e.every_s) for e in self.config.schedule]
+
+
+async def _first_of(*waits: Coroutine[Any, Any, Any]) -> None:
+    """Return as soon as one of ``waits`` has (the others are cancelled)."""
+    async with asyncio.TaskGroup() as tg:
+        tasks = [tg.create_task(w) for w in waits]
+        await asyncio.wait(tasks, return_when=asyncio.FIRST_COMPLETED)
+        for task in tasks:
+            task.cancel()
 
 
 def _first_error(group: BaseExceptionGroup[BaseException]) -> BaseException:

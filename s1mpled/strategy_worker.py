@@ -7,7 +7,8 @@ It is the only writer of its ledger, and everything it does keeps one order of e
    *before* the request leaves. A crash at any point therefore leaves an order the next start can
    look up by client id, and never a second order (the exchange refuses a reused client id).
 2. **Ambiguity is a state.** A submit or cancel that fails without an answer leaves the order
-   UNRESOLVED; only reconciliation settles it. It is never re-sent blindly.
+   UNRESOLVED; a query by client id settles it (:meth:`check_in_flight`, seconds later, bounded by
+   :mod:`s1mpled.in_flight`; else the next reconciliation). It is never re-sent blindly.
 3. **Fills are applied once.** The ledger de-duplicates by trade id, so the stream and the
    reconciliation's REST catch-up can both deliver the same fill.
 4. **Nothing trades before phase C.** Until :meth:`start_trading`, market data only updates the
@@ -39,6 +40,7 @@ from s1mpled.events import (
     TradeExecuted,
 )
 from s1mpled.failpoints import failpoint
+from s1mpled.in_flight import Candidate, InFlightChecks, decide
 from s1mpled.ledger import LedgerOrder, StrategyLedger
 from s1mpled.model import ExchangeOrderStatus, Fill, OrderRequest, OrderType, Side
 from s1mpled.orders import OrderEvent, OrderState, can_cancel, client_order_id, is_terminal, probe_event
@@ -434,3 +436,61 @@ class StrategyWorker(ExecutionWorker, StatefulPlugin):
 
     def _extra(self, cid: str, event: str = "ORDER") -> dict[str, str]:
         return {"STRATEGY": self.name, "SYMBOL": self.symbol, "ORDER_ID": cid, "EVENT": event}
+
+    # -- in-flight checks: an order whose request got no answer is asked about within seconds --
+
+    in_flight_checks: InFlightChecks | None = None
+    """Which UNRESOLVED orders are due for a question (the Operation shares one query budget among all
+    strategies); made on first use if nobody set it."""
+
+    async def check_in_flight(self) -> None:
+        """Ask the exchange by client id about the UNRESOLVED orders that are due (:mod:`s1mpled.in_flight`).
+
+        Without this, an order whose submit timed out (or got a 5xx) idles its strategy until the next
+        scheduled reconciliation. Runs under our lock, so no fill or report races an answer; persists and
+        tells the strategy when an answer settled something, as the stream's reports do.
+        """
+        if not self.trading:
+            return
+        checks = self.in_flight_checks = self.in_flight_checks or InFlightChecks()
+        async with self.lock:
+            if not self.trading:  # a shutdown began while we waited for the lock
+                return
+            changed = False
+            for order in checks.due(self._in_flight_candidates(), self._clock_ms()):
+                changed = await self._check_in_flight_order(checks, order) or changed
+            if changed:
+                await self.persist("in-flight check")
+                await self._flush()
+
+    def _in_flight_candidates(self) -> list[Candidate]:
+        return [
+            Candidate(o.client_order_id, o.updated_ms, o.exchange_order_id is not None or o.filled > 0)
+            for o in self.ledger.snapshot().open_orders
+            if o.state is OrderState.UNRESOLVED
+        ]
+
+    async def _check_in_flight_order(self, checks: InFlightChecks, order: Candidate) -> bool:
+        """One question and its answer; True if the ledger changed."""
+        cid = order.client_order_id
+        try:
+            seen = await self._env.fetch_order(self.symbol, cid)
+        except ExchangeError as exc:
+            log.warning("in-flight check of %s failed: %s", cid, exc, extra=self._extra(cid, "IN_FLIGHT_CHECK"))
+            seen, event = None, None
+        else:
+            event = decide(order, None if seen is None else seen.status, self._clock_ms(), self._env.in_flight_ms)
+        if event is None:
+            if checks.asked(order, self._clock_ms(), self._env.in_flight_ms):
+                log.warning(
+                    "order %s still unresolved after %d in-flight checks; the next reconciliation settles it",
+                    cid, checks.policy.max_checks, extra=self._extra(cid, "IN_FLIGHT_CHECK"),
+                )  # fmt: skip
+            return False
+        if not self._event(cid, event, None if seen is None else seen.exchange_order_id):
+            return False  # a contradiction (logged): reconciliation judges it
+        after = self.ledger.order(cid)
+        log.info("in-flight check: order %s %s", cid, event, extra=self._extra(cid, "IN_FLIGHT_CHECK"))
+        if after is not None and is_terminal(after.state) and after.state is not OrderState.FILLED:
+            self.notify_closed(after)  # a filled one: its fills tell the strategy, as on the stream
+        return True

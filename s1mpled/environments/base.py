@@ -16,14 +16,16 @@ from __future__ import annotations
 
 from abc import ABC, abstractmethod
 from collections.abc import AsyncIterator
+from typing import Literal
 
 from s1mpled.model import Balance, ExchangeOrder, Fill, MarketTick, OrderRequest, UnparsedOrder
 from s1mpled.strategies.base import MarketRules
 
-__all__ = ["ExecutionEnvironment", "MarketRules", "UserStreamEvent"]
+__all__ = ["ExecutionEnvironment", "MarketRules", "Stream", "UserStreamEvent"]
 
 
 UserStreamEvent = Fill | ExchangeOrder
+Stream = Literal["user", "market"]
 
 
 class ExecutionEnvironment(ABC):
@@ -53,6 +55,19 @@ class ExecutionEnvironment(ABC):
     @abstractmethod
     def start_user_data_stream(self) -> AsyncIterator[UserStreamEvent]:
         """The private stream (push): our fills and order status changes until cancelled."""
+
+    async def stream_confirmed(self, stream: Stream) -> None:
+        """Return once ``stream`` (being iterated) has had its subscription confirmed by the exchange.
+
+        Until then an event the exchange sends for it goes nowhere, so nothing may trade (and the
+        startup reconciliation must come after it, to catch up what was sent before). The default
+        suits in-process streams, which cannot miss anything.
+        """
+        return
+
+    def stream_problem(self, stream: Stream) -> str:
+        """What a stream that has not confirmed yet is waiting for (for the log)."""
+        return "nothing"
 
     @abstractmethod
     async def get_open_orders(self) -> list[ExchangeOrder | UnparsedOrder]:

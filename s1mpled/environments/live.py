@@ -11,6 +11,11 @@ Its jobs are translation and supervision, nothing else:
   supervised by a :class:`~s1mpled.connection.Link`: heartbeat, full-jitter backoff, CONNECTION_LOST
   after N failed attempts, CONNECTION_RESTORED on recovery (which triggers a reconciliation, since ccxt
   does not replay what was sent while disconnected);
+- a stream is healthy when it is proven alive, not when it is quiet: the user stream counts as
+  connected once the exchange *answered* its subscription (:meth:`stream_confirmed` lets startup wait
+  for that), and while quiet it must pass :class:`~s1mpled.connection.Hearing`'s checks (our
+  acknowledged orders reported; a cheap account look agreeing with it) or it is reconnected. A frame
+  ccxt cannot digest, which would silently kill its receive loop, is logged once and reconnects too;
 - REST trades carry no client order id on Binance: the environment remembers exchange id -> client id
   from every order it sees and asks for an unknown one once.
 """
@@ -22,12 +27,13 @@ import logging
 import random
 import time
 from collections.abc import AsyncIterator, Awaitable, Callable, Mapping
+from decimal import Decimal
 from typing import Any
 
 from s1mpled.config import LiveConfig
-from s1mpled.connection import Backoff, Link
+from s1mpled.connection import Backoff, Hearing, Holdings, Link
 from s1mpled.credentials import Credentials
-from s1mpled.environments.base import ExecutionEnvironment, UserStreamEvent
+from s1mpled.environments.base import ExecutionEnvironment, Stream, UserStreamEvent
 from s1mpled.environments.ccxt_parse import (
     decimal_of,
     parse_balances,
@@ -54,6 +60,13 @@ log = logging.getLogger("s1mpled.environments.live")
 Publish = Callable[[Event], Awaitable[None]]
 CLIENT_IDS_KEPT = 100_000  # older ones are asked for again (one request) if a REST trade names them
 _DAY_MS = 86_400_000  # Binance's widest myTrades time window
+DEAF_GRACE_S = 10.0  # an acknowledged order must be on the user stream within this (or a heartbeat, if shorter)
+_WS_API, _PUBLIC = "/ws-api", "/stream"  # the two WebSocket families: the user stream, public market data
+_USER_LINKS = ("user-trades", "user-orders")
+_GUARDED = "_s1mpled_guarded"  # set on a ccxt WebSocket client once _guard wrapped it
+_SUBSCRIBED = "_s1mpled_subscribed"  # set on the WS API client once the exchange answered the subscribe
+_BALANCE_KEYS = frozenset({"info", "timestamp", "datetime", "free", "used", "total", "debt"})
+Confirm = Callable[[], Awaitable[None]]
 
 
 def _trade_number(raw: Any) -> int:
@@ -132,6 +145,13 @@ class LiveEnvironment(ExecutionEnvironment):
         self._rng = random.Random()
         self._closed = False
         self.links: dict[str, Link] = {}
+        self._hearing = Hearing(heartbeat_s, min(heartbeat_s, DEAF_GRACE_S))
+        self._heard = 0  # batches the user stream delivered (a look is "clean" if none came during it)
+        self._balance_record: Any = None
+        self._balance_epoch = 0
+        self._poisoned: dict[str, str] = {}  # stream family -> why its connections must be replaced
+        self._confirmed: dict[Stream, asyncio.Event] = {"user": asyncio.Event(), "market": asyncio.Event()}
+        self._wake = asyncio.Event()  # a subscription was answered
 
     # -- lifecycle --
 
@@ -142,7 +162,7 @@ class LiveEnvironment(ExecutionEnvironment):
         cls = getattr(ccxt.pro, self._config.exchange, None)
         if cls is None:
             raise ConfigError("<config>", "live.exchange", f"ccxt.pro has no exchange {self._config.exchange!r}")
-        self._ex = cls(
+        self._ex = _instrumented(cls, self)(
             {
                 "apiKey": self._credentials.api_key,
                 "secret": self._credentials.secret,
@@ -245,7 +265,22 @@ class LiveEnvironment(ExecutionEnvironment):
         except RemoteStateError as exc:
             raise ExchangeUnavailable(f"fetch balance: {exc}") from None
 
+    async def _owed_report(self, client_order_id: str, request: Awaitable[ExchangeOrder]) -> ExchangeOrder:
+        """Send a request whose acknowledgement the user stream must then report (a free proof of life)."""
+        if self._user_armed():
+            self._hearing.expect(client_order_id)
+        try:
+            answer = await request
+        except BaseException:
+            self._hearing.withdraw(client_order_id)
+            raise
+        self._hearing.acknowledged(client_order_id, time.monotonic())
+        return answer
+
     async def create_order(self, request: OrderRequest) -> ExchangeOrder:
+        return await self._owed_report(request.client_order_id, self._create_order(request))
+
+    async def _create_order(self, request: OrderRequest) -> ExchangeOrder:
         price = None if request.type is OrderType.MARKET else request.price
         raw = await self._call(
             self.exchange.create_order(
@@ -264,6 +299,9 @@ class LiveEnvironment(ExecutionEnvironment):
             raise ExchangeUnavailable(f"create order {request.client_order_id}: {exc}") from None
 
     async def cancel_order(self, symbol: str, client_order_id: str) -> ExchangeOrder:
+        return await self._owed_report(client_order_id, self._cancel_order(symbol, client_order_id))
+
+    async def _cancel_order(self, symbol: str, client_order_id: str) -> ExchangeOrder:
         raw = await self._call(
             self.exchange.cancel_order("", symbol, {"origClientOrderId": client_order_id}),
             f"cancel order {client_order_id}",
@@ -335,8 +373,8 @@ class LiveEnvironment(ExecutionEnvironment):
                 fill = await self._fill_of(symbol, t)
                 if fill is not None:
                     fills.append(fill)
-            if len(raw) < 1000:
-                return fills
+            if len(raw) < 1000:  # ccxt sorts by timestamp, and equal timestamps by id *as text*: re-sort
+                return sorted(fills, key=lambda f: int(f.trade_id))
             from_id = max(_trade_number(t) for t in raw) + 1
 
     async def _fill_of(self, symbol: str, raw: Any) -> Fill | None:
@@ -359,6 +397,71 @@ class LiveEnvironment(ExecutionEnvironment):
             self.links[name] = Link(name, self._max_failures, self._heartbeat_s, self._backoff)
         return self.links[name]
 
+    def _guard(self, client: Any) -> Any:
+        """Make a ccxt WebSocket client survive a frame it cannot digest (installed once per client).
+
+        ccxt parses and dispatches every frame inside a done-callback of its receive task. An exception
+        there (truncated JSON; an executionReport with ``"z": "NaN"``) goes to asyncio's exception
+        handler -- a traceback -- and the callback never schedules the next receive: the connection
+        stays open and delivers nothing, and nothing notices. Caught here, the frame is logged once and
+        the stream is poisoned, so it reconnects and the reconnect's reconciliation recovers the event.
+        """
+        if getattr(client, _GUARDED, False):
+            return client
+        inner = client.handle_message
+
+        def handle_message(message: Any) -> None:
+            try:
+                inner(message)
+            except Exception as exc:  # whatever ccxt chokes on: the frame is lost, the stream is not
+                self._bad_frame(client, message, exc)
+
+        client.handle_message = handle_message
+        setattr(client, _GUARDED, True)
+        return client
+
+    def _bad_frame(self, client: Any, message: Any, exc: Exception) -> None:
+        family = _family(str(client.url))
+        if family not in self._poisoned:  # once per connection, however many frames it spoils
+            log.error(
+                "%s stream: ignored a frame ccxt cannot read (%s: %s): %s; reconnecting to catch up",
+                "user" if family == _WS_API else "market", type(exc).__name__, exc, _frame_text(message),
+                extra={"EVENT": "BAD_STREAM_MESSAGE"},
+            )  # fmt: skip
+        self._poison(family, f"a frame it could not read ({type(exc).__name__})")
+
+    def _poison(self, family: str, reason: str) -> None:
+        """Condemn this family's connections: their pending watches wake up failed and reconnect.
+
+        The futures are cancelled, not rejected: a rejected future nobody awaits is logged at exit.
+        """
+        self._poisoned.setdefault(family, reason)
+        for url, client in list(getattr(self.exchange, "clients", {}).items()):
+            if family in url:
+                for future in list(client.futures.values()):
+                    future.cancel()
+        if family == _WS_API:
+            self._hearing.on_lost()
+
+    def _on_frame(self, client: Any, message: Any) -> None:
+        """A public stream's SUBSCRIBE answer (``{"result": null, "id": n}``) confirms its subscription."""
+        if _PUBLIC not in str(client.url) or not isinstance(message, dict) or message.get("id") is None:
+            return
+        if "result" in message and message["result"] is None and "error" not in message:
+            self._confirmed["market"].set()
+
+    def _on_user_subscribed(self, client: Any, message: Any) -> None:
+        """The WebSocket API answered ``userDataStream.subscribe``: from now on our events reach us."""
+        result = message.get("result") if isinstance(message, dict) else None
+        if isinstance(result, dict) and isinstance(result.get("subscriptionId"), int):
+            self._hearing.on_subscribed(time.monotonic())
+            setattr(client, _SUBSCRIBED, True)
+            self._wake.set()
+            log.info(
+                "user data stream subscribed (subscription %s)", result["subscriptionId"],
+                extra={"EVENT": "STREAM_SUBSCRIBED"},
+            )  # fmt: skip
+
     async def _drop_ws_clients(self, family: str) -> None:
         """Close and forget this stream family's WS connections (ccxt can keep a wedged one).
 
@@ -373,29 +476,82 @@ class LiveEnvironment(ExecutionEnvironment):
             except Exception as exc:  # best effort on a broken socket
                 log.debug("closing ws client %s: %s", url, exc)
             self.exchange.clients.pop(url, None)
+        self._poisoned.pop(family, None)
+        if family == _WS_API:
+            self._hearing.on_lost()
 
-    async def _attempt(self, watch: Callable[[], Awaitable[list[Any]]], quiet_ok: bool) -> tuple[list[Any], str | None]:
-        """One watch under the heartbeat deadline: (batch, None) or ([], why it failed)."""
+    def _dead_client(self, family: str) -> str | None:
+        """A client ccxt connected that is closed but still in use: its receive loop ended without a word."""
+        for url, client in list(getattr(self.exchange, "clients", {}).items()):
+            if family in url and getattr(client, "isConnected", False) and client.closed():
+                return "its connection is closed and ccxt did not say so"
+        return None
+
+    async def _bounded(self, step: Callable[[], Awaitable[Any]], silence: str | None) -> tuple[Any, str | None]:
+        """One step under the heartbeat deadline: (result, None) or (None, why it failed).
+
+        ``silence``: what running out of time means (None: nothing -- a quiet stream is fine).
+        """
         task = asyncio.current_task()
         try:
             async with asyncio.timeout(self._heartbeat_s):  # not wait_for: it can swallow a cancel
-                return list(await watch()), None
+                return await step(), None
         except asyncio.CancelledError:
             if task is not None and task.cancelling():
                 raise
-            return [], "its connection was closed under it"  # ccxt cancelled our watch, nobody cancelled us
+            return None, "its connection was closed under it"  # ccxt cancelled our watch, nobody cancelled us
         except TimeoutError:
-            return [], None if quiet_ok else f"no data for {self._heartbeat_s:.0f} s"
+            return None, silence
         except Exception as exc:  # ccxt / network errors
-            return [], f"{exc!r}"
+            return None, f"{exc!r}"
+
+    async def _attempt(
+        self, link: Link, family: str, watch: Callable[[], Awaitable[list[Any]]], confirm: Confirm | None
+    ) -> tuple[list[Any], str | None]:
+        """Confirm the subscription (once per connection), then one watch: (batch, None) or ([], why not)."""
+        failure = self._poisoned.get(family) or self._dead_client(family)
+        if failure is None and confirm is not None and not link.connected:
+            _, failure = await self._bounded(confirm, "the exchange did not acknowledge the subscription")
+            if failure is None:
+                await self._connected(link)
+        if failure is not None:
+            return [], failure
+        silence = None if confirm is not None else f"no data for {self._heartbeat_s:.0f} s"
+        batch, failure = await self._bounded(watch, silence)
+        if failure is not None:
+            return [], self._poisoned.get(family) or failure
+        return list(batch or []), None
+
+    async def _connected(self, link: Link) -> None:
+        for event in link.on_connected(time.monotonic()):
+            await self._publish(event)
+        if link.name == "market":
+            self._confirmed["market"].set()
+        elif self._user_armed():
+            self._confirmed["user"].set()
+
+    def _user_armed(self) -> bool:
+        """Both user watchers are subscribed and about to wait (no await in between): nothing can slip by.
+
+        ccxt keeps an event that arrives while no watch of its kind is pending in a cache, and hands it
+        over only with the next one -- so one watcher still in its backoff would miss reports for a while.
+        """
+        return all(n in self.links and self.links[n].connected for n in _USER_LINKS)
 
     async def _supervised(
-        self, name: str, family: str, watch: Callable[[], Awaitable[list[Any]]], *, quiet_ok: bool
+        self,
+        name: str,
+        family: str,
+        watch: Callable[[], Awaitable[list[Any]]],
+        *,
+        confirm: Confirm | None = None,
     ) -> AsyncIterator[list[Any]]:
         """Yield batches from ``watch`` forever; reconnect with backoff, publish LOST/RESTORED.
 
-        ``quiet_ok``: silence is normal (a private stream of an idle account). ccxt's own pings detect a
-        dead connection there, so a watch that merely times out proves the connection is up.
+        ``confirm`` (the private stream): waits for the exchange to acknowledge the subscription, which
+        is what makes the link connected; silence is normal there (an idle account), so proof of life
+        comes from :class:`~s1mpled.connection.Hearing` instead. Without it (market data) a stream that
+        delivers nothing for a heartbeat is dead.
         """
         link = self._link(name)
         task = asyncio.current_task()
@@ -405,23 +561,31 @@ class LiveEnvironment(ExecutionEnvironment):
             delay = link.next_delay(self._rng)
             if delay:
                 await asyncio.sleep(delay)
-            batch, failure = await self._attempt(watch, quiet_ok)
+            batch, failure = await self._attempt(link, family, watch, confirm)
             if failure is not None:
                 log.warning("%s stream failed (%s); reconnecting", name, failure, extra={"EVENT": "STREAM_FAILED"})
                 for event in link.on_failure(failure):
                     await self._publish(event)
                 await self._drop_ws_clients(family)
                 continue
-            now = time.monotonic()
             if not link.connected:
-                for event in link.on_connected(now):
-                    await self._publish(event)
-            link.on_data(now)
+                await self._connected(link)
+            link.on_data(time.monotonic())
             if batch:
                 yield batch
 
+    async def stream_confirmed(self, stream: Stream) -> None:
+        """Market data: its subscription was answered or it delivered; user: ``userDataStream.subscribe``
+        was answered (ccxt's own flag is raised before the answer, so the answer itself is watched) and
+        both of its watchers wait for events."""
+        await self._confirmed[stream].wait()
+
+    def stream_problem(self, stream: Stream) -> str:
+        names = ("market",) if stream == "market" else _USER_LINKS
+        return "; ".join(_describe(n, self.links.get(n)) for n in names)
+
     async def market_data(self, symbols: tuple[str, ...]) -> AsyncIterator[MarketTick]:
-        async for batch in self._supervised("market", "/stream", lambda: self._watch_tickers(symbols), quiet_ok=False):
+        async for batch in self._supervised("market", _PUBLIC, lambda: self._watch_tickers(symbols)):
             for tick in batch:
                 yield tick
 
@@ -436,27 +600,85 @@ class LiveEnvironment(ExecutionEnvironment):
         return ticks
 
     async def start_user_data_stream(self) -> AsyncIterator[UserStreamEvent]:
-        """Our fills (watch_my_trades) and order updates (watch_orders), merged, each stream supervised."""
+        """Our fills (watch_my_trades) and order updates (watch_orders), merged, each stream supervised,
+        and a listener that proves the (shared) subscription alive while it is quiet."""
         queue: asyncio.Queue[UserStreamEvent] = asyncio.Queue()
 
         async def pump(name: str, watch: Callable[[], Awaitable[list[Any]]]) -> None:
-            async for batch in self._supervised(name, "/ws-api", watch, quiet_ok=True):
+            async for batch in self._supervised(name, _WS_API, watch, confirm=self._subscribe_user):
+                self._heard_from(batch)
                 for item in batch:
                     queue.put_nowait(item)
 
         async with asyncio.TaskGroup() as tg:
             tg.create_task(pump("user-trades", self._watch_trades))
             tg.create_task(pump("user-orders", self._watch_orders))
+            tg.create_task(self._listen())
             while True:
                 yield await queue.get()
+
+    async def _subscribe_user(self) -> None:
+        """Subscribe this connection to our user data (if it is not) and wait for the exchange's answer."""
+        await self.exchange.authenticate({"type": "spot"})
+        url = self.exchange.urls["api"]["ws"]["ws-api"]["spot"]
+        while not getattr(self.exchange.clients.get(url), _SUBSCRIBED, False):
+            self._wake.clear()
+            await self._wake.wait()
+
+    def _heard_from(self, batch: list[UserStreamEvent]) -> None:
+        self._heard += 1
+        self._hearing.on_heard(time.monotonic(), [item.client_order_id for item in batch])
+
+    async def _listen(self) -> None:
+        """Proof of life for the quiet private stream (see Hearing): look at the account when that is due,
+        and condemn a deaf subscription so that it reconnects and a reconciliation catches up."""
+        while True:
+            await asyncio.sleep(min(1.0, self._heartbeat_s / 3))
+            if self._hearing.look_due(time.monotonic()):
+                await self._look()
+            reason = self._hearing.deaf(time.monotonic())
+            if reason is not None:
+                log.warning("the user stream is deaf: %s; reconnecting", reason, extra={"EVENT": "STREAM_DEAF"})
+                self._poison(_WS_API, f"deaf: {reason}")
+
+    async def _look(self) -> None:
+        """One cheap REST look at the account, compared with what the stream reported (clean: nothing
+        arrived on the stream while the request was out)."""
+        heard, (epoch, before) = self._heard, self._stream_balances()
+        try:
+            account: Holdings | None = _holdings(await self.get_balances())
+        except ExchangeError as exc:
+            log.debug("account look failed: %s", exc)
+            account = None
+        after_epoch, after = self._stream_balances()
+        clean = heard == self._heard and (epoch, before) == (after_epoch, after)
+        self._hearing.on_look(time.monotonic(), account, after, after_epoch, clean=clean)
+
+    def _stream_balances(self) -> tuple[int, dict[str, tuple[Decimal, Decimal]]]:
+        """The balances the user stream reported (ccxt keeps them from outboundAccountPosition) and an epoch
+        that changes when ccxt starts that record afresh (a new connection)."""
+        record = (getattr(self.exchange, "balance", None) or {}).get("spot")
+        if not isinstance(record, dict):
+            return 0, {}
+        if record is not self._balance_record:
+            self._balance_record, self._balance_epoch = record, self._balance_epoch + 1
+        out = {}
+        for asset, entry in record.items():
+            if asset in _BALANCE_KEYS or not isinstance(entry, dict):
+                continue
+            try:
+                out[asset] = (decimal_of(entry.get("free"), asset), decimal_of(entry.get("used"), asset))
+            except RemoteStateError:
+                continue  # a garbled entry compares as absent: the look decides
+        return self._balance_epoch, out
 
     async def _watch_trades(self) -> list[UserStreamEvent]:
         out: list[UserStreamEvent] = []
         for t in await self.exchange.watch_my_trades() or []:
             try:
                 out.append(parse_fill(t))
-            except RemoteStateError as exc:  # garbage from the exchange: logged and survived
-                log.error("ignored a malformed trade: %s", exc, extra={"EVENT": "BAD_STREAM_MESSAGE"})
+            except RemoteStateError as exc:  # garbage from the exchange: survived, and caught up if ours
+                self._unreadable("trade", t, exc)
         return out
 
     async def _watch_orders(self) -> list[UserStreamEvent]:
@@ -465,5 +687,64 @@ class LiveEnvironment(ExecutionEnvironment):
             try:
                 out.append(self._order(o))
             except RemoteStateError as exc:
-                log.error("ignored a malformed order update: %s", exc, extra={"EVENT": "BAD_STREAM_MESSAGE"})
+                self._unreadable("order update", o, exc)
         return out
+
+    def _unreadable(self, what: str, raw: Any, exc: RemoteStateError) -> None:
+        """An event ccxt parsed and we cannot: if it is about one of our orders, it is lost -- reconnect,
+        and the reconnect's reconciliation catches it up. Logged unless its frame already was."""
+        if _WS_API not in self._poisoned:
+            log.error("ignored a malformed %s: %s", what, exc, extra={"EVENT": "BAD_STREAM_MESSAGE"})
+        cid = raw.get("clientOrderId") if isinstance(raw, dict) else None
+        if isinstance(cid, str) and parse_client_order_id(cid) is not None:
+            self._poison(_WS_API, f"a {what} of ours it could not read")
+
+
+def _family(url: str) -> str:
+    return _WS_API if _WS_API in url else _PUBLIC
+
+
+def _frame_text(message: Any) -> str:
+    """The start of a frame, for the log."""
+    data = getattr(message, "data", message)
+    text = data.decode(errors="replace") if isinstance(data, bytes) else str(data)
+    return repr(text[:160] + ("..." if len(text) > 160 else ""))
+
+
+def _holdings(balances: Mapping[str, Balance]) -> Holdings:
+    return {asset: (b.free, b.used) for asset, b in balances.items()}
+
+
+def _describe(name: str, link: Link | None) -> str:
+    if link is None:
+        return f"{name}: not started"
+    if link.connected:
+        return f"{name}: subscribed"
+    if link.failures == 0:
+        return f"{name}: connecting"
+    return f"{name}: {link.failures} failed attempt(s), last: {link.last_error}"
+
+
+def _instrumented(base: type[Any], env: LiveEnvironment) -> type[Any]:
+    """``base`` (a ccxt.pro exchange class) with the hooks supervision needs and ccxt has no callbacks for:
+    every WebSocket client guarded against frames it cannot read, subscription answers seen, and a user
+    stream that the exchange terminated (``eventStreamTerminated`` wakes no watch) reconnected."""
+
+    class Instrumented(base):  # type: ignore[misc]  # ccxt is untyped: base is Any
+        def client(self, url: str) -> Any:
+            return env._guard(super().client(url))
+
+        def handle_message(self, client: Any, message: Any) -> None:
+            env._on_frame(client, message)
+            super().handle_message(client, message)
+
+        def handle_user_data_stream_subscribe(self, client: Any, message: Any) -> None:
+            super().handle_user_data_stream_subscribe(client, message)
+            env._on_user_subscribed(client, message)
+
+        def handle_event_stream_terminated(self, client: Any, message: Any) -> None:
+            super().handle_event_stream_terminated(client, message)
+            env._poison(_WS_API, "the exchange terminated the user data stream")
+
+    Instrumented.__name__ = Instrumented.__qualname__ = base.__name__
+    return Instrumented
