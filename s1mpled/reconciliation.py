@@ -780,7 +780,6 @@ class ReconciliationMonitor(MonitorWorker):
         wanted = None if sweep else symbols_to_read(facts, open_orders, before, self._last_balances)
         trades = tuple(await self._trades(facts, wanted))
         after = await self._env.get_balances()
-        self._last_balances = after
         listed = {o.client_order_id for o in open_orders} | {u.client_order_id for u in unparsed}
         probed: dict[str, ExchangeOrder | None] = {}
         owner = _Owners(facts)
@@ -805,6 +804,7 @@ class ReconciliationMonitor(MonitorWorker):
             facts = with_applied(base_facts, self._workers, venue)
             report, self._proposed = confirm_cuts(reconcile(facts, venue, self._env.in_flight_ms), self._proposed)
             await self._apply(report, venue)
+            self._last_balances = venue.balances  # only a pass that completed: a failed one read trades in vain
         self._plan_follow_up(report)
         self._summarize(trigger, report)
         if report.intruders and self._fence is not None:

@@ -15,7 +15,7 @@ import pytest
 
 from s1mpled.config import PaperConfig, PaperMarketConfig
 from s1mpled.environments.paper import PaperEnvironment
-from s1mpled.errors import LocalStateError
+from s1mpled.errors import ExchangeUnavailable, LocalStateError
 from s1mpled.events import Event, ScheduledEvent
 from s1mpled.ledger import StrategyLedger
 from s1mpled.model import (
@@ -586,3 +586,32 @@ def test_a_fallback_to_the_previous_generation_starts_a_new_epoch(tmp_path: Path
 
 async def _drop(event: Event) -> None:
     """Events nobody listens to."""
+
+
+def test_a_failed_pass_does_not_hide_a_moved_balance_from_the_next(state_dir: StateDirectory) -> None:
+    """The balance a failed pass read is not the baseline of the next one: its trades were read in vain, so
+    the next scheduled pass must still see the balance as moved and read that symbol."""
+    p = Pair(state_dir)
+
+    async def main() -> None:
+        await p.env.start()
+        buyer = p.workers[0]
+        await p.monitor.reconcile("startup")
+        lost = client_order_id(buyer.prefix, 40)  # placed by a generation of the books a fallback lost
+        buyer.ledger.begin_epoch("00fa11")
+        await p.env.create_order(OrderRequest(lost, BTC, Side.BUY, OrderType.LIMIT, D("1"), D("99")))
+        p.env.exchange.on_price(BTC, D("98"), p.clock.now)  # fills: the account moved, no ledger knows why
+        failing = p.env.fetch_order
+
+        async def unavailable(symbol: str, cid: str) -> ExchangeOrder | None:
+            raise ExchangeUnavailable("GET /api/v3/order: 503")
+
+        p.env.fetch_order = unavailable  # type: ignore[method-assign]
+        with pytest.raises(ExchangeUnavailable):
+            await p.monitor.reconcile("schedule")
+        p.env.fetch_order = failing  # type: ignore[method-assign]
+        await p.monitor.reconcile("schedule")
+        adopted = buyer.ledger.order(lost)
+        assert adopted is not None and adopted.state is S.FILLED and buyer.ledger.snapshot().holdings > 0
+
+    run(main)
