@@ -298,6 +298,7 @@ class MovingPaper(PaperEnvironment):
         self.after: int | None = None
         self.move: Callable[[], object] = lambda: None
         self.calls: Counter[str] = Counter()
+        self.probes_fail = False
 
     def _count(self, what: str) -> None:
         self.calls[what] += 1
@@ -325,6 +326,8 @@ class MovingPaper(PaperEnvironment):
 
     async def fetch_order(self, symbol: str, client_order_id: str) -> ExchangeOrder | None:
         try:
+            if self.probes_fail:
+                raise ExchangeUnavailable("GET /api/v3/order: 503")
             return await super().fetch_order(symbol, client_order_id)
         finally:
             self._count("order")
@@ -601,15 +604,10 @@ def test_a_failed_pass_does_not_hide_a_moved_balance_from_the_next(state_dir: St
         buyer.ledger.begin_epoch("00fa11")
         await p.env.create_order(OrderRequest(lost, BTC, Side.BUY, OrderType.LIMIT, D("1"), D("99")))
         p.env.exchange.on_price(BTC, D("98"), p.clock.now)  # fills: the account moved, no ledger knows why
-        failing = p.env.fetch_order
-
-        async def unavailable(symbol: str, cid: str) -> ExchangeOrder | None:
-            raise ExchangeUnavailable("GET /api/v3/order: 503")
-
-        p.env.fetch_order = unavailable  # type: ignore[method-assign]
+        p.env.probes_fail = True
         with pytest.raises(ExchangeUnavailable):
             await p.monitor.reconcile("schedule")
-        p.env.fetch_order = failing  # type: ignore[method-assign]
+        p.env.probes_fail = False
         await p.monitor.reconcile("schedule")
         adopted = buyer.ledger.order(lost)
         assert adopted is not None and adopted.state is S.FILLED and buyer.ledger.snapshot().holdings > 0
