@@ -124,8 +124,10 @@ def test_an_order_answered_503_that_executes_later_is_revived_without_a_duplicat
     daemon = Daemon(write_live_config(tmp_path, sim), log)
     daemon.wait_trading(timeout=60)
     wait_until(lambda: len(_ours(sim)) >= 1, 60, "trading")
-    sim.inject("late_order", delay_ms=12_000, times=2)
-    wait_until(lambda: "revived written-off order" in log.read_text(), 90, "a late order revived")
+    # written off once the in-flight window (7 s) has passed and a check found nothing (checks at 2, 4, 8 s);
+    # executed 25 s after it was sent: well after the write-off, even on a loaded machine
+    sim.inject("late_order", delay_ms=25_000, times=2)
+    wait_until(lambda: "revived written-off order" in log.read_text(), 120, "a late order revived")
     passes = daemon.status()["last_reconciliation"]["passes"]
     daemon.wait_for(lambda d: d["last_reconciliation"]["passes"] >= passes + 2 and _settled(d), timeout=60)
     assert daemon.stop() == 0, daemon.log_tail()
