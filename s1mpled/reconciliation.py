@@ -323,16 +323,17 @@ def _exchange_view(
 
 def _settle_one(
     strategy: str, order: LedgerOrder, seen: ExchangeOrder | None, expected: Decimal, *, venue: VenueSnapshot,
-    in_flight_ms: int, out: _Verdicts,
+    in_flight_ms: int, cancel_window_ms: int, out: _Verdicts,
 ) -> None:  # fmt: skip
     """The verdict on one ledger order that is not finished (or was just revived)."""
     cid = order.client_order_id
+    settled_ago = venue.at_ms - order.updated_ms
     if seen is None:
-        if order.state in (OrderState.PENDING, OrderState.UNRESOLVED):
-            if venue.at_ms - order.updated_ms < in_flight_ms:
+        if order.exchange_order_id is None and order.filled == 0:  # never acknowledged (in any state)
+            if settled_ago < in_flight_ms:
                 out.unsettled.append(cid)  # the request may still land: ask again later
                 return
-            after = OrderState.NOT_PLACED
+            after = OrderState.NOT_PLACED  # revived if it lands after all
         else:
             after = OrderState.EXPIRED  # acknowledged once, unknown now: gone without further trades
         out.settle.append(SettleOrder(strategy, cid, order.state, after, expected))
@@ -349,6 +350,10 @@ def _settle_one(
         return  # the missed fills move it to FILLED themselves
     if progress(after) > progress(order.state) or (is_terminal(after) and after != order.state):
         out.settle.append(SettleOrder(strategy, cid, order.state, after, expected))
+    elif after is OrderState.OPEN and order.state is OrderState.CANCEL_PENDING and settled_ago >= cancel_window_ms:
+        # our cancel was lost (a crash between saving it and sending it, or it reached the exchange before
+        # the order did): the order is simply open again, so it can be cancelled again
+        out.settle.append(SettleOrder(strategy, cid, order.state, OrderState.OPEN, expected))
 
 
 def _settlements(
@@ -357,6 +362,8 @@ def _settlements(
     fills: Sequence[ApplyFill],
     revived: Sequence[SettleOrder],
     in_flight_ms: int,
+    *,
+    cancel_window_ms: int,
 ) -> _Verdicts:
     listed = {o.client_order_id: o for o in venue.open_orders}
     unreadable = {u.client_order_id: u for u in venue.unparsed if u.client_order_id is not None}
@@ -376,7 +383,7 @@ def _settlements(
             expected = min(order.filled + added[cid], order.amount)
             _settle_one(
                 strategy, order, _exchange_view(order, venue, listed), expected,
-                venue=venue, in_flight_ms=in_flight_ms, out=out,
+                venue=venue, in_flight_ms=in_flight_ms, cancel_window_ms=cancel_window_ms, out=out,
             )  # fmt: skip
         _contradictions(fact, listed, revived_ids, out)
     return out
@@ -451,19 +458,25 @@ def _own_assets(fact: LedgerFacts) -> tuple[str, str]:
     return fact.snapshot.base, fact.snapshot.quote
 
 
-def reconcile(ledgers: Sequence[LedgerFacts], venue: VenueSnapshot, in_flight_ms: int = IN_FLIGHT_MS) -> Report:
+def reconcile(
+    ledgers: Sequence[LedgerFacts], venue: VenueSnapshot, in_flight_ms: int = IN_FLIGHT_MS, *, restarted: bool = False
+) -> Report:
     """Compare the ledgers with the exchange; pure. Corrections are listed in the order to apply them.
 
-    A PENDING or UNRESOLVED order the exchange does not know is declared NOT_PLACED only once no
+    An order the exchange never acknowledged and does not know is declared NOT_PLACED only once no
     request for it can still arrive (``in_flight_ms`` after its last change); until then it is
-    reported ``unsettled`` and left alone. Balance cuts are computed only from a consistent view.
+    reported ``unsettled`` and left alone. A cancel we saved but that did not take (the order is listed
+    open) is taken as lost after the same window -- at once after a restart (``restarted``), since no
+    cancel of this process can be under way. Balance cuts are computed only from a consistent view.
     """
     facts = {f.snapshot.strategy: f for f in ledgers}
     owner = _Owners(ledgers)
     adoptions, intruders, strays = _adoptions(facts, venue, owner)
     fills = _missed_fills(facts, venue, owner, {o.client_order_id for o in (*intruders, *strays)})
     revived = _revivals(facts, venue, fills, owner)
-    verdicts = _settlements(facts, venue, fills, revived, in_flight_ms)
+    verdicts = _settlements(
+        facts, venue, fills, revived, in_flight_ms, cancel_window_ms=0 if restarted else in_flight_ms
+    )
     cuts: list[Cut] = []
     surplus: dict[str, Decimal] = {}
     if venue.consistent:
@@ -709,6 +722,7 @@ class ReconciliationMonitor(MonitorWorker):
         self._proposed: frozenset[Cut] = frozenset()
         self._said: set[str] = set()  # "logged once" keys: unknown statuses, unreadable orders
         self._last_balances: Mapping[str, Balance] | None = None
+        self._baseline: Mapping[str, Balance] | None = None
         self._since_sweep = 0
         self.last_report: Report | None = None
         self.last_at_ms: int | None = None
@@ -778,6 +792,7 @@ class ReconciliationMonitor(MonitorWorker):
         open_orders, unparsed = _split(await self._env.get_open_orders())
         before = await self._env.get_balances()
         wanted = None if sweep else symbols_to_read(facts, open_orders, before, self._last_balances)
+        self._baseline = before  # what the trades read here account for (not what moved while reading)
         trades = tuple(await self._trades(facts, wanted))
         after = await self._env.get_balances()
         listed = {o.client_order_id for o in open_orders} | {u.client_order_id for u in unparsed}
@@ -802,9 +817,13 @@ class ReconciliationMonitor(MonitorWorker):
             base_facts = [facts_of(w) for w in self._workers]
             venue = await self._venue(base_facts, self._sweep(trigger))
             facts = with_applied(base_facts, self._workers, venue)
-            report, self._proposed = confirm_cuts(reconcile(facts, venue, self._env.in_flight_ms), self._proposed)
+            restarted = trigger.startswith("startup")
+            report = reconcile(facts, venue, self._env.in_flight_ms, restarted=restarted)
+            report, self._proposed = confirm_cuts(report, self._proposed)
             await self._apply(report, venue)
-            self._last_balances = venue.balances  # only a pass that completed: a failed one read trades in vain
+            # The baseline of "balance moved" for the next pass: the balances read *before* the trades (money that
+            # moved while they were read is still to be read), and only of a pass that completed
+            self._last_balances = self._baseline
         self._plan_follow_up(report)
         self._summarize(trigger, report)
         if report.intruders and self._fence is not None:
