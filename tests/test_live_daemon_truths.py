@@ -170,3 +170,22 @@ def test_a_foreign_order_in_a_status_ccxt_does_not_map_does_not_stop_the_daemon(
     assert daemon.stop() == 0, daemon.log_tail()
     _verify(tmp_path, sim, log, {"USDT": EXACT["USDT"] + 10})
     assert "web_oto_1" in log.read_text()
+
+
+@pytest.mark.parametrize(("action", "amount"), [("deposit", "50"), ("withdraw", "50")])
+def test_a_transfer_between_two_requests_of_a_pass(tmp_path: Path, sim: Simulator, action: str, amount: str) -> None:
+    """A deposit inside a pass is outside money: reported, never credited to a strategy. A withdrawal of the
+    strategies' own USDT (there is nothing else on the account) is cut from their capital -- once two
+    consistent views agree, and by exactly the amount withdrawn."""
+    log = tmp_path / "daemon.log"
+    daemon = Daemon(write_live_config(tmp_path, sim), log)
+    daemon.wait_trading(timeout=60)
+    wait_until(lambda: len(_ours(sim)) >= 1, 60, "trading")
+    assert daemon.stop() == 0
+    # a deposit is outside money on top of the opening account; a withdrawal took the strategies' own money
+    outside = Decimal(amount) if action == "deposit" else Decimal(0)
+    transfer = {"fault": "between_requests", "after": 4, "action": action, "asset": "USDT", "amount": amount}
+    _verify(tmp_path, sim, log, {"USDT": EXACT["USDT"] + outside}, fault=transfer)
+    assert [f for f in sim.faults()["fired"] if f["done"]], sim.faults()
+    cuts = [line for line in _cuts(log) if "capital USDT" in line]
+    assert bool(cuts) == (action == "withdraw"), cuts
