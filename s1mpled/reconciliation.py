@@ -54,11 +54,13 @@ from s1mpled.workers import MonitorWorker, Subscription
 
 __all__ = [
     "CONFIRM_AFTER_MS",
+    "HISTORY_LAG_MS",
     "AdoptOrder",
     "Applied",
     "ApplyFill",
     "Correction",
     "LedgerFacts",
+    "Proposal",
     "ReconciliationMonitor",
     "Report",
     "SetCapital",
@@ -67,6 +69,7 @@ __all__ = [
     "VenueSnapshot",
     "apply_correction",
     "confirm_cuts",
+    "moved_symbols",
     "reconcile",
     "symbols_to_read",
 ]
@@ -453,6 +456,17 @@ def _balance_corrections_exact(
     return corrections, surplus
 
 
+def _lagging_assets(facts: Mapping[str, LedgerFacts], unsettled: Sequence[str]) -> set[str]:
+    """Assets of strategies with an order the exchange shows ahead of its trades (or still in flight): the
+    trade history lags, so a shortfall there may be a fill not yet visible -- no cut until it settles."""
+    pending = set(unsettled)
+    out: set[str] = set()
+    for f in facts.values():
+        if any(cid in pending for cid in f.orders):
+            out.update(f.snapshot.claims())
+    return out
+
+
 def _own_assets(fact: LedgerFacts) -> tuple[str, str]:
     """Only holdings (base) and capital (quote) can be cut; a fee debt is never increased."""
     return fact.snapshot.base, fact.snapshot.quote
@@ -481,6 +495,8 @@ def reconcile(
     surplus: dict[str, Decimal] = {}
     if venue.consistent:
         cuts, surplus = _balance_corrections(facts, venue, fills)
+        lagging = _lagging_assets(facts, verdicts.unsettled)
+        cuts = [c for c in cuts if c.asset not in lagging]
     external = tuple(o for o in venue.open_orders if owner(o.client_order_id) == _FOREIGN) + tuple(strays)
     corrections: tuple[Correction, ...] = (*adoptions, *revived, *fills, *verdicts.settle, *cuts)
     return Report(
@@ -496,20 +512,33 @@ def reconcile(
     )
 
 
-def confirm_cuts(report: Report, previous: frozenset[Cut]) -> tuple[Report, frozenset[Cut]]:
-    """Apply holdings/capital cuts only when the previous consistent view asked for exactly the same.
+@dataclass(frozen=True, slots=True)
+class Proposal:
+    """Cuts a consistent view asked for, and when they were first asked for."""
+
+    cuts: frozenset[Cut] = frozenset()
+    since_ms: int = 0
+
+
+def confirm_cuts(report: Report, previous: Proposal, now_ms: int) -> tuple[Report, Proposal]:
+    """Apply holdings/capital cuts only when a consistent view at least ``CONFIRM_AFTER_MS`` earlier asked
+    for exactly the same: a trade history lagging the balances (two passes a few milliseconds apart would
+    both miss the same trade) or a transfer in flight is not a loss.
 
     Returns the report to apply (cuts removed unless confirmed, unconfirmed ones in ``deferred_cuts``)
-    and the cuts to remember for the next pass. A view that was not consistent keeps what was proposed.
+    and the proposal to remember for the next pass. A view that was not consistent keeps what was proposed.
     """
     if not report.balances_checked:
         return report, previous
     cuts = frozenset(c for c in report.corrections if isinstance(c, SetHoldings | SetCapital))
-    if not cuts or cuts == previous:
-        return report, frozenset()
+    if not cuts:
+        return report, Proposal()
+    if cuts == previous.cuts and now_ms - previous.since_ms >= CONFIRM_AFTER_MS:
+        return report, Proposal()
     kept = tuple(c for c in report.corrections if not isinstance(c, SetHoldings | SetCapital))
     deferred = tuple(c for c in report.corrections if isinstance(c, SetHoldings | SetCapital))
-    return replace(report, corrections=kept, deferred_cuts=deferred), cuts
+    proposal = previous if cuts == previous.cuts else Proposal(cuts, now_ms)
+    return replace(report, corrections=kept, deferred_cuts=deferred), proposal
 
 
 # ---------------------------------------------------------------------------------------------- applying
@@ -672,21 +701,16 @@ def symbols_to_read(
     """The symbols whose trades a (non-sweeping) pass must read, decided from the exchange's own answers.
 
     Never from the push stream: reconciliation exists for when the push failed. A symbol is read when
-    a ledger has no cursor on it, when one of our orders on it is not finished and no longer listed open
+    one of our orders on it is not finished and no longer listed open
     (it filled or ended), when a listed order of ours shows an executed quantity the ledger lacks, or
     when its base or quote balance moved since the previous pass (a fill of an order nobody knows, a
     sale by hand). A quiet account thus costs three requests, not one per symbol. (Startup, reconnects
     and every SWEEP_EVERY-th pass read every symbol regardless.)
     """
     listed = {o.client_order_id: o for o in open_orders}
-    moved = {a for a, b in balances.items() if previous is None or previous.get(a) != b}
-    moved |= set() if previous is None else {a for a in previous if a not in balances}
-    out: set[str] = set()
+    out = moved_symbols(facts, balances, previous)
     for f in facts:
         snap = f.snapshot
-        if snap.base in moved or snap.quote in moved:
-            out.add(snap.symbol)
-            continue
         for o in snap.open_orders:
             seen = listed.get(o.client_order_id)
             if seen is None or seen.filled != o.filled:
@@ -695,7 +719,17 @@ def symbols_to_read(
     return out
 
 
+def moved_symbols(
+    facts: Sequence[LedgerFacts], balances: Mapping[str, Balance], previous: Mapping[str, Balance] | None
+) -> set[str]:
+    """The symbols of the strategies whose base or quote balance differs from ``previous``."""
+    moved = {a for a, b in balances.items() if previous is None or previous.get(a) != b}
+    moved |= set() if previous is None else {a for a in previous if a not in balances}
+    return {f.snapshot.symbol for f in facts if f.snapshot.base in moved or f.snapshot.quote in moved}
+
+
 SWEEP_EVERY = 12  # every 12th scheduled pass (an hour at the default 5 minutes) reads every symbol
+HISTORY_LAG_MS = 5_000  # a trade history may lag the balances: a moved symbol is read again this much later
 
 
 class ReconciliationMonitor(MonitorWorker):
@@ -719,10 +753,12 @@ class ReconciliationMonitor(MonitorWorker):
         self._running = asyncio.Lock()
         self._stopped = False
         self._follow_up_at: int | None = None
-        self._proposed: frozenset[Cut] = frozenset()
+        self._proposed = Proposal()
         self._said: set[str] = set()  # "logged once" keys: unknown statuses, unreadable orders
         self._last_balances: Mapping[str, Balance] | None = None
         self._baseline: Mapping[str, Balance] | None = None
+        self._moved: set[str] = set()
+        self._hot: dict[str, int] = {}  # symbol -> when its balances were first seen moved (read until lag passed)
         self._since_sweep = 0
         self.last_report: Report | None = None
         self.last_at_ms: int | None = None
@@ -735,7 +771,7 @@ class ReconciliationMonitor(MonitorWorker):
     @property
     def confirming(self) -> bool:
         """A cut was proposed and awaits the confirming pass."""
-        return bool(self._proposed)
+        return bool(self._proposed.cuts)
 
     async def _on_schedule(self, event: ScheduledEvent) -> None:
         if event.name == self._event:
@@ -791,8 +827,10 @@ class ReconciliationMonitor(MonitorWorker):
         """
         open_orders, unparsed = _split(await self._env.get_open_orders())
         before = await self._env.get_balances()
-        wanted = None if sweep else symbols_to_read(facts, open_orders, before, self._last_balances)
+        wanted = None if sweep else symbols_to_read(facts, open_orders, before, self._last_balances) | set(self._hot)
         self._baseline = before  # what the trades read here account for (not what moved while reading)
+        # against a known previous pass only: the first pass reads every symbol anyway
+        self._moved = set() if self._last_balances is None else moved_symbols(facts, before, self._last_balances)
         trades = tuple(await self._trades(facts, wanted))
         after = await self._env.get_balances()
         listed = {o.client_order_id for o in open_orders} | {u.client_order_id for u in unparsed}
@@ -819,11 +857,12 @@ class ReconciliationMonitor(MonitorWorker):
             facts = with_applied(base_facts, self._workers, venue)
             restarted = trigger.startswith("startup")
             report = reconcile(facts, venue, self._env.in_flight_ms, restarted=restarted)
-            report, self._proposed = confirm_cuts(report, self._proposed)
+            report, self._proposed = confirm_cuts(report, self._proposed, self._clock_ms())
             await self._apply(report, venue)
             # The baseline of "balance moved" for the next pass: the balances read *before* the trades (money that
             # moved while they were read is still to be read), and only of a pass that completed
             self._last_balances = self._baseline
+            self._cool(self._moved)
         self._plan_follow_up(report)
         self._summarize(trigger, report)
         if report.intruders and self._fence is not None:
@@ -840,12 +879,22 @@ class ReconciliationMonitor(MonitorWorker):
             report = await self.reconcile("startup-confirm")
         return report
 
+    def _cool(self, moved: set[str]) -> None:
+        """Symbols whose balances moved stay to be read until a pass read them HISTORY_LAG_MS after: a fill
+        the trade history did not show yet must not be taken as caught up by the balance it moved."""
+        now = self._clock_ms()
+        for symbol in moved:
+            self._hot.setdefault(symbol, now)
+        for symbol, since in list(self._hot.items()):
+            if now - since >= HISTORY_LAG_MS and symbol not in moved:
+                del self._hot[symbol]
+
     def _plan_follow_up(self, report: Report) -> None:
         now = self._clock_ms()
-        due = []
+        due = [since + HISTORY_LAG_MS for since in self._hot.values()]
         if report.unsettled:
             due.append(now + self._env.in_flight_ms)
-        if self._proposed or not report.balances_checked:
+        if self._proposed.cuts or not report.balances_checked:
             due.append(now + CONFIRM_AFTER_MS)
         self._follow_up_at = min(due) if due else None
 

@@ -34,6 +34,7 @@ from s1mpled.model import (
 )
 from s1mpled.orders import OrderEvent, OrderState, can_cancel, client_order_id, order_prefix
 from s1mpled.reconciliation import (
+    CONFIRM_AFTER_MS,
     IN_FLIGHT_MS,
     AdoptOrder,
     ApplyFill,
@@ -885,6 +886,7 @@ def test_monitor_logs_every_correction_critical_with_before_and_after(
         with caplog.at_level(logging.INFO):
             first = await rig.monitor.reconcile("startup")
             assert rig.monitor.confirming and [type(c) for c in first.deferred_cuts] == [SetHoldings]
+            rig.clock.now += CONFIRM_AFTER_MS  # the confirming view comes a moment later, not within the lag
             return [first, await rig.monitor.reconcile("follow-up")]
 
     reports = run(main)

@@ -30,6 +30,7 @@ from s1mpled.model import (
 )
 from s1mpled.orders import OrderEvent, OrderState, client_order_id, order_prefix, progress
 from s1mpled.reconciliation import (
+    CONFIRM_AFTER_MS,
     AdoptOrder,
     ApplyFill,
     ReconciliationMonitor,
@@ -438,6 +439,9 @@ def test_a_sale_by_hand_is_cut_only_after_two_consistent_views_agree(state_dir: 
         await p.env.create_order(OrderRequest("web_1", BTC, Side.SELL, OrderType.MARKET, D("0.4")))
         first = await p.monitor.reconcile("schedule")
         assert buyer.ledger.snapshot().holdings == D(1) and first.deferred_cuts
+        soon = await p.monitor.reconcile("reconnect:user")  # within the history lag: not a confirmation
+        assert soon.corrections == () and soon.deferred_cuts
+        p.clock.now += CONFIRM_AFTER_MS
         second = await p.monitor.reconcile("follow-up")
         assert second.corrections == (SetHoldings("buyer", "BTC", D(1), D("0.6")),)
         assert not p.monitor.confirming
