@@ -5,6 +5,7 @@ not map. Every scenario ends with books == exchange, no lost fill, no duplicate 
 
 from __future__ import annotations
 
+import time
 from collections.abc import Iterator
 from decimal import Decimal
 from pathlib import Path
@@ -12,6 +13,7 @@ from typing import Any
 
 import pytest
 
+from s1mpled.reconciliation import CONFIRM_AFTER_MS
 from tests.daemon_harness import Daemon
 from tests.live_harness import (
     CAPITAL,
@@ -63,6 +65,10 @@ def _verify(
     daemon.wait_trading(timeout=60)
     daemon.wait_for(_settled, timeout=60)
     daemon.reconcile()
+    # a cut one pass proposed is confirmed only by a pass at least CONFIRM_AFTER_MS later (never within the
+    # trade history's lag): wait out that protocol delay, then reconcile again
+    due = time.monotonic() + CONFIRM_AFTER_MS / 1000 + 0.2
+    wait_until(lambda: time.monotonic() >= due, 10, "the cut confirmation delay")
     daemon.reconcile()
     assert daemon.stop() == 0, daemon.log_tail()
     ledgers, ex = read_ledgers(tmp_path / "state"), sim.state()
