@@ -51,7 +51,7 @@ from collections.abc import Awaitable, Callable
 from dataclasses import asdict, dataclass, field
 from decimal import Decimal
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))  # run from a checkout without installing
 
@@ -92,6 +92,9 @@ SEGMENTS = (
 )
 
 
+_T = TypeVar("_T")
+
+
 class TimedStateDirectory(StateDirectory):
     """The real store; remembers when each batch of protocol steps ran on the writer thread."""
 
@@ -100,9 +103,9 @@ class TimedStateDirectory(StateDirectory):
         self.io_ns: list[tuple[int, int]] = []
         self.handoff_ns: list[int] = []
 
-    async def run_in_writer(self, fn: Callable[[], None]) -> None:
+    async def run_in_writer(self, fn: Callable[[], _T]) -> _T:
         self.handoff_ns.append(time.perf_counter_ns())  # the state is encoded: the writes go to the thread
-        await super().run_in_writer(fn)
+        return await super().run_in_writer(fn)
 
     def apply(self, ops: list[protocol.Op]) -> None:
         t0 = time.perf_counter_ns()

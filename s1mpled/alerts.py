@@ -32,14 +32,17 @@ class Alerter:
             client.add(url)
         return bool(client.notify(title="s1mpled", body=message))
 
-    def log_only(self, message: str) -> None:
-        """The alert as a CRITICAL journal entry (every alert is one, whatever else happens)."""
-        log.critical("ALERT: %s", message, extra={"EVENT": "ALERT"})
+    def log_only(self, message: str, *, event: str = "ALERT") -> None:
+        """The alert as a CRITICAL journal entry (every alert is one, whatever else happens).
+
+        ``event``: the entry's EVENT field, so ``journalctl EVENT=STATE_DISK_FULL`` finds it too.
+        """
+        log.critical("ALERT: %s", message, extra={"EVENT": event})
         self.sent += 1
 
-    async def send(self, message: str) -> bool:
+    async def send(self, message: str, *, event: str = "ALERT") -> bool:
         """Log at CRITICAL and deliver to every URL (best effort, bounded in time); True if all delivered."""
-        self.log_only(message)
+        self.log_only(message, event=event)
         if not self.urls:
             return True
         try:

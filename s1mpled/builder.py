@@ -11,7 +11,7 @@ import importlib
 import logging
 from collections.abc import Awaitable, Callable
 
-from s1mpled.config import Config, StrategyConfig
+from s1mpled.config import Config, ScheduleEntry, StrategyConfig
 from s1mpled.environments.base import ExecutionEnvironment
 from s1mpled.errors import ConfigError
 from s1mpled.events import Event
@@ -45,14 +45,25 @@ def _load_class(cfg: StrategyConfig) -> type[Strategy]:
     return obj
 
 
-def build_strategy(cfg: StrategyConfig) -> Strategy:
-    """Instantiate a strategy; a ValueError("key: why") from its parameter checks names the config line."""
+def build_strategy(cfg: StrategyConfig, schedule: tuple[ScheduleEntry, ...]) -> Strategy:
+    """Instantiate a strategy; a ValueError("key: why") from its parameter checks names the config line.
+
+    The events it waits for (its defaults included) must be in the schedule: a DCA left on its default
+    ``strategy_tick`` under a schedule without one would never buy, and nothing would say why.
+    """
     cls = _load_class(cfg)
     try:
-        return cls(cfg.name, cfg.symbol, cfg.params)
+        strategy = cls(cfg.name, cfg.symbol, cfg.params)
     except ValueError as exc:
         key, sep, why = str(exc).partition(": ")
         raise (cfg.param_error(key, why) if sep else cfg.param_error("(params)", str(exc))) from None
+    names = [entry.name for entry in schedule]
+    for event in strategy.waits_for():
+        if event not in names:
+            has = ", ".join(names) or "(none)"
+            why = f"{cfg.class_path} waits for the schedule event {event!r}, which the schedule lacks (it has: {has})"
+            raise ConfigError(cfg.file, cfg.key_path, why, cfg.line)
+    return strategy
 
 
 class ComponentBuilder:
@@ -71,7 +82,7 @@ class ComponentBuilder:
 
     def strategies(self) -> list[Strategy]:
         """Instantiate all strategies (validates classes and parameters; no state touched)."""
-        return [build_strategy(cfg) for cfg in self._config.strategies]
+        return [build_strategy(cfg, self._config.schedule) for cfg in self._config.strategies]
 
     def workers(self) -> list[StrategyWorker]:
         """One loaded StrategyWorker per configured strategy."""

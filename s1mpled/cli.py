@@ -3,6 +3,10 @@
 Every S1mpledError becomes one line on stderr and its exit code (78 for configuration errors, so
 systemd's RestartPreventExitStatus=78 stops a restart loop); anything else is a bug and gets a
 traceback and exit 70.
+
+``run`` says why it stopped through the log instead, at CRITICAL: under systemd that one line reaches
+the journal with PRIORITY=2 (``journalctl -u s1mpled -p err`` answers "why is it down"), with the
+daemon's fields; in a terminal it is the last log line on stderr, with its time.
 """
 
 from __future__ import annotations
@@ -55,15 +59,41 @@ def _config(args: argparse.Namespace) -> Config:
     return load_config(resolve_config_path(args.config, os.environ))
 
 
+_STOP_MEANING = {
+    78: "a configuration error: systemd does not restart it until the configuration is fixed",
+    75: "temporary: systemd restarts it unless it was being stopped",
+    70: "systemd restarts it, and recovery reloads the state from disk",
+}
+
+
 def _cmd_run(args: argparse.Namespace) -> int:
     import asyncio
+    import logging
 
     from s1mpled.logs import setup_logging
-    from s1mpled.operation import run
 
-    config = _config(args)
-    setup_logging(config.log_level, operation=config.operation)
-    asyncio.run(run(config))
+    setup_logging()  # before the configuration is read: an error in it is logged like every other stop
+    log = logging.getLogger("s1mpled.cli")
+    try:
+        config = _config(args)
+        setup_logging(config.log_level, operation=config.operation)
+        from s1mpled.operation import run
+
+        asyncio.run(run(config))
+    except S1mpledError as exc:
+        code = exc.exit_code
+        meaning = _STOP_MEANING.get(code, "")
+        log.critical(
+            "s1mpled stopped: %s (exit %d%s)", exc, code, f", {meaning}" if meaning else "",
+            extra={"EVENT": "STOPPED"},
+        )  # fmt: skip
+        return code
+    except Exception as exc:  # a bug: the traceback goes with the one line, in one journal entry
+        log.critical(
+            "s1mpled stopped by a bug: %r (exit %d, %s)", exc, EX_SOFTWARE, _STOP_MEANING[EX_SOFTWARE],
+            exc_info=True, extra={"EVENT": "STOPPED"},
+        )  # fmt: skip
+        return EX_SOFTWARE
     return 0
 
 
@@ -73,7 +103,7 @@ def _cmd_check_config(args: argparse.Namespace) -> int:
 
     config = _config(args)
     for strategy in config.strategies:
-        build_strategy(strategy)
+        build_strategy(strategy, config.schedule)
     key_file = None
     if config.mode == "live" and config.live is not None:  # `run` would need it: check it now, not at start
         key_file = check_credentials(config.live.credentials, str(config.path), os.environ)
@@ -117,14 +147,21 @@ def _cmd_reconcile(args: argparse.Namespace) -> int:
 
 
 def _cmd_halt(args: argparse.Namespace) -> int:
-    result = _control(args, "halt", {"reason": args.reason} if args.reason else None)
+    payload: dict[str, Any] = {"reason": args.reason} if args.reason else {}
+    if args.keep_positions:
+        payload["keep_positions"] = True
+    result = _control(args, "halt", payload or None)
     print(f"circuit breaker open: {result['reason']} (new signals halted; `s1mpled resume` to trade again)")
+    if result.get("emergency_exit"):
+        print("the emergency exit goes on (`s1mpled halt --keep-positions` keeps what the strategies hold)")
+    elif args.keep_positions:
+        print("no emergency exit: the strategies keep what they hold")
     return 0
 
 
 def _cmd_resume(args: argparse.Namespace) -> int:
     _control(args, "resume")
-    print("circuit breaker closed: trading resumes")
+    print("circuit breaker closed: trading resumes (a pending emergency exit is cancelled)")
     return 0
 
 
@@ -184,6 +221,11 @@ def _parser() -> argparse.ArgumentParser:
     _add_control(sub, "reconcile", _cmd_reconcile, "reconcile with the exchange now and print the report")
     halt = _add_control(sub, "halt", _cmd_halt, "open the circuit breaker: no new orders until resume")
     halt.add_argument("--reason", help="why (shown in status and alerts)")
+    halt.add_argument(
+        "--keep-positions",
+        action="store_true",
+        help="also cancel a pending emergency exit: the strategies keep what they hold",
+    )
     _add_control(sub, "resume", _cmd_resume, "close the circuit breaker: trading resumes")
     alert = sub.add_parser("alert", help="send a critical alert to the journal and the configured Apprise URLs")
     _add_config(alert)

@@ -50,6 +50,7 @@ __all__ = [
     "PaperMarketConfig",
     "ReconciliationConfig",
     "ScheduleEntry",
+    "StartupConfig",
     "StrategyConfig",
     "decimal_bound_error",
     "is_event_param",
@@ -116,6 +117,13 @@ class BreakerConfig:
     emergency_exit: bool
     auto_close_after_s: float | None
     max_reconnect_attempts: int
+
+
+@dataclass(frozen=True, slots=True)
+class StartupConfig:
+    """A start that waits for the exchange (unreachable, a stream not subscribed) alerts after ``alert_after_s``."""
+
+    alert_after_s: float = 300.0
 
 
 @dataclass(frozen=True, slots=True)
@@ -227,6 +235,7 @@ class Config:
     strategies: tuple[StrategyConfig, ...]
     # True when state_dir is the per-user XDG default: its parents (~/.local/state) may be created.
     state_dir_is_default: bool = False
+    startup: StartupConfig = field(default_factory=StartupConfig)
 
 
 # ------------------------------------------------------------------------------------ public functions
@@ -311,6 +320,7 @@ def load_config(path: str | Path | None = None, env: Mapping[str, str] | None = 
     reconciliation = _reconciliation(doc, root, schedule)
     breaker = _breaker(doc, _Map.section(doc, root, "circuit_breaker", optional=True))
     alerts = AlertsConfig(_str_list(doc, _Map.section(doc, root, "alerts", optional=True), "apprise_urls"))
+    startup = StartupConfig(_duration(doc, _Map.section(doc, root, "startup", optional=True), "alert_after", "5m"))
     if not root.has(mode):
         raise doc.error(mode, f"required when mode is {mode}", root.get("mode") or root.node)
     paper_map = _Map.section(doc, root, "paper") if root.has("paper") else None
@@ -333,6 +343,7 @@ def load_config(path: str | Path | None = None, env: Mapping[str, str] | None = 
         reconciliation=reconciliation,
         circuit_breaker=breaker,
         alerts=alerts,
+        startup=startup,
         paper=paper,
         live=live,
         strategies=strategies,
@@ -667,6 +678,7 @@ _TOP_KEYS = (
     "reconciliation",
     "circuit_breaker",
     "alerts",
+    "startup",
     "paper",
     "live",
     "strategies",
@@ -679,6 +691,7 @@ _SECTION_KEYS: dict[str, tuple[str, ...] | None] = {
     "reconciliation": ("event",),
     "circuit_breaker": ("emergency_exit", "auto_close_after", "max_reconnect_attempts"),
     "alerts": ("apprise_urls",),
+    "startup": ("alert_after",),
     "paper": ("seed", "tick_interval", "stream_latency", "fee_rate", "balances", "replay_csv", "markets"),
     "live": ("exchange", "credentials", "urls", "rate_limit", "request_timeout", "heartbeat"),
     "balances": None,

@@ -13,6 +13,8 @@ supervised by a :class:`Link` -- a pure state machine fed with "data arrived", "
   CONNECTION_UNSTABLE_DETECTED for the circuit breaker. The link keeps trying.
 - **Recovery:** the first successful connection after any failure publishes CONNECTION_RESTORED,
   which triggers a reconciliation: events sent while disconnected are lost for good.
+- **Health:** ``connected_at`` is when the current connection began (None while there is none); the
+  circuit breaker closes on how long *every* link has been connected, never on counted events.
 - **Proof of life:** a quiet private stream is normal for an idle account, and it is also exactly what
   a deaf one looks like (subscription gone, receive loop dead). Healthy means proven alive, so
   :class:`Hearing` judges it by what it reports: our own acknowledged orders must show up on it, and
@@ -73,13 +75,14 @@ class Link:
     ever_connected: bool = False
     last_data: float | None = None
     last_error: str | None = None  # why the last attempt failed (for "what are we waiting for" logs)
+    connected_at: float | None = None  # when the current connection began; None while not connected
 
     def on_connected(self, now: float) -> list[Event]:
         """A (re)connection succeeded; after an outage that is CONNECTION_RESTORED."""
         events: list[Event] = []
         if self.ever_connected or self.failures:
             events.append(ConnectionRestored(self.name))
-        self.connected, self.ever_connected = True, True
+        self.connected, self.ever_connected, self.connected_at = True, True, now
         self.failures, self.lost = 0, False
         self.last_data, self.last_error = now, None
         return events
@@ -89,7 +92,7 @@ class Link:
 
     def on_failure(self, error: str) -> list[Event]:
         """An attempt or the live connection failed; the N-th consecutive failure is CONNECTION_LOST."""
-        self.connected = False
+        self.connected, self.connected_at = False, None
         self.failures += 1
         self.last_error = error
         if self.failures >= self.max_failures and not self.lost:

@@ -13,6 +13,17 @@ handler that raises or runs too long gets an error reply, and none of it disturb
 connections. Requests on one connection run one after another; connections run concurrently,
 each client task owned by the server's TaskGroup.
 
+Nor can clients exhaust the daemon (a daemon out of file descriptors cannot save its state):
+
+* at most ``max_clients`` connections are open at once. A new one beyond that closes the connection
+  that has waited longest for a request (so a flood of idle connections never locks the operator
+  out); if every connection is busy in a command, the newcomer gets an error reply and is closed;
+* a connection that sends no complete request line within ``idle_timeout_s`` (connected and silent,
+  or dribbling a line byte by byte) is closed;
+* a client that does not take its reply within ``write_timeout_s`` is cut off;
+* what any client can provoke at will (bad requests, turned-away connections) is logged once, then
+  at most once per ``log_window_s`` as a count -- never one line per request.
+
 Parsing and encoding are pure functions (:func:`parse_request`, :func:`encode_reply`); the rest
 is the asyncio adapter.
 """
@@ -32,7 +43,7 @@ from decimal import Decimal
 from pathlib import Path
 from typing import Any
 
-from s1mpled.errors import ControlError
+from s1mpled.errors import ControlError, LocalStateError, S1mpledError
 
 __all__ = [
     "ControlServer",
@@ -52,6 +63,14 @@ Handler = Callable[[Mapping[str, Any]], Awaitable[Any]]
 _CLIENT_REPLY_LIMIT = 64 * 1024 * 1024  # a status of many strategies may be large; the daemon is trusted
 _PROBE_TIMEOUT_S = 2.0  # how long bind waits for an existing socket's owner to accept
 _CLOSE_TIMEOUT_S = 1.0  # how long closing a connection may wait for the peer to take our last bytes
+_TURN_AWAY_S = 1.0  # how long a turned-away client has to send its request and read the refusal
+# The listen backlog, which is also how many connections asyncio accepts in one go before any of them
+# is served (or closed): a flood holds at most about three such batches of descriptors in flight.
+_BACKLOG = 32
+MAX_CLIENTS = 64  # open control connections at once (file descriptors: the daemon's LimitNOFILE is far above)
+IDLE_TIMEOUT_S = 30.0  # a connection without a complete request line for this long is closed
+WRITE_TIMEOUT_S = 10.0  # a client that does not read its reply for this long is cut off
+LOG_WINDOW_S = 60.0  # what clients can provoke at will is logged at most once per window (then as a count)
 
 
 @dataclass(frozen=True, slots=True)
@@ -121,6 +140,66 @@ def decode_reply(line: bytes) -> Any:
     return reply.get("result")
 
 
+class _Quieted:
+    """A warning any client can provoke at will: logged the first time, then at most once per window,
+    as a count of what happened meanwhile (so a flood costs one line a minute, not one per request)."""
+
+    def __init__(self, event: str, window_s: float) -> None:
+        self.event, self.window_s = event, window_s
+        self._suppressed = 0
+        self._first = self._last = self._summary = ""
+        self._since = 0.0
+        self._timer: asyncio.TimerHandle | None = None
+
+    def warn(self, message: str, summary: str) -> None:
+        """Log ``message`` now, or count it; ``summary`` says what a count means ("bad control requests")."""
+        if self._timer is None:
+            log.warning("%s", message, extra={"EVENT": self.event})
+            self._first = message
+            self._open_window()
+        else:
+            self._suppressed += 1
+            self._last, self._summary = message, summary
+
+    def _open_window(self) -> None:
+        loop = asyncio.get_running_loop()
+        self._since = loop.time()
+        self._timer = loop.call_later(self.window_s, self._flush)
+
+    def _flush(self) -> None:
+        """The window is over: say how many came meanwhile and open a new window, or close it if none did."""
+        self._timer = None
+        if self._say_count():
+            self._open_window()
+
+    def _say_count(self) -> bool:
+        if not self._suppressed:
+            return False
+        elapsed = asyncio.get_running_loop().time() - self._since
+        last = f" (the last: {self._last})" if self._last != self._first else ""
+        log.warning(
+            "%d more %s in the last %.0f s%s", self._suppressed, self._summary, elapsed, last,
+            extra={"EVENT": self.event},
+        )  # fmt: skip
+        self._suppressed = 0
+        return True
+
+    def close(self) -> None:
+        """Stop the timer; what was counted and not yet said is said now."""
+        if self._timer is not None:
+            self._timer.cancel()
+            self._timer = None
+        self._say_count()
+
+
+@dataclass(eq=False, slots=True)
+class _Client:
+    """One open connection: since when it has been waiting for a request (None: busy in a command)."""
+
+    writer: asyncio.StreamWriter
+    idle_since: float | None
+
+
 class ControlServer:
     """Serves the control socket at ``path`` until cancelled, dispatching commands to ``handlers``."""
 
@@ -132,17 +211,35 @@ class ControlServer:
         max_request_bytes: int = 65536,
         request_timeout_s: float = 30.0,
         mode: int = 0o660,
+        max_clients: int = MAX_CLIENTS,
+        idle_timeout_s: float = IDLE_TIMEOUT_S,
+        write_timeout_s: float = WRITE_TIMEOUT_S,
+        log_window_s: float = LOG_WINDOW_S,
     ) -> None:
         if max_request_bytes < 1:
             raise ValueError("max_request_bytes must be positive")
+        if max_clients < 1:
+            raise ValueError("max_clients must be positive")
         self.path = Path(path)
         self.handlers = dict(handlers)
         self.max_request_bytes = max_request_bytes
         self.request_timeout_s = request_timeout_s
         self.mode = mode
+        self.max_clients = max_clients
+        self.idle_timeout_s = idle_timeout_s
+        self.write_timeout_s = write_timeout_s
         self._known = frozenset(self.handlers)
-        self._writers: set[asyncio.StreamWriter] = set()
+        self._clients: dict[asyncio.StreamWriter, _Client] = {}
+        self._turning_away: set[asyncio.StreamWriter] = set()
         self._closing = False
+        self._crowded = _Quieted("CONTROL_CROWDED", log_window_s)
+        self._bad = _Quieted("CONTROL_BAD_REQUEST", log_window_s)
+        self._slow = _Quieted("CONTROL_SLOW_CLIENT", log_window_s)
+
+    @property
+    def clients(self) -> int:
+        """Connections open now (turned-away ones not counted)."""
+        return len(self._clients)
 
     async def serve(self, ready: asyncio.Event | None = None) -> None:
         """Bind (replacing a stale socket), set ``ready``, serve until cancelled, then clean up."""
@@ -155,11 +252,15 @@ class ControlServer:
                 def on_connect(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
                     if self._closing:
                         writer.close()
-                        return
-                    self._writers.add(writer)
-                    tg.create_task(self._serve_client(reader, writer))
+                    elif len(self._clients) < self.max_clients or self._evict_idlest():
+                        self._clients[writer] = _Client(writer, _now())
+                        tg.create_task(self._serve_client(reader, writer))
+                    else:
+                        self._turn_away(tg, reader, writer)
 
-                server = await asyncio.start_unix_server(on_connect, sock=sock, limit=self.max_request_bytes)
+                server = await asyncio.start_unix_server(
+                    on_connect, sock=sock, limit=self.max_request_bytes, backlog=_BACKLOG
+                )
                 log.info("control socket listening on %s", self.path, extra={"EVENT": "CONTROL_LISTENING"})
                 if ready is not None:
                     ready.set()
@@ -168,11 +269,57 @@ class ControlServer:
                 finally:
                     self._closing = True
                     server.close()
-                    for writer in list(self._writers):
+                    for writer in [*self._clients, *self._turning_away]:
                         writer.close()
         finally:
             sock.close()
             self._unlink_if_ours(inode)
+            for quieted in (self._crowded, self._bad, self._slow):
+                quieted.close()
+
+    def _evict_idlest(self) -> bool:
+        """At the limit: close the connection that has waited longest for a request; False if all are busy."""
+        idle = [c for c in self._clients.values() if c.idle_since is not None]
+        if not idle:
+            return False
+        victim = min(idle, key=lambda c: c.idle_since or 0.0)
+        del self._clients[victim.writer]  # its slot is free now; its task ends on the abort
+        victim.writer.transport.abort()
+        self._crowded.warn(
+            f"{self.max_clients} control connections are open (the limit): closing the longest idle one "
+            "for each new one",
+            "idle control connections closed to make room",
+        )
+        return True
+
+    def _turn_away(self, tg: asyncio.TaskGroup, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        """Every slot is busy in a command: refuse with an error reply (or, past a bound, just close)."""
+        self._crowded.warn(
+            f"{self.max_clients} control connections are busy (the limit): refusing new connections",
+            "control connections refused",
+        )
+        if len(self._turning_away) >= self.max_clients:
+            writer.transport.abort()
+            return
+        self._turning_away.add(writer)
+        tg.create_task(self._refuse(reader, writer))
+
+    async def _refuse(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        """Send the refusal, and read the client's request line first (closing a socket with unread
+        data resets it, and the client would never see why)."""
+        try:
+            writer.write(encode_reply(error=f"too many control connections ({self.max_clients}); try again"))
+            async with asyncio.timeout(_TURN_AWAY_S):
+                await writer.drain()
+                await reader.readuntil(b"\n")
+        except (TimeoutError, OSError, asyncio.IncompleteReadError, asyncio.LimitOverrunError):
+            pass
+        finally:
+            self._turning_away.discard(writer)
+            if writer.transport.get_write_buffer_size():
+                writer.transport.abort()  # it did not even take the refusal
+            else:
+                writer.close()
 
     async def _claim_path(self) -> None:
         """Remove a stale socket left by a crashed daemon; refuse if a live server answers on it."""
@@ -203,7 +350,7 @@ class ControlServer:
         try:
             sock.bind(str(self.path))
             os.chmod(self.path, self.mode)
-            sock.listen(64)
+            sock.listen(_BACKLOG)
             sock.setblocking(False)
             inode = os.stat(self.path).st_ino
         except OSError as exc:
@@ -221,35 +368,62 @@ class ControlServer:
             log.warning("cannot remove control socket %s: %s", self.path, exc)
 
     async def _serve_client(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
-        """Answer requests on one connection, one at a time, until EOF, an over-long line or an I/O error."""
+        """Answer requests on one connection, one at a time, until EOF, an over-long line, silence for
+        ``idle_timeout_s``, a reply the client does not take within ``write_timeout_s``, or an I/O error."""
         try:
             while (line := await self._read_request(reader, writer)) is not None:
-                writer.write(await self._answer(line))
-                await writer.drain()
+                self._busy(writer, True)
+                reply = await self._answer(line)
+                if not await self._send(writer, reply):
+                    break
+                self._busy(writer, False)
         except OSError as exc:
             log.debug("control client went away: %s", exc)
         except Exception:  # a bug serving one client must not take the control socket down
             log.exception("control connection failed", extra={"EVENT": "CONTROL_CONNECTION_FAILED"})
         finally:
-            self._writers.discard(writer)
+            self._clients.pop(writer, None)
             await _close(writer)
 
-    async def _read_request(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> bytes | None:
-        """The next request line, or None when the client is done (EOF) or sent a line longer than allowed."""
+    def _busy(self, writer: asyncio.StreamWriter, busy: bool) -> None:
+        client = self._clients.get(writer)
+        if client is not None:
+            client.idle_since = None if busy else _now()
+
+    async def _send(self, writer: asyncio.StreamWriter, data: bytes) -> bool:
+        """Write ``data`` within the write deadline; False (the connection aborted) if the client does not read."""
+        writer.write(data)
         try:
-            return await reader.readuntil(b"\n")
+            async with asyncio.timeout(self.write_timeout_s):
+                await writer.drain()
+        except TimeoutError:
+            self._slow.warn(
+                f"a control client did not read its reply within {self.write_timeout_s}s; cutting it off",
+                "control clients cut off for not reading",
+            )
+            writer.transport.abort()
+            return False
+        return True
+
+    async def _read_request(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> bytes | None:
+        """The next request line, or None when the client is done (EOF), silent for ``idle_timeout_s``
+        or sent a line longer than allowed."""
+        try:
+            async with asyncio.timeout(self.idle_timeout_s):
+                return await reader.readuntil(b"\n")
+        except TimeoutError:
+            log.debug("control client sent no request for %ss; closing the connection", self.idle_timeout_s)
+            return None
         except asyncio.IncompleteReadError as exc:
             if exc.partial:
                 log.debug("control client disconnected mid-request (%d bytes)", len(exc.partial))
             return None
         except asyncio.LimitOverrunError:
-            log.warning(
-                "control request longer than %d bytes; closing the connection",
-                self.max_request_bytes,
-                extra={"EVENT": "CONTROL_BAD_REQUEST"},
+            self._bad.warn(
+                f"control request longer than {self.max_request_bytes} bytes; closing the connection",
+                "bad or refused control requests",
             )
-            writer.write(encode_reply(error=f"request longer than {self.max_request_bytes} bytes"))
-            await writer.drain()
+            await self._send(writer, encode_reply(error=f"request longer than {self.max_request_bytes} bytes"))
             return None
 
     async def _answer(self, line: bytes) -> bytes:
@@ -257,9 +431,13 @@ class ControlServer:
         try:
             req = parse_request(line, self._known)
         except ControlError as exc:
-            log.warning("bad control request: %s", exc, extra={"EVENT": "CONTROL_BAD_REQUEST"})
+            self._bad.warn(f"bad control request: {exc}", "bad or refused control requests")
             return encode_reply(error=str(exc))
         log.debug("control command %s", req.cmd, extra={"EVENT": "CONTROL_REQUEST"})
+        return await self._run(req)
+
+    async def _run(self, req: Request) -> bytes:
+        """The reply line of one parsed request: the handler's result or why there is none."""
         try:
             async with asyncio.timeout(self.request_timeout_s) as deadline:
                 result = await self.handlers[req.cmd](req.args)
@@ -268,6 +446,9 @@ class ControlServer:
                 return self._failed(req.cmd, TimeoutError("handler raised TimeoutError"))
             log.error("control command %s took longer than %ss", req.cmd, self.request_timeout_s)
             return encode_reply(error=f"{req.cmd} did not finish within {self.request_timeout_s}s")
+        except ControlError as exc:  # the command refused (e.g. not trading yet): an answer, not a bug
+            self._bad.warn(f"control command {req.cmd} refused: {exc}", "bad or refused control requests")
+            return encode_reply(error=str(exc))
         except Exception as exc:
             return self._failed(req.cmd, exc)
         try:
@@ -277,8 +458,16 @@ class ControlServer:
 
     @staticmethod
     def _failed(cmd: str, exc: BaseException, what: str = "failed") -> bytes:
-        log.error("control command %s %s", cmd, what, exc_info=exc, extra={"EVENT": "CONTROL_HANDLER_FAILED"})
+        if isinstance(exc, S1mpledError) and not isinstance(exc, LocalStateError):
+            # expected (the exchange is down, a save failed): one line; a traceback only for a bug
+            log.warning("control command %s %s: %s", cmd, what, exc, extra={"EVENT": "CONTROL_HANDLER_FAILED"})
+        else:  # a bug: the traceback is the evidence
+            log.error("control command %s %s", cmd, what, exc_info=exc, extra={"EVENT": "CONTROL_HANDLER_FAILED"})
         return encode_reply(error=f"{cmd} {what}: {exc or type(exc).__name__}")
+
+
+def _now() -> float:
+    return asyncio.get_running_loop().time()
 
 
 async def _close(writer: asyncio.StreamWriter) -> None:

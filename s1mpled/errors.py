@@ -9,7 +9,9 @@ it to an exit code and a one-line message in one place (``s1mpled.cli``). Third-
     ├── StateError               the durable state store
     │   ├── StateCorruptError    no verified generation of a state file exists
     │   ├── StateLockedError     another process owns the state directory
-    │   └── StateEncodeError     a value cannot be persisted exactly (e.g. NaN, an unknown type)
+    │   ├── StateEncodeError     a value cannot be persisted exactly (e.g. NaN, an unknown type)
+    │   ├── StateDiskFullError   ENOSPC/EDQUOT writing a state: nothing written, retried until space returns
+    │   └── StateFsyncError      fsync failed: fail-stop (exit 70), recovery reloads from disk
     ├── LocalStateError          our own invariant broke (an illegal state transition): a bug
     ├── RemoteStateError         the exchange contradicted itself or sent garbage
     ├── ExchangeError            talking to the exchange failed
@@ -34,8 +36,10 @@ __all__ = [
     "RemoteStateError",
     "S1mpledError",
     "StateCorruptError",
+    "StateDiskFullError",
     "StateEncodeError",
     "StateError",
+    "StateFsyncError",
     "StateLockedError",
 ]
 
@@ -84,6 +88,27 @@ class StateLockedError(StateError):
 
 class StateEncodeError(StateError):
     """A state value cannot be stored exactly (NaN, infinity, an unsupported type, a reserved key)."""
+
+
+class StateDiskFullError(StateError):
+    """No space (ENOSPC) or quota (EDQUOT) to write a state; the journal was removed, nothing else changed.
+
+    Retryable: the previous generation is intact, and the store writes the newest state once space
+    returns (``StateFile.save`` waits and retries; ``wait_for_space=False`` raises this instead).
+    """
+
+    exit_code = EX_TEMPFAIL
+
+
+class StateFsyncError(StateError):
+    """fsync of a state file or the state directory failed (EIO, or any other errno).
+
+    Fail-stop: after a failed fsync the kernel may have dropped the dirty pages and marked them clean,
+    so the page cache no longer tells what is on disk and retrying fsync can "succeed" with the data
+    lost (Rebello et al., "Can Applications Recover from fsync Failures?", USENIX ATC'20). The
+    directory refuses every later write, the daemon exits 70, systemd restarts it and recovery
+    reloads the state from disk.
+    """
 
 
 class LocalStateError(S1mpledError):

@@ -4,9 +4,14 @@ Why: an operator asks journald "what did strategy dca-btc do during operation X"
 may carry the UPPERCASE fields in :data:`FIELDS` (passed as ``extra=``). Under systemd the records
 go to ``systemd.journal.JournalHandler``, which turns UPPERCASE record attributes into journal
 fields (``journalctl STRATEGY=dca-btc``). Anywhere else -- or when python-systemd is missing -- a
-stderr handler shows them inline (``LEVEL logger: message [EVENT=.. STRATEGY=..]``); when that
-stderr is the journal's stream, each line starts with the ``<N>`` syslog priority so journald still
-files it at the right level.
+stderr handler shows them inline (``TIME LEVEL logger: message [EVENT=.. STRATEGY=..]``); when that
+stderr is the journal's stream, each line starts with the ``<N>`` syslog priority instead of the
+time, so journald files it at the right level and stamps it itself.
+
+"Under systemd" means: stderr is the journal's stream (``$JOURNAL_STREAM`` names its device and
+inode, systemd.exec(5) -- the variable alone is not enough, a terminal started by a systemd user
+service passes it on to every shell), or ``$INVOCATION_ID`` is set and stderr is not a terminal. A
+terminal (``make run``, ``s1mpled run`` by hand) gets plain stderr lines with their time.
 
 Secrets (API keys) must never reach a log line: :func:`register_secret` makes the
 :class:`SecretFilter` on every handler installed here replace them with ``***`` in messages,
@@ -31,6 +36,7 @@ __all__ = [
     "StructuredFormatter",
     "bind",
     "clear_secrets",
+    "is_journal_stream",
     "register_secret",
     "setup_logging",
     "syslog_priority",
@@ -73,11 +79,16 @@ class StructuredFormatter(logging.Formatter):
 
     With ``syslog_prefix`` every line (tracebacks included) starts with ``<N>``, because journald
     reads the priority prefix per line of a stream and would file continuation lines as INFO.
+    With ``timestamps`` every line starts with the record's local time to the millisecond
+    (``2026-05-04 13:02:11.042``), for a terminal or a file; journald stamps lines itself.
     """
 
-    def __init__(self, *, syslog_prefix: bool = False) -> None:
+    default_msec_format = "%s.%03d"
+
+    def __init__(self, *, syslog_prefix: bool = False, timestamps: bool = False) -> None:
         super().__init__()
         self.syslog_prefix = syslog_prefix
+        self.timestamps = timestamps
 
     def format(self, record: logging.LogRecord) -> str:
         """Render the record on one line (plus traceback lines), fields in brackets at the end."""
@@ -93,9 +104,11 @@ class StructuredFormatter(logging.Formatter):
             text += "\n" + record.exc_text
         if record.stack_info:
             text += "\n" + self.formatStack(record.stack_info)
-        if not self.syslog_prefix:
+        prefix = f"{self.formatTime(record)} " if self.timestamps else ""
+        if self.syslog_prefix:
+            prefix = f"<{syslog_priority(record.levelno)}>{prefix}"
+        if not prefix:
             return text
-        prefix = f"<{syslog_priority(record.levelno)}>"
         return "\n".join(prefix + line for line in text.split("\n"))
 
 
@@ -186,8 +199,39 @@ def bind(logger: logging.Logger, **fields: str) -> logging.LoggerAdapter[logging
     return _FieldAdapter(logger, dict(fields))
 
 
-def _under_systemd(environ: Mapping[str, str]) -> bool:
-    return bool(environ.get("JOURNAL_STREAM") or environ.get("INVOCATION_ID"))
+def _fd_of(stream: TextIO) -> int | None:
+    try:
+        return stream.fileno()
+    except (AttributeError, OSError, ValueError):  # io.StringIO: io.UnsupportedOperation
+        return None
+
+
+def is_journal_stream(stream: TextIO, environ: Mapping[str, str]) -> bool:
+    """Whether ``stream`` is journald's: ``$JOURNAL_STREAM`` is ``DEVICE:INODE`` of the very file it writes to.
+
+    A stream with no file descriptor (a test's StringIO) is taken at the variable's word.
+    """
+    value = environ.get("JOURNAL_STREAM")
+    if not value:
+        return False
+    fd = _fd_of(stream)
+    if fd is None:
+        return True
+    try:
+        st = os.fstat(fd)
+    except OSError:
+        return False
+    return value == f"{st.st_dev}:{st.st_ino}"
+
+
+def _under_systemd(environ: Mapping[str, str], stream: TextIO) -> bool:
+    """stderr is the journal, or this is a systemd service whose stderr is not a terminal (see the module doc)."""
+    if is_journal_stream(stream, environ):
+        return True
+    if not environ.get("INVOCATION_ID"):
+        return False
+    fd = _fd_of(stream)
+    return fd is None or not os.isatty(fd)
 
 
 def _journal_handler() -> logging.Handler | None:
@@ -208,13 +252,14 @@ def _parse_level(level: str) -> int:
 
 
 def _make_handler(stream: TextIO | None, journald: bool | None) -> logging.Handler:
-    systemd = _under_systemd(os.environ)
+    out = stream if stream is not None else sys.stderr
+    systemd = _under_systemd(os.environ, out)
     if journald if journald is not None else systemd:
         handler = _journal_handler()
         if handler is not None:
             return handler
-    stream_handler = logging.StreamHandler(stream if stream is not None else sys.stderr)
-    stream_handler.setFormatter(StructuredFormatter(syslog_prefix=systemd))
+    stream_handler = logging.StreamHandler(out)
+    stream_handler.setFormatter(StructuredFormatter(syslog_prefix=systemd, timestamps=not systemd))
     return stream_handler
 
 
@@ -223,9 +268,10 @@ def setup_logging(
 ) -> None:
     """Install the one s1mpled handler on the root logger, replacing any an earlier call installed.
 
-    ``journald``: None chooses the journal when running under systemd (JOURNAL_STREAM or
-    INVOCATION_ID set), True asks for it anywhere, False never uses it; without python-systemd the
-    stderr handler is used (with ``<N>`` prefixes under systemd). ``level`` applies to s1mpled's own
+    ``journald``: None chooses the journal when running under systemd (stderr is the journal's
+    stream, or INVOCATION_ID is set and stderr is no terminal), True asks for it anywhere, False never
+    uses it; without python-systemd the stderr handler is used (with ``<N>`` prefixes under systemd,
+    with timestamps elsewhere). ``level`` applies to s1mpled's own
     loggers; the root logger (third-party libraries) stays at INFO or above, so ``debug`` does not
     drown the journal in websocket frames.
     """

@@ -9,9 +9,13 @@ for recovery after a crash ("crash-only").
     C: only if A and B succeeded and market data is subscribed too: the scheduler, the in-flight
        checks and the strategies; READY=1
 
-A stream that cannot confirm its subscription keeps retrying (with its backoff) and the operation
-waits, saying what it waits for; ``status`` answers meanwhile. A failure in A or B raises (the CLI
-exits non-zero with the reason); nothing half-runs. SIGTERM and
+Keep going safely: an exchange that does not answer in A (live: loading markets, checking the key) or
+B is waited out -- tried again with capped backoff (s1mpled.startup), never traded around -- and a
+stream that cannot confirm its subscription keeps retrying (with its backoff) while the operation
+waits. Meanwhile the daemon says what it waits for: systemd's STATUS (each retry extends the start
+timeout: EXTEND_TIMEOUT_USEC), the log, ``status``, and a critical alert after ``startup.alert_after``.
+Any other failure in A or B raises (the CLI exits non-zero with the reason; a refused API key is a
+configuration error, exit 78); nothing half-runs. SIGTERM and
 SIGINT stop new decisions, wait for in-flight order requests, persist and exit 0; SIGHUP reloads what
 can change safely (log level, alert URLs) and reports what needs a restart.
 """
@@ -20,11 +24,13 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import random
 import signal
 import time
 from collections.abc import Awaitable, Callable, Coroutine
-from dataclasses import dataclass
-from typing import Any
+from dataclasses import dataclass, replace
+from functools import partial
+from typing import Any, TypeVar
 
 from s1mpled.alerts import Alerter
 from s1mpled.builder import ComponentBuilder
@@ -37,20 +43,21 @@ from s1mpled.credentials import load_credentials
 from s1mpled.environments.base import ExecutionEnvironment, Stream
 from s1mpled.environments.paper import STATE_NAME as PAPER_STATE_NAME
 from s1mpled.environments.paper import PaperEnvironment
-from s1mpled.errors import ConfigError, LocalStateError, S1mpledError
-from s1mpled.events import (
-    ConnectionRestored,
-    ConnectionUnstableDetected,
-    MarketData,
-    OrderUpdated,
-    ReconciliationCompleted,
-    TradeExecuted,
+from s1mpled.errors import (
+    ConfigError,
+    ExchangeError,
+    ExchangeUnavailable,
+    LocalStateError,
+    S1mpledError,
+    StateDiskFullError,
 )
+from s1mpled.events import ConnectionUnstableDetected, MarketData, OrderUpdated, TradeExecuted
 from s1mpled.in_flight import InFlightChecks, QueryBudget
 from s1mpled.logs import setup_logging
 from s1mpled.model import Fill
 from s1mpled.reconciliation import ReconciliationMonitor
 from s1mpled.scheduler import MonotonicClock, Schedule, Scheduler
+from s1mpled.startup import STARTUP_BACKOFF, TRY_ALLOWANCE_S, Waiting
 from s1mpled.state.store import StateDirectory
 from s1mpled.status import ControlCommands
 from s1mpled.strategy_worker import StrategyWorker
@@ -63,7 +70,8 @@ log = logging.getLogger("s1mpled.operation")
 BREAKER_STATE_NAME = "circuit-breaker.state.json"
 IDENTITY_STATE_NAME = "operation.state.json"  # which operation, mode and venue these books belong to
 WAITING_LOG_S = 10.0  # while a stream has not confirmed its subscription, say so this often
-IN_FLIGHT_TICK_S = 1.0  # how often the strategies look for orders due for an in-flight check
+IN_FLIGHT_TICK_S = 1.0  # how often the strategies look for orders due for an in-flight check (and exit steps)
+T = TypeVar("T")
 
 
 def wall_ms() -> int:
@@ -100,6 +108,13 @@ class Operation:
         self._stop = asyncio.Event()
         self._reload = asyncio.Event()
         self._pumps: list[asyncio.Task[None]] = []
+        self.waiting: Waiting | None = None  # what the start waits for (s1mpled.startup), while it does
+        self._startup_alerted = False
+        self._rng = random.Random()
+
+    def now_ms(self) -> int:
+        """The operation's wall clock (injected in tests)."""
+        return self._clock_ms()
 
     # -- phases --
 
@@ -147,17 +162,29 @@ class Operation:
                 "to start with fresh books (or restore the configuration that made them)",
             )
 
-    async def _step_a(self, state_dir: StateDirectory) -> Components:
-        """Recovery step A: restore every piece of state before anything can act."""
+    async def _step_a(self, state_dir: StateDirectory) -> Components | None:
+        """Recovery step A: restore every piece of state before anything can act; an exchange that does not
+        answer is waited for (None: a stop was requested meanwhile)."""
         self._set_phase("loading-state", "recovery A: loading state")
         await self._check_identity(state_dir)
+        env = await self._retrying("recovery A", lambda: self._started(state_dir), ExchangeUnavailable)
+        if env is None:
+            return None
+        try:
+            return self._build(state_dir, env)
+        except BaseException:
+            await env.close()
+            raise
+
+    async def _started(self, state_dir: StateDirectory) -> ExecutionEnvironment:
+        """A started environment (live: markets loaded, the API key proven, else ConfigError)."""
         env = self._environment(state_dir)
         try:
             await env.start()
-            return self._build(state_dir, env)
         except BaseException:
             await env.close()  # never leave a half-open exchange client behind a failed start
             raise
+        return env
 
     def _build(self, state_dir: StateDirectory, env: ExecutionEnvironment) -> Components:
         workers = ComponentBuilder(self.config, state_dir, env, self.bus.publish, self._clock_ms).workers()
@@ -173,7 +200,7 @@ class Operation:
         breaker.load_state()
         budget = QueryBudget()  # in-flight checks: one rate for all strategies
         for w in workers:
-            w.halted = breaker.breaker.halted
+            w.halted, w.exiting = breaker.breaker.halted, breaker.breaker.exiting
             w.in_flight_checks = InFlightChecks(budget=budget)
         reconciler = ReconciliationMonitor(
             env,
@@ -185,18 +212,70 @@ class Operation:
         )
         return Components(env, workers, breaker, reconciler, LedgerObserver())
 
-    async def _step_b(self, c: Components) -> None:
-        """Recovery step B: the ledgers are made to agree with the exchange before any decision."""
+    async def _step_b(self, c: Components) -> bool:
+        """Recovery step B: the ledgers are made to agree with the exchange before any decision; a pass
+        the exchange does not answer is tried again (False: a stop was requested meanwhile)."""
         self._set_phase("reconciling", "recovery B: reconciling with the exchange")
-        report = await c.reconciler.startup()
+        report = await self._retrying("recovery B", c.reconciler.startup, ExchangeError)
+        if report is None:
+            return False
         log.info("startup reconciliation done: %d correction(s)", len(report.corrections))
+        return True
+
+    # -- waiting for the exchange at start (s1mpled.startup) --
+
+    async def _retrying(
+        self, step: str, attempt: Callable[[], Awaitable[T]], retry_on: type[ExchangeError]
+    ) -> T | None:
+        """``attempt()`` until it succeeds; whenever the exchange does not answer (``retry_on``), wait with
+        capped backoff, saying so, and try again. None if a stop is requested while waiting."""
+        waiting: Waiting | None = None
+        while True:
+            try:
+                result = await attempt()
+            except retry_on as exc:
+                now, delay = self._clock_ms(), STARTUP_BACKOFF.delay(waiting.tries if waiting else 0, self._rng)
+                waiting = (waiting or Waiting(step, "exchange unreachable", now)).failed(str(exc), now, delay)
+                log.warning(
+                    "%s (%s); not trading until it answers", waiting.text(now), exc, extra={"EVENT": "STARTUP_WAIT"}
+                )
+                await self._say_waiting(waiting, delay + TRY_ALLOWANCE_S)
+                if await self._stopped_within(delay):
+                    return None
+                continue
+            if waiting is not None:
+                log.warning(
+                    "%s: the exchange answers again after %d failed tries", step, waiting.tries,
+                    extra={"EVENT": "STARTUP_WAIT_OVER"},
+                )  # fmt: skip
+            self.waiting = None
+            return result
+
+    async def _say_waiting(self, waiting: Waiting, extend_s: float) -> None:
+        """Tell systemd (STATUS, and ``extend_s`` more to start), ``status`` and -- once the daemon has not
+        been trading for ``startup.alert_after`` since it started -- the operator, what the start waits for."""
+        now = self._clock_ms()
+        self.waiting = waiting
+        self.notifier.extend_timeout(extend_s, waiting.text(now))
+        if not self._startup_alerted and now - self.started_ms >= self.config.startup.alert_after_s * 1000:
+            self._startup_alerted = True
+            await self.alerter.send(
+                f"s1mpled {self.config.operation} is not trading {(now - self.started_ms) / 60_000:.1f} min "
+                f"after its start: {waiting.text(now)} (last: {waiting.last_error})"
+            )
+
+    async def _stopped_within(self, seconds: float) -> bool:
+        """Sleep ``seconds``, or less if a stop is requested: True then."""
+        try:
+            async with asyncio.timeout(seconds):
+                await self._stop.wait()
+        except TimeoutError:
+            return False
+        return True
 
     def _wire(self, c: Components) -> None:
         wire(self.bus, [*c.workers, c.reconciler, c.observer, ConnectionMonitor(self.bus.publish)])
-        b = c.breaker
-        self.bus.subscribe(ConnectionUnstableDetected, b.on_unstable, name="breaker.unstable")
-        self.bus.subscribe(ConnectionRestored, b.on_restored, name="breaker.restored")
-        self.bus.subscribe(ReconciliationCompleted, b.on_reconciled, name="breaker.reconciled")
+        self.bus.subscribe(ConnectionUnstableDetected, c.breaker.on_unstable, name="breaker.unstable")
 
     # -- streams (the DataSource and the private user stream) --
 
@@ -236,7 +315,7 @@ class Operation:
     def steady_status(self) -> str:
         c = self.components
         if c is None or self.phase != "trading":
-            return self.phase
+            return self.phase if self.waiting is None else self.waiting.text(self._clock_ms())
         breaker = "OPEN" if c.breaker.breaker.halted else "closed"
         last = c.reconciler.last_at_ms
         ago = f"{(self._clock_ms() - last) / 1000:.0f} s ago" if last is not None else "never"
@@ -246,9 +325,10 @@ class Operation:
         while True:
             await asyncio.sleep(5)
             self.notifier.status(self.steady_status())
-            if self.components is not None and self.phase == "trading":
-                await self.components.breaker.maybe_auto_close()
-                await self.components.reconciler.follow_up()
+            c = self.components
+            if c is not None and self.phase == "trading":
+                await c.breaker.maybe_auto_close(c.env.streams_healthy_for, partial(c.reconciler.reconcile, "breaker"))
+                await c.reconciler.follow_up()
 
     async def _signals(self) -> None:
         """SIGTERM/SIGINT set the stop event (the main path shuts down); SIGHUP reloads."""
@@ -282,7 +362,7 @@ class Operation:
         else:
             setup_logging(new.log_level, operation=new.operation)
             self.alerter.urls = new.alerts.apprise_urls
-            for field in ("mode", "state_dir", "strategies", "paper", "live", "schedule", "control_socket"):
+            for field in ("mode", "state_dir", "strategies", "paper", "live", "schedule", "control_socket", "startup"):
                 if getattr(new, field) != getattr(self.config, field):
                     log.warning("reload: %s changed; it takes effect after a restart", field, extra={"EVENT": "RELOAD"})
             log.info("configuration reloaded (log level, alert URLs)", extra={"EVENT": "RELOAD"})
@@ -296,13 +376,22 @@ class Operation:
         log.info("stopping: no new signals, persisting state", extra={"EVENT": "SHUTDOWN"})
         for w in c.workers:
             w.trading = False
-        async with asyncio.timeout(self.config.shutdown_timeout_s):
-            await self.bus.drain()  # fills already received are applied now, not "found missing" next start
-            await c.reconciler.stop()
-            for w in c.workers:
-                async with w.lock:
-                    await w.save_state()
-            await self._close_streams(c)
+        try:
+            async with asyncio.timeout(self.config.shutdown_timeout_s):
+                await self.bus.drain()  # fills already received are applied now, not "found missing" next start
+                await c.reconciler.stop()
+                for w in c.workers:
+                    async with w.lock:
+                        await w.save_state()
+                await self._close_streams(c)
+        except TimeoutError:
+            if not any(w.disk_full for w in c.workers):
+                raise
+            raise StateDiskFullError(
+                str(self.config.state_dir),
+                f"stopped after {self.config.shutdown_timeout_s:g} s with state still waiting for space (the disk "
+                "is full): everything acknowledged is on disk, the next start reconciles the rest with the exchange",
+            ) from None
 
     async def _close_streams(self, c: Components) -> None:
         """Streams end before their client closes (no reconnect attempts), then the environment closes."""
@@ -322,8 +411,12 @@ class Operation:
             try:
                 async with asyncio.TaskGroup() as tg:
                     tg.create_task(self._signals())
-                    tg.create_task(server.serve())
+                    tg.create_task(state_dir.supervise(self.alerter.send))  # disk full: alert; failed fsync: stop
+                    control_ready = asyncio.Event()
+                    tg.create_task(server.serve(control_ready))
                     c = await self._step_a(state_dir)
+                    if c is None:  # stopped while the exchange was unreachable: nothing was built
+                        raise _Stop
                     self.components = c
                     self._wire(c)
                     tg.create_task(self.bus.run())
@@ -336,9 +429,12 @@ class Operation:
                     tg.create_task(self._in_flight_loop(c))
                     for w in c.workers:
                         await w.start_trading()
+                    await control_ready.wait()  # READY=1 promises a bound control socket
                     self.phase = "trading"
                     self.notifier.ready(self.steady_status())
                     log.info("READY: %s", self.steady_status(), extra={"EVENT": "READY"})
+                    if self._startup_alerted:
+                        await self.alerter.send(f"s1mpled {self.config.operation} is trading now: recovery is done")
                     await self._stop.wait()
                     await self._shutdown(c)
                     raise _Stop
@@ -351,9 +447,8 @@ class Operation:
         then market data, confirmed. False if a stop was requested while waiting."""
         try:
             self._pumps.append(tg.create_task(self._guarded("user stream", self._pump_user_stream(c))))
-            if not await self._confirmed(c.env, "user"):
+            if not await self._confirmed(c.env, "user") or not await self._step_b(c):
                 return False
-            await self._step_b(c)
             self._pumps.append(tg.create_task(self._guarded("market data", self._pump_market(c))))
             return await self._confirmed(c.env, "market")
         except BaseException:
@@ -364,27 +459,33 @@ class Operation:
         """Wait for ``stream``'s subscription to be confirmed, logging what it waits for every
         WAITING_LOG_S (its pump keeps retrying meanwhile); False if a stop is requested first."""
         self._set_phase("subscribing", f"waiting for the {stream} stream to confirm its subscription")
+        waiting = Waiting("subscribing", f"the {stream} stream has not confirmed its subscription", self._clock_ms())
         while not self._stop.is_set():
             try:
                 async with asyncio.timeout(WAITING_LOG_S):
                     await _first_of(env.stream_confirmed(stream), self._stop.wait())
             except TimeoutError:
+                problem = env.stream_problem(stream)
                 log.warning(
                     "still waiting for the %s stream to confirm its subscription (%s); not trading until it does",
-                    stream, env.stream_problem(stream), extra={"EVENT": "STREAM_UNCONFIRMED"},
+                    stream, problem, extra={"EVENT": "STREAM_UNCONFIRMED"},
                 )  # fmt: skip
+                await self._say_waiting(replace(waiting, last_error=problem), 3 * WAITING_LOG_S)
                 continue
             if not self._stop.is_set():
                 log.info("the %s stream is subscribed", stream, extra={"EVENT": "STREAM_CONFIRMED"})
+                self.waiting = None
                 return True
         return False
 
     async def _in_flight_loop(self, c: Components) -> None:
-        """Every IN_FLIGHT_TICK_S, let each strategy ask about its orders that are due (s1mpled.in_flight)."""
+        """Every IN_FLIGHT_TICK_S, let each strategy ask about its orders that are due (s1mpled.in_flight),
+        then take the next step of a pending emergency exit (which waits for those answers)."""
         while True:
             await asyncio.sleep(IN_FLIGHT_TICK_S)
             for w in c.workers:
                 await w.check_in_flight()
+            await c.breaker.pursue_exit(c.workers)
 
     def _schedules(self) -> list[Schedule]:
         return [Schedule(e.name, e.every_s) for e in self.config.schedule]

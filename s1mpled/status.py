@@ -1,8 +1,10 @@
 """The control socket's commands: ``status``, ``reconcile``, ``halt``, ``resume``.
 
-``status`` answers in every phase (an operator wants to know *why* a daemon is not ready yet);
-the others need a running operation. ``reconcile`` runs through the daemon's own
-ReconciliationMonitor -- the systemd timer uses this, so there is never a second writer of the state.
+``status`` answers in every phase (an operator wants to know *why* a daemon is not ready yet: what
+the start waits for, since when, the next try); ``halt`` and ``resume`` work as soon as recovery step A
+has loaded the breaker (a halt before trading begins keeps the strategies from ever starting to buy);
+``reconcile`` needs a trading operation and runs through the daemon's own ReconciliationMonitor -- the
+systemd timer uses this, so there is never a second writer of the state.
 """
 
 from __future__ import annotations
@@ -78,6 +80,12 @@ class ControlCommands:
             raise ControlError(f"the operation is not trading yet (phase: {self._op.phase})")
         return c
 
+    def _built(self) -> Components:
+        c = self._op.components
+        if c is None:
+            raise ControlError(f"the operation has not loaded its state yet (phase: {self._op.phase})")
+        return c
+
     async def status(self, args: Mapping[str, Any]) -> dict[str, Any]:
         failpoint("control.status")
         op, c = self._op, self._op.components
@@ -89,10 +97,21 @@ class ControlCommands:
             "summary": op.steady_status(),
             "state_dir": str(op.config.state_dir),
         }
+        if op.waiting is not None:
+            doc["waiting"] = op.waiting.to_doc(op.now_ms())
         if c is not None:
             b = c.breaker.breaker
-            doc["breaker"] = {"state": b.state, "reason": b.reason, "manual": b.manual, "opened_ms": b.opened_ms}
+            healthy = c.env.streams_healthy_for()
+            doc["breaker"] = {
+                "state": b.state,
+                "reason": b.reason,
+                "manual": b.manual,
+                "opened_ms": b.opened_ms,
+                "emergency_exit": b.exiting,  # the exit's goal is pending
+                "streams_healthy_for_s": None if healthy is None else round(min(healthy, 1e9), 1),
+            }
             doc["strategies"] = [_worker_status(w) for w in c.workers]
+            doc["disk_full"] = any(w.disk_full for w in c.workers)  # no new orders until the state is written
             r = c.reconciler
             doc["last_reconciliation"] = {
                 "at_ms": r.last_at_ms,
@@ -107,12 +126,15 @@ class ControlCommands:
         return report_dict(report)
 
     async def halt(self, args: Mapping[str, Any]) -> dict[str, Any]:
+        """Open the breaker (manual: only ``resume`` closes it); ``keep_positions`` cancels a pending emergency exit."""
         reason = str(args.get("reason") or "operator halt")
-        await self._running().breaker.halt(reason, manual=True)
-        return {"breaker": "open", "reason": reason}
+        breaker = self._built().breaker
+        await breaker.halt(reason, manual=True, keep_positions=bool(args.get("keep_positions")))
+        return {"breaker": "open", "reason": reason, "emergency_exit": breaker.breaker.exiting}
 
     async def resume(self, args: Mapping[str, Any]) -> dict[str, Any]:
-        await self._running().breaker.resume("operator resume")
+        """Close the breaker; a pending emergency exit is cancelled."""
+        await self._built().breaker.resume("operator resume")
         return {"breaker": "closed"}
 
 
@@ -129,9 +151,16 @@ def _money(value: Any) -> str:
 def format_status(doc: Mapping[str, Any]) -> str:
     """The human-readable `s1mpled status`."""
     lines = [f"s1mpled {doc['operation']} ({doc['mode']}), pid {doc['pid']}: {doc['summary']}"]
+    if doc.get("disk_full"):
+        lines.append(f"DISK FULL: no new orders until space is freed in {doc['state_dir']} (saves are retried)")
+    waiting = doc.get("waiting")
+    if waiting:
+        lines.append(f"not trading: {waiting['text']} (last: {waiting['last_error'] or '-'})")
     breaker = doc.get("breaker")
     if breaker:
         extra = f" ({breaker['reason']})" if breaker["state"] == "open" else ""
+        if breaker.get("emergency_exit"):
+            extra += "; emergency exit in progress (`s1mpled halt --keep-positions` or `resume` cancels it)"
         lines.append(f"circuit breaker: {breaker['state']}{extra}")
     rec = doc.get("last_reconciliation")
     if rec:

@@ -13,6 +13,9 @@ It is the only writer of its ledger, and everything it does keeps one order of e
    reconciliation's REST catch-up can both deliver the same fill.
 4. **Nothing trades before phase C.** Until :meth:`start_trading`, market data only updates the
    last price and strategy notifications are deferred.
+5. **No order without a durable intent.** While the disk is full (some state waits for space in the
+   store) the strategy does not decide and notifications wait; an intent that cannot be saved is
+   not sent (the order is NOT_PLACED), and trading resumes by itself once the store has written.
 
 The ledger and the strategy's own state live in one state file, so they are always consistent.
 """
@@ -26,8 +29,16 @@ from collections.abc import Awaitable, Callable, Sequence
 from decimal import Decimal
 from typing import Any
 
+from s1mpled.circuit_breaker import EXIT_TAG, ExitProgress, exit_failure
 from s1mpled.environments.base import ExecutionEnvironment
-from s1mpled.errors import ConfigError, ExchangeError, ExchangeRejected, LocalStateError, RemoteStateError
+from s1mpled.errors import (
+    ConfigError,
+    ExchangeError,
+    ExchangeRejected,
+    LocalStateError,
+    RemoteStateError,
+    StateDiskFullError,
+)
 from s1mpled.events import (
     Event,
     ExecuteEmergencyExit,
@@ -91,6 +102,7 @@ class StrategyWorker(ExecutionWorker, StatefulPlugin):
         self.lock = asyncio.Lock()
         self.halted = False
         self.trading = False
+        self.exiting = False  # an emergency exit is pending (set by the breaker): the strategy places nothing
         self.last_price: Decimal | None = None
         self._env, self._publish, self._clock_ms = env, publish, clock_ms
         self._deferred: list[Decision] = []
@@ -153,9 +165,13 @@ class StrategyWorker(ExecutionWorker, StatefulPlugin):
         self.strategy.restore_state(state["strategy"])
         self._saved_strategy = self.strategy.state_snapshot()
 
-    async def persist(self, reason: str) -> None:
-        """Durably save ledger + strategy state, then announce LedgerStateChanged."""
-        generation = await self.save_state()
+    async def persist(self, reason: str, *, wait_for_space: bool = True) -> None:
+        """Durably save ledger + strategy state, then announce LedgerStateChanged.
+
+        On a full disk this waits until the state is written, unless ``wait_for_space=False``
+        (StateDiskFullError: nothing was written).
+        """
+        generation = await self.save_state(wait_for_space=wait_for_space)
         self._saved_strategy = self.strategy.state_snapshot()
         await self._publish(LedgerStateChanged(self.name, reason, generation))
 
@@ -190,7 +206,6 @@ class StrategyWorker(ExecutionWorker, StatefulPlugin):
             Subscription(ScheduledEvent, self.on_schedule),
             Subscription(HaltNewSignals, self.on_halt),
             Subscription(ResumeSignals, self.on_resume),
-            Subscription(ExecuteEmergencyExit, self.on_emergency_exit),
         ]
 
     async def start_trading(self) -> None:
@@ -204,16 +219,16 @@ class StrategyWorker(ExecutionWorker, StatefulPlugin):
         if event.tick.symbol != self.symbol:
             return
         self.last_price = event.tick.price
-        if self.trading:
+        if self.trading and not self.disk_full:
             async with self.lock:
-                if self.trading:  # a shutdown may have begun while we waited for the lock
+                if self.trading and not self.disk_full:  # a shutdown may have begun while we waited for the lock
                     await self._flush()
                     await self._decide(self.strategy.on_tick)
 
     async def on_schedule(self, event: ScheduledEvent) -> None:
-        if self.trading:
+        if self.trading and not self.disk_full:
             async with self.lock:
-                if self.trading:
+                if self.trading and not self.disk_full:
                     await self._flush()
                     await self._decide(lambda view: self.strategy.on_event(event.name, view))
 
@@ -267,14 +282,37 @@ class StrategyWorker(ExecutionWorker, StatefulPlugin):
                 await self._flush()
 
     async def on_emergency_exit(self, event: ExecuteEmergencyExit) -> None:
-        """Cancel every open order of this strategy and sell what it holds, at market."""
+        """Exit now: the strategy places nothing from here on, and the first :meth:`pursue_exit` step runs.
+        (The daemon's breaker takes every step itself -- it alerts on each failed one -- so this worker
+        does not subscribe to the event.)"""
+        self.exiting = True
+        await self.pursue_exit()
+
+    async def pursue_exit(self) -> ExitProgress:
+        """One step of the emergency exit, a goal the breaker keeps: cancel every open order and sell what
+        the strategy holds at market -- but nothing while an earlier exit sell's fate is still unknown, and
+        no order is cancelled while a request for it is in flight (the stream, the in-flight checks or
+        reconciliation settle them first), so no retry can sell twice."""
         async with self.lock:
-            signals: list[Signal] = [CancelOrder(o.client_order_id) for o in self.ledger.snapshot().open_orders]
-            await self._execute(signals)
+            if not self.trading:
+                return ExitProgress(waiting="not trading yet (recovery first)")
+            open_orders = self.ledger.snapshot().open_orders
+            selling = [o for o in open_orders if o.tag == EXIT_TAG]
+            if selling:
+                return ExitProgress(waiting=f"exit order {selling[0].client_order_id} is {selling[0].state}")
+            # only orders the exchange acknowledged and nothing is in flight for: an unresolved one is settled
+            # first (a cancel of it would be refused as unknown and restart its in-flight wait, forever)
+            await self._execute([CancelOrder(o.client_order_id) for o in open_orders if o.state is OrderState.OPEN])
             view = self.view()
             amount = view.rules.amount_down(view.holdings)
-            if amount > 0 and amount >= view.rules.min_amount:
-                await self._execute([PlaceOrder(Side.SELL, OrderType.MARKET, amount, tag="emergency-exit")])
+            if amount <= 0 or amount < view.rules.min_amount:
+                left = len(self.ledger.snapshot().open_orders)
+                return ExitProgress(done=not left, waiting=f"{left} order(s) still open" if left else None)
+            before = self.ledger.snapshot().sequence
+            await self._place(PlaceOrder(Side.SELL, OrderType.MARKET, amount, tag=EXIT_TAG))
+            after = self.ledger.snapshot().sequence
+            sent = self.ledger.order(client_order_id(self.prefix, after)) if after != before else None
+            return ExitProgress(failed=exit_failure(sent))
 
     # -- corrections from reconciliation: this worker is the one writer of its ledger --
 
@@ -338,9 +376,17 @@ class StrategyWorker(ExecutionWorker, StatefulPlugin):
         tag = signal.tag
         self._deferred.append(lambda v: self.strategy.on_order_closed("", tag, str(OrderState.NOT_PLACED), v))
 
+    @property
+    def disk_full(self) -> bool:
+        """Some state of the directory waits for space: no decisions (their orders' intents cannot be saved)."""
+        return self.state_file.directory.disk_full
+
     async def _flush(self) -> None:
-        """Run deferred notifications; ones they cause wait for the next event (no feedback loops)."""
-        if not self.trading:
+        """Run deferred notifications; ones they cause wait for the next event (no feedback loops).
+
+        While the disk is full they stay deferred: the strategy hears of them once it can act again.
+        """
+        if not self.trading or self.disk_full:
             return
         batch, self._deferred = self._deferred, []
         for decision in batch:
@@ -358,6 +404,9 @@ class StrategyWorker(ExecutionWorker, StatefulPlugin):
         for signal in signals:
             if isinstance(signal, CancelOrder):
                 await self._cancel(signal.client_order_id)
+            elif self.exiting:
+                log.warning("emergency exit: dropped %s signal %s", signal.side, signal.tag, extra=self._extra(""))
+                self._dropped(signal)
             elif self.halted and signal.side is not Side.SELL:
                 log.warning("breaker open: dropped %s signal %s", signal.side, signal.tag, extra=self._extra(""))
                 self._dropped(signal)
@@ -365,6 +414,10 @@ class StrategyWorker(ExecutionWorker, StatefulPlugin):
                 await self._place(signal)
 
     async def _place(self, signal: PlaceOrder) -> None:
+        if self.disk_full:
+            log.warning("disk full: dropped %s signal %s", signal.side, signal.tag, extra=self._extra(""))
+            self._dropped(signal)
+            return
         cid = client_order_id(self.prefix, self.ledger.next_sequence())
         req = OrderRequest(cid, self.symbol, signal.side, signal.type, signal.amount, signal.price)
         try:
@@ -373,7 +426,15 @@ class StrategyWorker(ExecutionWorker, StatefulPlugin):
             log.error("strategy asked for an invalid order: %s", exc, extra=self._extra(cid))
             self._dropped(signal)
             return
-        await self.persist("order intent")  # durable before the request leaves
+        try:
+            await self.persist("order intent", wait_for_space=False)  # durable before the request leaves
+        except StateDiskFullError as exc:
+            # Never sent, and never will be: what a query by client id would prove (PENDING -> NOT_PLACED).
+            self._event(cid, OrderEvent.PROBE_NOT_FOUND)
+            log.warning("order %s not sent: its intent cannot be saved (%s)", cid, exc.why, extra=self._extra(cid))
+            self._notify_closed_cid(cid)
+            await self.persist("order not sent")  # waits for space: written once it returns
+            return
         failpoint("order.after_intent")
         try:
             placed = await self._env.create_order(req)

@@ -1,9 +1,14 @@
-"""systemd glue: sd_notify (READY, STATUS, WATCHDOG, STOPPING, RELOADING) through sdnotify.
+"""systemd glue: sd_notify (READY, STATUS, WATCHDOG, STOPPING, RELOADING, EXTEND_TIMEOUT_USEC) through sdnotify.
 
 Outside systemd (no ``$NOTIFY_SOCKET``) every call is a no-op, so the daemon runs the same in a
 terminal. READY=1 is sent only after recovery steps A and B; the watchdog is pinged from the event
 loop by a task that first checks the daemon's health, so a blocked loop or a stuck component stops
 the pings and systemd restarts the service.
+
+A start that waits for the exchange (unreachable, or a stream not subscribed yet) can last longer than
+the unit's TimeoutStartSec: every retry and every tick of a wait sends EXTEND_TIMEOUT_USEC from the event
+loop, so systemd keeps waiting exactly as long as the daemon proves it is alive and still trying --
+a start that hangs stops the extensions and systemd's start timeout kills it (``man sd_notify``).
 """
 
 from __future__ import annotations
@@ -58,6 +63,11 @@ class Notifier:
 
     def reloading(self) -> None:
         self._send("RELOADING=1\nSTATUS=reloading configuration")
+
+    def extend_timeout(self, seconds: float, text: str) -> None:
+        """Give the current step (the start, while recovery waits) ``seconds`` more from now, saying why."""
+        self._send(f"EXTEND_TIMEOUT_USEC={max(1, round(seconds * 1_000_000))}\nSTATUS={text}")
+        self._last_status = text
 
     def watchdog(self) -> None:
         self._send("WATCHDOG=1")

@@ -102,3 +102,16 @@ def test_alert_still_reaches_the_journal_when_the_config_is_broken(tmp_path: Pat
     assert out.returncode == 0, out.stderr
     assert "ALERT: s1mpled.service failed and is not being restarted" in out.stderr
     assert "configuration error" in out.stderr and str(config) in out.stderr
+
+
+def test_an_alert_can_carry_its_own_event_field(caplog: pytest.LogCaptureFixture) -> None:
+    """send(message, event=...) logs the one CRITICAL line with that EVENT (the disk-full alert is findable by it)."""
+    import asyncio
+    import logging
+
+    from s1mpled.alerts import Alerter
+
+    with caplog.at_level(logging.CRITICAL, "s1mpled.alerts"):
+        assert asyncio.run(Alerter(()).send("disk full: ...", event="STATE_DISK_FULL"))
+    [record] = caplog.records
+    assert (record.getMessage(), getattr(record, "EVENT", None)) == ("ALERT: disk full: ...", "STATE_DISK_FULL")

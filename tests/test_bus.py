@@ -1,11 +1,14 @@
-"""The event bus: exact-class routing, per-subscriber FIFO queues, isolation, backpressure, cancellation."""
+"""The event bus: exact-class routing, per-subscriber bounded queues (FIFO with backpressure; market data
+conflated per symbol), isolation, cancellation."""
 
 from __future__ import annotations
 
 import asyncio
 import logging
+import time
 from collections.abc import AsyncIterator, Callable, Coroutine
 from contextlib import asynccontextmanager
+from decimal import Decimal
 from typing import Any, TypeVar
 
 import pytest
@@ -14,7 +17,16 @@ from hypothesis import strategies as st
 
 from s1mpled.bus import BusOverflow, EventBus
 from s1mpled.errors import LocalStateError
-from s1mpled.events import ConnectionRestored, Event, HaltNewSignals, ResumeSignals
+from s1mpled.events import (
+    ConnectionRestored,
+    Event,
+    HaltNewSignals,
+    MarketData,
+    OrderUpdated,
+    ResumeSignals,
+    TradeExecuted,
+)
+from s1mpled.model import ExchangeOrder, ExchangeOrderStatus, Fill, MarketTick, OrderType, Side
 
 T = TypeVar("T")
 
@@ -435,5 +447,187 @@ def test_run_without_subscribers_waits_until_cancelled() -> None:
         task.cancel()
         with pytest.raises(asyncio.CancelledError):
             await task
+
+    run(main)
+
+
+# ------------------------------------------------------------------------ bounded: conflation, no drops
+
+
+def tick(symbol: str, seq: int) -> MarketData:
+    """A market-data event whose timestamp is its sequence number (per symbol)."""
+    return MarketData(MarketTick(symbol, Decimal(seq), seq))
+
+
+def seen_ticks(events: list[MarketData]) -> list[tuple[str, int]]:
+    return [(e.tick.symbol, e.tick.timestamp_ms) for e in events]
+
+
+def test_market_data_is_conflated_per_symbol_and_each_symbol_keeps_its_turn() -> None:
+    """A stuck strategy gets, per symbol, only the newest tick published meanwhile, symbols in first-arrival order."""
+    gate = asyncio.Event()
+    got: list[MarketData] = []
+
+    async def strategy(event: MarketData) -> None:
+        await gate.wait()
+        got.append(event)
+
+    async def main() -> None:
+        bus = EventBus()
+        bus.subscribe(MarketData, strategy, name="strategy")
+        async with running(bus):
+            await bus.publish(tick("BTC", 0))  # taken: the handler is stuck on it
+            await yield_to_loop()
+            for event in (tick("BTC", 1), tick("ETH", 1), tick("BTC", 2), tick("SOL", 1), tick("ETH", 2)):
+                await bus.publish(event)
+            bus.publish_nowait(tick("BTC", 3))
+            (sub,) = bus.statistics().subscribers
+            assert (sub.depth, sub.conflated) == (3, 3)
+            gate.set()
+            await bus.drain()  # superseded ticks count as done: drain does not wait for them
+        stats = bus.statistics()
+        assert (stats.delivered, stats.conflated, stats.published) == (4, 3, 7)
+
+    run(main)
+    assert seen_ticks(got) == [("BTC", 0), ("BTC", 3), ("ETH", 2), ("SOL", 1)]
+
+
+def test_a_conflated_queue_is_bounded_by_symbols_and_a_queued_symbol_never_waits() -> None:
+    """With every slot taken, a tick of a queued symbol replaces it at once; a new symbol waits (or overflows)."""
+    gate = asyncio.Event()
+
+    async def stuck(event: MarketData) -> None:
+        await gate.wait()
+
+    async def main() -> None:
+        bus = EventBus(queue_size=2)
+        bus.subscribe(MarketData, stuck, name="strategy")
+        bus.publish_nowait(tick("BTC", 1))
+        bus.publish_nowait(tick("ETH", 1))
+        for seq in range(2, 100):
+            await asyncio.wait_for(bus.publish(tick("BTC", seq)), 1)  # never waits
+        with pytest.raises(BusOverflow):
+            bus.publish_nowait(tick("SOL", 1))
+        blocked = asyncio.create_task(bus.publish(tick("SOL", 1)))
+        await yield_to_loop()
+        assert not blocked.done()
+        async with running(bus):
+            await asyncio.wait_for(blocked, 1)  # the consumer took BTC: room for SOL
+            gate.set()
+            await bus.drain()
+        (sub,) = bus.statistics().subscribers
+        assert (sub.max_depth, sub.capacity, sub.conflated, sub.delivered) == (2, 2, 98, 3)
+
+    run(main)
+
+
+def _fill(i: int) -> TradeExecuted:
+    return TradeExecuted(
+        Fill(str(i), "s1abc-1", "42", "BTC/USDT", Side.BUY, Decimal(100), Decimal(1), Decimal(0), "USDT", i)
+    )
+
+
+def _update(i: int) -> OrderUpdated:
+    order = ExchangeOrder(
+        client_order_id=f"s1abc-{i}",
+        exchange_order_id=str(i),
+        symbol="BTC/USDT",
+        side=Side.BUY,
+        type=OrderType.LIMIT,
+        amount=Decimal(1),
+        price=Decimal(100),
+        filled=Decimal(0),
+        status=ExchangeOrderStatus.OPEN,
+        timestamp_ms=i,
+    )
+    return OrderUpdated(order)
+
+
+def test_fills_and_order_updates_are_never_dropped_or_conflated_but_push_back() -> None:
+    """With the default (conflating) bus, a slow subscriber gets every fill and order update in order; the
+    publisher waits at the bound instead of dropping any."""
+    got: list[Event] = []
+    waited: list[int] = []
+
+    async def slow(event: Event) -> None:
+        await asyncio.sleep(0.001)
+        got.append(event)
+
+    async def main() -> None:
+        bus = EventBus(queue_size=3)
+        bus.subscribe(TradeExecuted, slow, name="fills")
+        bus.subscribe(OrderUpdated, slow, name="orders")
+        async with running(bus):
+            for i in range(40):
+                for event in (_fill(i), _update(i)):
+                    publish = asyncio.create_task(bus.publish(event))
+                    await asyncio.sleep(0)
+                    if not publish.done():
+                        waited.append(i)
+                    await publish
+            await bus.drain()
+        stats = bus.statistics()
+        assert (stats.delivered, stats.conflated) == (80, 0)
+        assert all(s.max_depth <= 3 for s in stats.subscribers)
+
+    run(main)
+    assert [e for e in got if isinstance(e, TradeExecuted)] == [_fill(i) for i in range(40)]
+    assert [e for e in got if isinstance(e, OrderUpdated)] == [_update(i) for i in range(40)]
+    assert waited, "the publisher never had to wait: the bound was never reached"
+
+
+SYMBOLS = ("BTC/USDT", "ETH/USDT", "SOL/USDT", "BNB/USDT", "XRP/USDT")
+
+
+async def _saturate(bus: EventBus, seconds: float) -> tuple[int, int, dict[str, list[int]], dict[str, int]]:
+    """A producer publishing ticks of SYMBOLS as fast as it can (yielding once per tick, as a stream does)
+    to a strategy that awaits 1 ms per tick; returns (published, deepest queue seen, handled, newest)."""
+    handled: dict[str, list[int]] = {s: [] for s in SYMBOLS}
+    newest: dict[str, int] = dict.fromkeys(SYMBOLS, -1)
+    stale: list[tuple[str, int, int]] = []
+
+    async def strategy(event: MarketData) -> None:
+        symbol, seq = event.tick.symbol, event.tick.timestamp_ms
+        if seq != newest[symbol]:  # acting on a tick while a newer one of its symbol was already received
+            stale.append((symbol, seq, newest[symbol]))
+        handled[symbol].append(seq)
+        await asyncio.sleep(0.001)  # a decision that awaits an order request and a state save
+
+    bus.subscribe(MarketData, strategy, name="strategy")
+    published = deepest = 0
+    async with running(bus):
+        deadline = time.monotonic() + seconds
+        while time.monotonic() < deadline:
+            symbol = SYMBOLS[published % len(SYMBOLS)]
+            newest[symbol] = published
+            await bus.publish(tick(symbol, published))
+            published += 1
+            deepest = max(deepest, bus.statistics().subscribers[0].depth)
+            await asyncio.sleep(0)
+        if bus.statistics().conflated:  # the conflating bus: what is queued is a tick per symbol at most
+            await bus.drain()
+            assert stale == []
+    return published, deepest, handled, newest
+
+
+def test_a_saturating_producer_keeps_market_data_at_most_one_tick_per_symbol() -> None:
+    """Measured: under a producer far faster than the strategy the queue never holds more than one tick per
+    symbol, the strategy never acts on a superseded tick, and it ends on the newest price of each symbol
+    (the FIFO bus of before, same run: thousands of ticks deep)."""
+
+    async def main() -> None:
+        bus = EventBus()
+        published, deepest, handled, newest = await _saturate(bus, 0.5)
+        (sub,) = bus.statistics().subscribers
+        assert published > 20 * sub.delivered  # saturated: the strategy handled a small fraction
+        assert deepest <= len(SYMBOLS) and sub.max_depth <= len(SYMBOLS)
+        assert sub.conflated + sub.delivered == published
+        for symbol in SYMBOLS:
+            assert handled[symbol] == sorted(set(handled[symbol]))  # per symbol: only ever newer
+            assert handled[symbol][-1] == newest[symbol]  # the last price it acted on is the newest
+
+        fifo = EventBus(conflate={})
+        fifo_published, fifo_deepest, _, _ = await _saturate(fifo, 0.5)
+        assert fifo_deepest > 100 * len(SYMBOLS), (fifo_published, fifo_deepest)
 
     run(main)

@@ -1,4 +1,5 @@
-"""The circuit breaker: the pure Breaker's transitions, and the worker that persists before it announces."""
+"""The circuit breaker: the pure Breaker's transitions, and the worker that persists before it announces,
+closes on the streams' health (never on counted events) and pursues the emergency exit as a goal."""
 
 from __future__ import annotations
 
@@ -12,14 +13,13 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from s1mpled.circuit_breaker import Breaker, BreakerState, CircuitBreakerWorker
+from s1mpled.circuit_breaker import Breaker, BreakerState, CircuitBreakerWorker, ExitProgress
+from s1mpled.errors import ExchangeUnavailable
 from s1mpled.events import (
-    ConnectionRestored,
     ConnectionUnstableDetected,
     Event,
     ExecuteEmergencyExit,
     HaltNewSignals,
-    ReconciliationCompleted,
     ResumeSignals,
 )
 from s1mpled.state import StateDirectory, StateFile
@@ -28,6 +28,7 @@ from s1mpled.state.inspect import inspect
 T = TypeVar("T")
 STATE_NAME = "circuit-breaker.state.json"
 AUTO_MS = 60_000
+OPEN = BreakerState.OPEN
 
 
 def run(main: Callable[[], Coroutine[Any, Any, T]]) -> T:
@@ -44,142 +45,110 @@ def run(main: Callable[[], Coroutine[Any, Any, T]]) -> T:
 
 
 def test_a_new_breaker_is_closed() -> None:
-    """The initial breaker is closed, automatic, unstable-unknown and cannot auto close."""
+    """The initial breaker is closed, automatic, with no exit pending, and cannot auto close."""
     b = Breaker()
-    assert (b.state, b.halted, b.manual, b.stable_since_ms, b.reconciled_after_stable) == (
-        BreakerState.CLOSED,
-        False,
-        False,
-        None,
-        False,
-    )
+    assert (b.state, b.halted, b.manual, b.exiting) == (BreakerState.CLOSED, False, False, False)
     assert not b.may_auto_close(10**12, AUTO_MS)
 
 
 def test_trip_opens_with_reason_time_and_origin() -> None:
-    """A trip opens the breaker, remembers why, when and whether an operator did it, and forgets stability."""
-    b = Breaker().connection_stable(5).reconciled().trip("flaky", 100)
-    assert b == Breaker(BreakerState.OPEN, "flaky", False, 100, None, False)
-    assert b.halted
+    """A trip opens the breaker and remembers why, when and whether an operator did it."""
+    assert Breaker().trip("flaky", 100) == Breaker(OPEN, "flaky", False, 100, False)
     manual = Breaker().trip("operator", 7, manual=True)
-    assert manual == Breaker(BreakerState.OPEN, "operator", True, 7, None, False)
+    assert manual == Breaker(OPEN, "operator", True, 7, False) and manual.halted
 
 
 def test_an_automatic_trip_of_an_open_automatic_breaker_restarts_it() -> None:
-    """A second automatic trip keeps the breaker open with the new reason and resets the stability clock."""
-    b = Breaker().trip("first", 100).connection_stable(200).reconciled().trip("second", 300)
-    assert b == Breaker(BreakerState.OPEN, "second", False, 300, None, False)
+    """A second automatic trip keeps the breaker open with the new reason and time."""
+    assert Breaker().trip("first", 100).trip("second", 300) == Breaker(OPEN, "second", False, 300, False)
 
 
 def test_an_automatic_trip_never_downgrades_a_manual_halt() -> None:
-    """An automatic trip of a manually opened breaker keeps it manual (reason and time) but resets stability."""
-    b = Breaker().trip("operator", 100, manual=True).connection_stable(150).reconciled()
-    after = b.trip("flaky", 300)
-    assert after == Breaker(BreakerState.OPEN, "operator", True, 100, None, False)
+    """An automatic trip of a manually opened breaker keeps it manual, with its reason and time."""
+    b = Breaker().trip("operator", 100, manual=True)
+    assert b.trip("flaky", 300, exit=True) == Breaker(OPEN, "operator", True, 100, False)
 
 
 def test_a_manual_halt_overrides_an_automatic_one() -> None:
-    """An operator's halt of an automatically opened breaker makes it manual."""
-    b = Breaker().trip("flaky", 100).trip("operator", 200, manual=True)
-    assert b == Breaker(BreakerState.OPEN, "operator", True, 200, None, False)
+    """An operator's halt of an automatically opened breaker makes it manual (a pending exit goes on)."""
+    assert Breaker().trip("flaky", 100).trip("operator", 200, manual=True) == Breaker(OPEN, "operator", True, 200)
+    exiting = Breaker().trip("flaky", 100, exit=True).trip("operator", 200, manual=True)
+    assert exiting == Breaker(OPEN, "operator", True, 200, True)
 
 
-def test_resume_closes_from_any_state() -> None:
-    """resume() returns the initial closed breaker, whether it was open (manual or not) or closed."""
-    for b in (Breaker(), Breaker().trip("x", 1), Breaker().trip("x", 1, manual=True).connection_stable(2)):
+def test_only_an_automatic_opening_starts_the_emergency_exit() -> None:
+    """``exit`` sets the goal when an automatic trip opens a closed breaker; never for a manual halt or a breaker
+    that is open already; later trips keep a pending goal."""
+    assert Breaker().trip("flaky", 1, exit=True).exiting
+    assert not Breaker().trip("operator", 1, manual=True, exit=True).exiting
+    assert not Breaker().trip("flaky", 1).trip("again", 2, exit=True).exiting
+    assert Breaker().trip("flaky", 1, exit=True).trip("again", 2).exiting
+
+
+def test_resume_and_without_exit_end_the_goal() -> None:
+    """resume() returns the initial closed breaker from any state; without_exit() keeps the breaker as it is."""
+    for b in (Breaker(), Breaker().trip("x", 1, exit=True), Breaker().trip("x", 1, manual=True)):
         assert b.resume() == Breaker()
-
-
-def test_connection_stable_keeps_the_first_time() -> None:
-    """The stability clock starts at the first restore and is not restarted by later ones."""
-    b = Breaker().trip("x", 1).connection_stable(10)
-    assert b.stable_since_ms == 10 and not b.reconciled_after_stable
-    assert b.connection_stable(20) is b
-
-
-def test_reconciled_counts_only_after_stability() -> None:
-    """A reconciliation before the connection is stable changes nothing; one after it is remembered."""
-    tripped = Breaker().trip("x", 1)
-    assert tripped.reconciled() is tripped
-    assert tripped.connection_stable(5).reconciled().reconciled_after_stable
+    assert Breaker().trip("x", 1, exit=True).without_exit() == Breaker(OPEN, "x", False, 1, False)
 
 
 @pytest.mark.parametrize("manual", [False, True])
+@pytest.mark.parametrize("exiting", [False, True])
 @pytest.mark.parametrize("setting", [None, AUTO_MS])
-@pytest.mark.parametrize("stable", [False, True])
-@pytest.mark.parametrize("reconciled", [False, True])
-@pytest.mark.parametrize("elapsed", [0, AUTO_MS - 1, AUTO_MS, AUTO_MS + 1])
+@pytest.mark.parametrize("healthy_for", [None, 0, AUTO_MS - 1, AUTO_MS, AUTO_MS + 1])
 def test_may_auto_close_needs_every_condition(
-    manual: bool, setting: int | None, stable: bool, reconciled: bool, elapsed: int
+    manual: bool, exiting: bool, setting: int | None, healthy_for: int | None
 ) -> None:
-    """Auto close is due only if open, automatic, configured, stable long enough and reconciled since."""
-    b = Breaker().trip("x", 1_000, manual=manual)
-    if stable:
-        b = b.connection_stable(2_000)
-    if reconciled:
-        b = b.reconciled()
-    expected = not manual and setting is not None and stable and reconciled and elapsed >= AUTO_MS
-    assert b.may_auto_close(2_000 + elapsed, setting) is expected
+    """Auto close is due only if open, automatic, no exit pending, configured, and every stream healthy long enough."""
+    b = Breaker(OPEN, "x", manual, 1_000, exiting)
+    expected = not manual and not exiting and setting is not None and healthy_for is not None and healthy_for >= AUTO_MS
+    assert b.may_auto_close(healthy_for, setting) is expected
 
 
 def test_a_closed_breaker_never_auto_closes() -> None:
-    """A closed breaker that saw a stable connection and a reconciliation has nothing to close."""
-    b = Breaker().connection_stable(0).reconciled()
-    assert b.reconciled_after_stable and not b.may_auto_close(10 * AUTO_MS, AUTO_MS)
+    """A closed breaker has nothing to close, however healthy the streams."""
+    assert not Breaker().may_auto_close(10 * AUTO_MS, AUTO_MS)
 
 
-# Events for the model test: (kind, ms to advance the clock first)
-_EVENTS = st.lists(
-    st.tuples(st.sampled_from(["trip", "halt", "resume", "stable", "reconciled"]), st.integers(0, 2 * AUTO_MS)),
-    max_size=25,
-)
+_EVENTS = st.lists(st.sampled_from(["trip", "trip-exit", "halt", "keep", "resume", "reached"]), max_size=25)
 
 
 @settings(max_examples=300, deadline=None)
-@given(_EVENTS, st.integers(0, 2 * AUTO_MS))
-def test_auto_close_matches_an_independent_model(events: list[tuple[str, int]], wait: int) -> None:
-    """For any event history, auto close is due exactly when the model says: since the last trip (or resume)
-    no manual halt, a first stable time at least AUTO_MS ago, and a reconciliation after it."""
-    b, now = Breaker(), 0
-    history: list[tuple[str, int]] = []  # events since the last resume
-    for kind, advance in events:
-        now += advance
-        if kind == "trip":
-            b = b.trip("flaky", now)
+@given(_EVENTS, st.none() | st.integers(0, 2 * AUTO_MS))
+def test_auto_close_and_the_exit_match_an_independent_model(events: list[str], healthy_for: int | None) -> None:
+    """For any history: open iff a trip since the last resume; manual iff a halt among those; the exit pending iff
+    the opening trip started it and neither a keep-positions halt nor its end came after; auto close due exactly
+    when open, automatic, no exit pending and the streams healthy long enough."""
+    b = Breaker()
+    history: list[str] = []  # events since the last resume
+    for kind in events:
+        if kind in ("trip", "trip-exit"):
+            b = b.trip("flaky", 1, exit=kind == "trip-exit")
         elif kind == "halt":
-            b = b.trip("operator", now, manual=True)
+            b = b.trip("operator", 1, manual=True)
+        elif kind == "keep":
+            b = b.trip("operator", 1, manual=True).without_exit()
         elif kind == "resume":
             b = b.resume()
-        elif kind == "stable":
-            b = b.connection_stable(now)
         else:
-            b = b.reconciled()
-        history = [] if kind == "resume" else [*history, (kind, now)]
-    now += wait
-    trips = [i for i, (k, _) in enumerate(history) if k in ("trip", "halt")]
-    is_open = bool(trips)
-    manual = any(k == "halt" for k, _ in history)
-    since_trip = history[trips[-1] + 1 :] if trips else history
-    stables = [i for i, (k, _) in enumerate(since_trip) if k == "stable"]
-    stable_at = since_trip[stables[0]][1] if stables else None
-    reconciled = bool(stables) and any(k == "reconciled" for k, _ in since_trip[stables[0] + 1 :])
-    assert b.halted is is_open
-    assert b.manual is (is_open and manual)
-    assert b.stable_since_ms == stable_at
-    assert b.reconciled_after_stable is reconciled
-    due = is_open and not manual and stable_at is not None and reconciled and now - stable_at >= AUTO_MS
-    assert b.may_auto_close(now, AUTO_MS) is due
-    assert not b.may_auto_close(now, None)
+            b = b.without_exit()
+        history = [] if kind == "resume" else [*history, kind]
+    opened = next((i for i, k in enumerate(history) if k != "reached"), None)
+    is_open = opened is not None
+    manual = any(k in ("halt", "keep") for k in history)
+    exiting = (
+        opened is not None
+        and history[opened] == "trip-exit"
+        and not any(k in ("keep", "reached") for k in history[opened + 1 :])
+    )
+    assert (b.halted, b.manual, b.exiting) == (is_open, is_open and manual, exiting)
+    due = is_open and not manual and not exiting and healthy_for is not None and healthy_for >= AUTO_MS
+    assert b.may_auto_close(healthy_for, AUTO_MS) is due
+    assert not b.may_auto_close(healthy_for, None)
 
 
 _BREAKERS = st.builds(
-    Breaker,
-    st.sampled_from(BreakerState),
-    st.text(max_size=20),
-    st.booleans(),
-    st.integers(0, 2**53),
-    st.none() | st.integers(0, 2**53),
-    st.booleans(),
+    Breaker, st.sampled_from(BreakerState), st.text(max_size=20), st.booleans(), st.integers(0, 2**53), st.booleans()
 )
 
 
@@ -187,6 +156,20 @@ _BREAKERS = st.builds(
 def test_state_round_trip(b: Breaker) -> None:
     """from_state(to_state()) gives back an equal breaker."""
     assert Breaker.from_state(b.to_state()) == b
+
+
+def test_a_breaker_saved_before_the_exit_was_a_goal_loads() -> None:
+    """A snapshot of the earlier format (stability counted from events, no ``exiting``) loads with no exit
+    pending; its stability fields are ignored: health is read afresh from the streams."""
+    old = {
+        "state": "open",
+        "reason": "x",
+        "manual": False,
+        "opened_ms": 5,
+        "stable_since_ms": 9,
+        "reconciled_after_stable": True,
+    }
+    assert Breaker.from_state(old) == Breaker(OPEN, "x", False, 5, False)
 
 
 # ----------------------------------------------------------------------------- the worker
@@ -260,7 +243,7 @@ def test_an_open_breaker_stays_open_after_a_restart(tmp_path: Path, caplog: pyte
     caplog.clear()
     with StateDirectory.open(tmp_path / "s") as d, caplog.at_level(logging.CRITICAL, "s1mpled.circuit_breaker"):
         again = Harness(d.file(STATE_NAME))
-        assert again.worker.breaker == Breaker(BreakerState.OPEN, "operator says stop", True, 5_000, None, False)
+        assert again.worker.breaker == Breaker(BreakerState.OPEN, "operator says stop", True, 5_000, False)
         assert again.published == []
     assert any("OPEN after restart" in r.getMessage() for r in caplog.records if r.levelno == logging.CRITICAL)
 
@@ -315,85 +298,230 @@ def test_resume_persists_before_publishing_and_is_idempotent(state_dir: StateDir
     assert not h.worker.breaker.halted
 
 
-def test_auto_close_after_stable_time_and_reconciliation(state_dir: StateDirectory) -> None:
-    """The worker closes an automatic breaker once stable for the configured time and reconciled after that."""
+# ----------------------------------------------------------------------------- closing on health
+
+
+class Streams:
+    """What the environment says: how long every stream has been healthy (None: one is not), and the passes."""
+
+    def __init__(self, healthy_for: float | None = None) -> None:
+        self.healthy_for = healthy_for
+        self.passes = 0
+        self.during_pass: Callable[[], Coroutine[Any, Any, None]] | None = None
+
+    def __call__(self) -> float | None:
+        return self.healthy_for
+
+    async def reconcile(self) -> None:
+        self.passes += 1
+        if self.during_pass is not None:
+            await self.during_pass()
+
+
+def test_auto_close_needs_every_stream_healthy_long_enough_then_a_reconciliation(state_dir: StateDirectory) -> None:
+    """No stream health, or too little: no pass and no close; once every stream has been healthy for
+    auto_close_after a reconciliation runs, and its success closes the breaker."""
     h = Harness(state_dir.file(STATE_NAME), auto_close_after_s=60)
-    completed = ReconciliationCompleted("reconnect:user", 0)
+    streams = Streams()
 
     async def main() -> None:
         await h.worker.on_unstable(ConnectionUnstableDetected("down"))
-        await h.worker.on_reconciled(completed)  # before stability: does not count
-        h.clock.now += 100_000
-        await h.worker.maybe_auto_close()
-        await h.worker.on_restored(ConnectionRestored("user"))
-        h.clock.now += 59_999
-        await h.worker.maybe_auto_close()  # stable, too short and not reconciled since
-        await h.worker.on_reconciled(completed)  # reconciled, still 1 ms short
-        assert h.worker.breaker.halted
-        h.clock.now += 1
-        await h.worker.maybe_auto_close()
+        for healthy in (None, 0.0, 59.999):
+            streams.healthy_for = healthy
+            await h.worker.maybe_auto_close(streams, streams.reconcile)
+        assert h.worker.breaker.halted and streams.passes == 0
+        streams.healthy_for = 60.0
+        await h.worker.maybe_auto_close(streams, streams.reconcile)
 
     run(main)
+    assert streams.passes == 1
     assert h.kinds() == [HaltNewSignals, ResumeSignals]
     assert inspect(h.file.path).record.state["state"] == "closed"
 
 
-def test_auto_close_waits_for_a_reconciliation_after_stability(state_dir: StateDirectory) -> None:
-    """Long stability alone does not close the breaker; the next reconciliation does."""
+def test_a_failed_reconciliation_or_a_reconnect_during_it_keeps_the_breaker_open(state_dir: StateDirectory) -> None:
+    """The confirming pass must succeed, and no stream may reconnect while it runs."""
     h = Harness(state_dir.file(STATE_NAME), auto_close_after_s=1)
+    streams = Streams(healthy_for=5.0)
+
+    async def fails() -> None:
+        raise ExchangeUnavailable("fetch open orders: 503")
+
+    async def reconnects() -> None:
+        streams.healthy_for = 0.1  # a stream reconnected while the pass read the exchange
 
     async def main() -> None:
         await h.worker.on_unstable(ConnectionUnstableDetected("down"))
-        await h.worker.on_restored(ConnectionRestored("user"))
-        h.clock.now += 10_000
-        await h.worker.maybe_auto_close()
-        assert h.worker.breaker.halted
-        await h.worker.on_reconciled(ReconciliationCompleted("schedule", 0))
+        streams.during_pass = fails
+        await h.worker.maybe_auto_close(streams, streams.reconcile)
+        streams.during_pass = reconnects
+        await h.worker.maybe_auto_close(streams, streams.reconcile)
+        assert h.worker.breaker.halted and streams.passes == 2
 
     run(main)
-    assert h.kinds() == [HaltNewSignals, ResumeSignals]
+    assert h.kinds() == [HaltNewSignals]
 
 
-def test_a_manual_halt_never_auto_closes(state_dir: StateDirectory) -> None:
-    """An operator's halt stays open through stability and reconciliations, however long."""
+def test_split_brain_and_manual_halts_never_auto_close(state_dir: StateDirectory) -> None:
+    """A split-brain fence (manual, even when it comes from the confirming pass) and an operator's halt stay
+    open however healthy the streams, and no pass is even run for them."""
     h = Harness(state_dir.file(STATE_NAME), auto_close_after_s=1)
+    streams = Streams(healthy_for=10.0**9)
+
+    async def fence() -> None:
+        await h.worker.halt("split brain: order(s) s1... carry these books' current epoch", manual=True)
 
     async def main() -> None:
+        await h.worker.on_unstable(ConnectionUnstableDetected("down"))
+        streams.during_pass = fence
+        await h.worker.maybe_auto_close(streams, streams.reconcile)
+        assert h.worker.breaker.halted and h.worker.breaker.manual
+        await h.worker.maybe_auto_close(streams, streams.reconcile)
+        await h.worker.resume("operator")
         await h.worker.halt("operator", manual=True)
-        await h.worker.on_restored(ConnectionRestored("user"))
-        h.clock.now += 10**9
-        await h.worker.on_reconciled(ReconciliationCompleted("schedule", 0))
-        await h.worker.maybe_auto_close()
+        await h.worker.maybe_auto_close(streams, streams.reconcile)
 
     run(main)
-    assert h.worker.breaker.halted and h.kinds() == [HaltNewSignals]
+    assert h.worker.breaker.halted and streams.passes == 1
+    assert h.kinds() == [HaltNewSignals, HaltNewSignals, ResumeSignals, HaltNewSignals]
 
 
 def test_without_the_setting_only_an_operator_closes(state_dir: StateDirectory) -> None:
     """With auto_close_after unset, an automatic opening stays open until resume()."""
     h = Harness(state_dir.file(STATE_NAME), auto_close_after_s=None)
+    streams = Streams(healthy_for=10.0**9)
 
     async def main() -> None:
         await h.worker.on_unstable(ConnectionUnstableDetected("down"))
-        await h.worker.on_restored(ConnectionRestored("user"))
-        h.clock.now += 10**9
-        await h.worker.on_reconciled(ReconciliationCompleted("schedule", 0))
+        await h.worker.maybe_auto_close(streams, streams.reconcile)
 
     run(main)
-    assert h.worker.breaker.halted and h.kinds() == [HaltNewSignals]
+    assert h.worker.breaker.halted and h.kinds() == [HaltNewSignals] and streams.passes == 0
 
 
-def test_unchanged_breaker_is_not_saved_again(state_dir: StateDirectory) -> None:
-    """Events that change nothing (a reconciliation while unstable, a second restore) write nothing."""
-    h = Harness(state_dir.file(STATE_NAME))
+def test_after_a_restart_an_open_breaker_closes_once_the_streams_are_healthy(tmp_path: Path) -> None:
+    """The breaker of the last process comes back open; nothing is announced at a first connection, yet the
+    new process closes it once its own streams have been healthy long enough and a pass succeeded."""
+    with StateDirectory.open(tmp_path / "s") as d:
+        h = Harness(d.file(STATE_NAME), auto_close_after_s=2)
+        run(lambda: h.worker.on_unstable(ConnectionUnstableDetected("down")))
+    with StateDirectory.open(tmp_path / "s") as d:
+        again = Harness(d.file(STATE_NAME), auto_close_after_s=2)
+        assert again.worker.breaker.halted
+        streams = Streams(healthy_for=2.0)
+        run(lambda: again.worker.maybe_auto_close(streams, streams.reconcile))
+        assert not again.worker.breaker.halted and again.kinds() == [ResumeSignals]
+
+
+# ----------------------------------------------------------------------------- the emergency exit as a goal
+
+
+class Strategy:
+    """A strategy worker as the exit sees it: answers each step from a script, counting the steps."""
+
+    def __init__(self, name: str, *answers: ExitProgress) -> None:
+        self.name, self.exiting = name, False
+        self.answers, self.steps = list(answers), 0
+
+    async def pursue_exit(self) -> ExitProgress:
+        self.steps += 1
+        return self.answers.pop(0) if len(self.answers) > 1 else self.answers[0]
+
+
+def test_the_exit_is_pursued_until_every_strategy_is_flat(state_dir: StateDirectory) -> None:
+    """Each call takes one step per strategy and marks them exiting; when all are done the goal is reached:
+    persisted, logged and alerted, and the strategies may place orders again (the breaker stays open)."""
+    h = Harness(state_dir.file(STATE_NAME), emergency_exit=True)
+    a = Strategy("a", ExitProgress(waiting="exit order s1-1 is unresolved"), ExitProgress(done=True))
+    b = Strategy("b", ExitProgress(done=True))
+
+    async def main() -> None:
+        await h.worker.pursue_exit([a, b])  # no goal: nothing
+        assert (a.steps, a.exiting) == (0, False)
+        await h.worker.on_unstable(ConnectionUnstableDetected("down"))
+        await h.worker.pursue_exit([a, b])
+        assert a.exiting and b.exiting and h.worker.breaker.exiting
+        assert inspect(h.file.path).record.state["exiting"] is True
+        await h.worker.pursue_exit([a, b])
+
+    run(main)
+    assert (a.steps, b.steps) == (2, 2)
+    assert not h.worker.breaker.exiting and h.worker.breaker.halted
+    assert inspect(h.file.path).record.state["exiting"] is False
+    assert not a.exiting and not b.exiting
+    assert h.alerts[-1].startswith("s1mpled emergency exit done")
+
+
+def test_each_failed_attempt_is_alerted_and_the_next_waits(state_dir: StateDirectory) -> None:
+    """A failed attempt alerts (numbered, with why) and the strategy is not asked again before EXIT_RETRY's
+    ceiling -- 5 s, then 10 s -- while the other strategies go on."""
+    h = Harness(state_dir.file(STATE_NAME), emergency_exit=True)
+    failed = ExitProgress(failed="no answer to the market sell s1x-3 of 0.5 (outcome unknown)")
+    a = Strategy("a", failed, failed, ExitProgress(done=True))
+    b = Strategy("b", ExitProgress(waiting="2 order(s) still open"))
 
     async def main() -> None:
         await h.worker.on_unstable(ConnectionUnstableDetected("down"))
-        await h.worker.on_restored(ConnectionRestored("user"))
-        generation = h.file.generation
-        await h.worker.on_restored(ConnectionRestored("market"))
-        await h.worker.on_reconciled(ReconciliationCompleted("schedule", 0))
-        await h.worker.on_reconciled(ReconciliationCompleted("schedule", 0))
-        assert h.file.generation == generation + 1  # only the first reconciliation changed the breaker
+        await h.worker.pursue_exit([a, b])
+        h.clock.now += 4_999
+        await h.worker.pursue_exit([a, b])
+        assert (a.steps, b.steps) == (1, 2)
+        h.clock.now += 1
+        await h.worker.pursue_exit([a, b])
+        h.clock.now += 9_999
+        await h.worker.pursue_exit([a, b])
+        assert a.steps == 2
+        h.clock.now += 1
+        await h.worker.pursue_exit([a, b])
+        assert a.steps == 3
 
     run(main)
+    exits = [m for m in h.alerts if "emergency exit" in m]
+    assert exits == [
+        "s1mpled emergency exit of a: attempt 1 failed: no answer to the market sell s1x-3 of 0.5 (outcome "
+        "unknown); retrying in 5 s at the earliest",
+        "s1mpled emergency exit of a: attempt 2 failed: no answer to the market sell s1x-3 of 0.5 (outcome "
+        "unknown); retrying in 10 s at the earliest",
+    ]
+    assert h.worker.breaker.exiting  # b is not flat yet
+
+
+@pytest.mark.parametrize("how", ["keep-positions", "resume"])
+def test_an_operator_cancels_the_exit(state_dir: StateDirectory, how: str) -> None:
+    """``halt --keep-positions`` cancels a pending exit and keeps the breaker open (manual); ``resume`` closes it;
+    either way no further step is taken and the strategies may place orders again."""
+    h = Harness(state_dir.file(STATE_NAME), emergency_exit=True)
+    a = Strategy("a", ExitProgress(waiting="exit order s1-1 is unresolved"))
+
+    async def main() -> None:
+        await h.worker.on_unstable(ConnectionUnstableDetected("down"))
+        await h.worker.pursue_exit([a])
+        if how == "resume":
+            await h.worker.resume("operator resume")
+        else:
+            await h.worker.halt("operator", manual=True, keep_positions=True)
+        await h.worker.pursue_exit([a])
+
+    run(main)
+    assert a.steps == 1 and not a.exiting and not h.worker.breaker.exiting
+    assert h.worker.breaker.halted is (how == "keep-positions")
+    assert inspect(h.file.path).record.state["exiting"] is False
+
+
+def test_a_pending_exit_survives_a_restart_and_blocks_auto_close(
+    tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    """The goal is persisted: a new process resumes it (saying so CRITICAL) and does not close the breaker by
+    itself while it is pending, however healthy the streams."""
+    with StateDirectory.open(tmp_path / "s") as d:
+        h = Harness(d.file(STATE_NAME), emergency_exit=True, auto_close_after_s=1)
+        run(lambda: h.worker.on_unstable(ConnectionUnstableDetected("down")))
+    with StateDirectory.open(tmp_path / "s") as d, caplog.at_level(logging.CRITICAL, "s1mpled.circuit_breaker"):
+        again = Harness(d.file(STATE_NAME), emergency_exit=True, auto_close_after_s=1)
+        streams = Streams(healthy_for=10.0**9)
+        a = Strategy("a", ExitProgress(waiting="not trading yet"))
+        run(lambda: again.worker.maybe_auto_close(streams, streams.reconcile))
+        run(lambda: again.worker.pursue_exit([a]))
+        assert again.worker.breaker.exiting and again.worker.breaker.halted
+        assert (a.steps, streams.passes) == (1, 0)
+    assert any("emergency exit is still pending after restart" in r.getMessage() for r in caplog.records)

@@ -123,5 +123,5 @@ def test_run_refuses_an_unusable_breaker_state_in_one_line(tmp_path: Path, value
     out = _run("run", "--config", str(tmp_path / "s1mpled.yaml"))
     assert out.returncode == 70, out.stderr
     assert "Traceback" not in out.stderr
-    [line] = [x for x in out.stderr.splitlines() if x.startswith("s1mpled: ")]
+    [line] = [x for x in out.stderr.splitlines() if "CRITICAL s1mpled.cli: s1mpled stopped: " in x]
     assert str(tmp_path / "state" / BREAKER) in line and why in line, line

@@ -703,7 +703,8 @@ def test_param_decimal_never_escapes_as_anything_but_a_config_error(prop_dir: Pa
     """Whatever number-like text a Decimal param holds, loading and building give a bounded DCA or a ConfigError."""
     path = write(prop_dir, BASE.replace('quote_per_buy: "25"', f"quote_per_buy: {spelling.format(text)}"))
     try:
-        strategy = build_strategy(load_config(path, {"HOME": "/h"}).strategies[0])
+        config = load_config(path, {"HOME": "/h"})
+        strategy = build_strategy(config.strategies[0], config.schedule)
     except ConfigError as exc:
         assert exc.key == "strategies[0].params.quote_per_buy"
     else:
@@ -775,3 +776,18 @@ def test_a_yaml_error_at_the_end_of_the_file_names_an_existing_line(tmp_path: Pa
     assert err.key == "(syntax)" and err.line is not None
     assert 1 <= err.line <= len(text.splitlines()), (err.line, text)
     assert "end of the file" in err.why or "end of stream" in err.why
+
+
+def test_a_default_event_the_schedule_lacks_is_refused_when_the_strategy_is_built(tmp_path: Path) -> None:
+    """A DCA left on its default ``strategy_tick`` under a schedule without one would never buy: check-config
+    (which builds every strategy) refuses it, naming the strategy's line and the events the schedule has."""
+    schedule = "events:\n  five_minute_reconciliation_tick: {every: 5m}\n  hourly: {every: 1h}\n"
+    text = BASE.replace('{quote_per_buy: "25", every_event: strategy_tick}', '{quote_per_buy: "25"}')
+    config = load_config(write(tmp_path, text, schedule), home_env(tmp_path))
+    with pytest.raises(ConfigError) as info:
+        build_strategy(config.strategies[0], config.schedule)
+    err = info.value
+    assert (err.key, err.line) == ("strategies[0]", line_of(text, "- name: dca-btc"))
+    assert "'strategy_tick'" in err.why and "hourly" in err.why
+    ok = load_config(write(tmp_path, text, schedule.replace("hourly", "strategy_tick")), home_env(tmp_path))
+    assert build_strategy(ok.strategies[0], ok.schedule).waits_for() == ("strategy_tick",)

@@ -6,8 +6,10 @@ import asyncio
 import json
 import logging
 import os
+import resource
 import socket
 import stat
+import time
 from collections.abc import AsyncIterator, Awaitable, Mapping
 from contextlib import asynccontextmanager
 from decimal import Decimal
@@ -15,11 +17,19 @@ from pathlib import Path
 from typing import Any, TypeVar
 
 import pytest
+import yaml
 from hypothesis import given
 from hypothesis import strategies as st
 
+from s1mpled.builder import strategy_state_name
+from s1mpled.config import load_config
 from s1mpled.control import ControlServer, Handler, encode_request, parse_request, request
+from s1mpled.environments.paper import STATE_NAME as PAPER_STATE
 from s1mpled.errors import ControlError
+from s1mpled.operation import Operation
+from s1mpled.state.inspect import inspect
+from s1mpled.systemd import Notifier
+from tests.daemon_harness import Daemon, write_config
 
 T = TypeVar("T")
 DEADLINE_S = 5.0
@@ -485,3 +495,304 @@ def test_encoded_request_parses_back(cmd: str, args: dict[str, Any]) -> None:
     """What the client encodes, the server parses back to the same command and arguments."""
     req = parse_request(encode_request(cmd, args), KNOWN)
     assert (req.cmd, dict(req.args)) == (cmd, args)
+
+
+# ------------------------------------------------------------------ limits: clients, idle, writes, logs
+
+
+async def _connect(path: Path) -> tuple[asyncio.StreamReader, asyncio.StreamWriter]:
+    return await asyncio.open_unix_connection(str(path))
+
+
+async def _closed_by_server(reader: asyncio.StreamReader) -> bool:
+    """True once the server has closed this connection (EOF or reset), within the deadline."""
+    async with asyncio.timeout(DEADLINE_S):
+        try:
+            return await reader.read() == b""
+        except ConnectionResetError:
+            return True
+
+
+async def _until(predicate: Any, what: str) -> None:
+    async with asyncio.timeout(DEADLINE_S):
+        while not predicate():  # noqa: ASYNC110 - server counters and log records, no event to await
+            await asyncio.sleep(0.01)
+
+
+def _records(caplog: pytest.LogCaptureFixture, event: str) -> list[logging.LogRecord]:
+    return [r for r in caplog.records if r.name == "s1mpled.control" and getattr(r, "EVENT", None) == event]
+
+
+def test_connections_beyond_the_limit_close_the_longest_idle_ones(
+    tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    """At max_clients a new connection closes the one idle longest, so status still answers; logged once."""
+
+    async def body() -> None:
+        path = tmp_path / "ctl.sock"
+        async with serving(path, max_clients=4) as server:
+            idle = [await _connect(path) for _ in range(4)]
+            await _until(lambda: server.clients == 4, "4 clients")
+            extra = [await _connect(path) for _ in range(10)]
+            assert await _closed_by_server(idle[0][0])  # the oldest went first
+            await assert_healthy(path)  # and an operator still gets in
+            assert server.clients == 4
+            assert len(_records(caplog, "CONTROL_CROWDED")) == 1
+            for _, writer in idle + extra:
+                writer.close()
+
+    run(body())
+    first, count = (r.getMessage() for r in _records(caplog, "CONTROL_CROWDED"))  # the count: at shutdown
+    assert first == "4 control connections are open (the limit): closing the longest idle one for each new one"
+    assert count == "10 more idle control connections closed to make room in the last 0 s"
+
+
+def test_when_every_connection_is_busy_a_newcomer_is_refused_with_a_reply(tmp_path: Path) -> None:
+    """If all max_clients connections are running commands, a new client gets "too many" and can retry later."""
+    release = asyncio.Event()
+
+    async def slow(args: Mapping[str, Any]) -> Any:
+        await release.wait()
+        return "done"
+
+    async def body() -> None:
+        path = tmp_path / "ctl.sock"
+        async with serving(path, {"status": _status, "slow": slow}, max_clients=2):
+            busy = [asyncio.create_task(request(path, "slow", timeout_s=DEADLINE_S)) for _ in range(2)]
+            await asyncio.sleep(0.1)
+            with pytest.raises(ControlError, match=r"too many control connections \(2\)"):
+                await request(path, "status", timeout_s=DEADLINE_S)
+            release.set()
+            assert await asyncio.gather(*busy) == ["done", "done"]
+            await assert_healthy(path)
+
+    run(body())
+
+
+def test_an_idle_or_dribbling_connection_is_closed_after_the_idle_timeout(tmp_path: Path) -> None:
+    """A silent connection, and one sending half a request byte by byte, are closed after idle_timeout_s."""
+
+    async def body() -> None:
+        path = tmp_path / "ctl.sock"
+        async with serving(path, idle_timeout_s=0.3) as server:
+            silent_reader, silent = await _connect(path)
+            reader, writer = await _connect(path)  # answered once, then idle: the timeout restarts per request
+            writer.write(encode_request("status"))
+            assert reply_of(await reader.readline())["ok"] is True
+            drip_reader, drip = await _connect(path)
+            closed = asyncio.create_task(_closed_by_server(drip_reader))
+            for byte in b'{"cmd": "status", "args": {}}':  # a byte every 50 ms: 1.5 s for the line
+                if closed.done():
+                    break
+                drip.write(bytes([byte]))
+                await asyncio.sleep(0.05)
+            assert await closed  # before the line was complete: each byte does not restart the timeout
+            assert await _closed_by_server(silent_reader)
+            assert await _closed_by_server(reader)
+            assert server.clients == 0
+            for w in (silent, writer, drip):
+                w.close()
+            await assert_healthy(path)
+
+    run(body())
+
+
+def test_a_client_that_does_not_read_its_replies_is_cut_off(tmp_path: Path) -> None:
+    """A reply the client does not take within write_timeout_s aborts that connection; the others go on."""
+
+    async def big(args: Mapping[str, Any]) -> Any:
+        return "x" * 16_000_000  # far more than the socket buffers hold
+
+    async def body() -> None:
+        path = tmp_path / "ctl.sock"
+        async with serving(path, {"status": _status, "big": big}, write_timeout_s=0.2) as server:
+            _, writer = await _connect(path)
+            writer.write(encode_request("big"))  # and never read
+            await _until(lambda: server.clients == 1, "the client to connect")
+            await _until(lambda: server.clients == 0, "the server to cut the client off")
+            await assert_healthy(path)
+            writer.transport.abort()
+
+    run(body())
+
+
+def test_garbage_is_logged_once_then_counted_per_window(tmp_path: Path, caplog: pytest.LogCaptureFixture) -> None:
+    """Hundreds of bad lines: each gets its error reply, the log gets one line, then one count per window."""
+    lines = [b"{not json\n", b"\xff\xfe\n", b'{"cmd": "launch"}\n', b"[1]\n", b'{"cmd": "status", "args": 3}\n']
+
+    async def body() -> None:
+        path = tmp_path / "ctl.sock"
+        async with serving(path, log_window_s=0.3):
+            reader, writer = await _connect(path)
+            for _ in range(100):
+                writer.write(b"".join(lines))
+            replies = [reply_of(await reader.readline()) for _ in range(100 * len(lines))]
+            assert not any(r["ok"] for r in replies)
+            assert len(_records(caplog, "CONTROL_BAD_REQUEST")) == 1
+            await _until(lambda: len(_records(caplog, "CONTROL_BAD_REQUEST")) == 2, "the count after the window")
+            await assert_healthy(path)
+            writer.close()
+
+    run(body())
+    first, count = (r.getMessage() for r in _records(caplog, "CONTROL_BAD_REQUEST"))
+    assert first.startswith("bad control request: request is not valid JSON")
+    assert count.startswith(f"{100 * len(lines) - 1} more bad or refused control requests in the last 0 s")
+
+
+def test_a_command_that_refuses_is_an_answer_not_a_traceback(tmp_path: Path, caplog: pytest.LogCaptureFixture) -> None:
+    """A handler raising ControlError (e.g. "not trading yet") is replied to and logged without a traceback."""
+
+    async def refuse(args: Mapping[str, Any]) -> Any:
+        raise ControlError("the operation is not trading yet (phase: reconciling)")
+
+    async def body() -> None:
+        path = tmp_path / "ctl.sock"
+        async with serving(path, {"status": _status, "halt": refuse}):
+            for _ in range(20):
+                with pytest.raises(ControlError, match="not trading yet"):
+                    await request(path, "halt")
+
+    run(body())
+    assert not [r for r in caplog.records if r.levelno >= logging.ERROR or r.exc_info]
+    assert [r.getMessage() for r in _records(caplog, "CONTROL_BAD_REQUEST")] == [
+        "control command halt refused: the operation is not trading yet (phase: reconciling)",
+        "19 more bad or refused control requests in the last 0 s",  # at shutdown
+    ]
+
+
+# ------------------------------------------------------------------------------- in the daemon
+
+
+class _ReadyProbe(Notifier):
+    """A notifier that, when READY=1 would go out, checks that the control socket answers."""
+
+    def __init__(self, operation: list[Operation]) -> None:
+        super().__init__(env={})
+        self._operation = operation
+        self.socket_at_ready: bool | None = None
+
+    def ready(self, text: str) -> None:
+        path = self._operation[0].config.control_socket
+        probe = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+        try:
+            probe.connect(str(path))
+            self.socket_at_ready = True
+        except OSError:
+            self.socket_at_ready = False
+        finally:
+            probe.close()
+        self._operation[0].request_stop()
+
+
+def test_ready_is_sent_only_once_the_control_socket_is_bound(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """READY=1 promises a working control socket, even when binding it takes longer than recovery."""
+    claim = ControlServer._claim_path
+
+    async def slow_claim(self: ControlServer) -> None:
+        await asyncio.sleep(0.5)  # e.g. probing a stale socket; paper recovery takes a few ms
+        await claim(self)
+
+    monkeypatch.setattr(ControlServer, "_claim_path", slow_claim)
+    holder: list[Operation] = []
+    probe = _ReadyProbe(holder)
+    holder.append(Operation(load_config(write_config(tmp_path)), notifier=probe))
+    asyncio.run(asyncio.wait_for(holder[0].run(), 30))
+    assert probe.socket_at_ready is True
+
+
+FD_LIMIT = 512  # the daemon's RLIMIT_NOFILE here: well below the connections the test opens
+FLOOD = 1000
+
+
+def _generations(state: Path, timeout: float = 20) -> dict[str, int]:
+    """The generation of each state file the paper daemon writes (waiting for its first save)."""
+    names = [PAPER_STATE, strategy_state_name("dca-btc"), strategy_state_name("grid-eth")]
+    deadline = time.monotonic() + timeout
+    while not all((state / name).exists() for name in names):
+        assert time.monotonic() < deadline, f"state files missing in {state}"
+        time.sleep(0.05)
+    return {name: inspect(state / name).record.generation for name in names}
+
+
+def _connect_to(path: str, daemon: Daemon) -> socket.socket:
+    """A connected client; a full listen backlog (EAGAIN on a unix socket) is retried while the daemon lives."""
+    client = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+    client.setblocking(False)
+    deadline = time.monotonic() + 10
+    while True:
+        try:
+            client.connect(path)
+            return client
+        except (ConnectionRefusedError, FileNotFoundError) as exc:
+            daemon.proc.wait(timeout=10)
+            raise AssertionError(f"the daemon exited {daemon.proc.returncode}:\n{daemon.log_tail()}") from exc
+        except BlockingIOError:
+            assert daemon.proc.poll() is None, f"the daemon died:\n{daemon.log_tail()}"
+            assert time.monotonic() < deadline, "the daemon stopped accepting connections"
+            time.sleep(0.005)
+
+
+def _open_fds(pid: int) -> int:
+    return len(os.listdir(f"/proc/{pid}/fd"))
+
+
+def _log_lines(log: Path, text: str) -> list[str]:
+    return [line for line in log.read_text(errors="replace").splitlines() if text in line]
+
+
+def test_a_thousand_idle_connections_and_garbage_leave_the_paper_daemon_trading(tmp_path: Path) -> None:
+    """1,000 idle control connections, more than the daemon may open files, and a burst of garbage lines:
+    the daemon keeps trading and saving, status still answers, and each kind of abuse is logged once."""
+    config = write_config(tmp_path)
+    doc = yaml.safe_load(config.read_text())
+    doc["strategies"][0]["params"]["quote_per_buy"] = "2"  # DCA keeps buying (and saving) for a minute
+    config.write_text(yaml.safe_dump(doc, sort_keys=False))
+    log = tmp_path / "daemon.log"
+    daemon = Daemon(config, log)
+    _, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+    resource.prlimit(daemon.proc.pid, resource.RLIMIT_NOFILE, (FD_LIMIT, hard))  # before it opens the socket
+    daemon.wait_trading()
+    sock_path = str(tmp_path / "control.sock")
+    state = tmp_path / "state"
+    clients: list[socket.socket] = []
+    peak = 0
+    try:
+        before = _generations(state)
+        for i in range(FLOOD):
+            assert daemon.proc.poll() is None, f"the daemon died after {i} connections:\n{daemon.log_tail()}"
+            clients.append(_connect_to(sock_path, daemon))
+            if i % 50 == 0:
+                peak = max(peak, _open_fds(daemon.proc.pid))
+        # Held open, idle: the daemon trades and saves on, and still answers an operator.
+        daemon.wait_for(lambda d: d["phase"] == "trading")
+        deadline = time.monotonic() + 20
+        while not all(g >= before[n] + 5 for n, g in _generations(state).items()):
+            assert time.monotonic() < deadline, f"no saves under the flood: {before} -> {_generations(state)}"
+            assert daemon.proc.poll() is None, daemon.log_tail()
+            peak = max(peak, _open_fds(daemon.proc.pid))
+            time.sleep(0.1)
+        garbage = [b"{not json\n", b"\xff\xfe\x00\n", b'{"cmd": "launch"}\n', b"[1]\n", b'{"cmd": 7}\n', b"\n"]
+        for _ in range(10):
+            bad = _connect_to(sock_path, daemon)
+            bad.settimeout(10)
+            bad.sendall(b"".join(garbage) * 20)
+            replies = b""
+            while replies.count(b"\n") < 20 * len(garbage):
+                chunk = bad.recv(65536)
+                assert chunk, "the daemon closed a connection that sent bad lines"
+                replies += chunk
+            assert all(json.loads(r)["ok"] is False for r in replies.splitlines())
+            bad.close()
+        status = daemon.status()
+        assert status["phase"] == "trading"
+        assert daemon.proc.poll() is None
+        peak = max(peak, _open_fds(daemon.proc.pid))
+        assert len(_log_lines(log, "bad control request:")) == 1, daemon.log_tail()
+        assert len(_log_lines(log, "control connections are open (the limit)")) == 1, daemon.log_tail()
+    finally:
+        for client in clients:
+            client.close()
+    assert daemon.stop() == 0, daemon.log_tail()
+    text = log.read_text(errors="replace")
+    assert "Too many open files" not in text and "Traceback" not in text, daemon.log_tail()
+    assert peak < FD_LIMIT // 2, f"{peak} descriptors open at the peak"

@@ -4,16 +4,22 @@ from __future__ import annotations
 
 import io
 import logging
+import os
+import re
 import sys
 from collections.abc import Iterator
+from datetime import datetime
+from pathlib import Path
 from typing import Any
 
 import pytest
+import yaml
 from hypothesis import given
 from hypothesis import strategies as st
 
 from s1mpled import logs
 from s1mpled.logs import FIELDS, bind, clear_secrets, register_secret, setup_logging, syslog_priority
+from tests.daemon_harness import write_config
 
 log = logging.getLogger("s1mpled.testing")
 
@@ -39,6 +45,27 @@ def clean_logging(monkeypatch: pytest.MonkeyPatch) -> Iterator[None]:
     own.setLevel(saved[1])
 
 
+_STAMP = re.compile(r"^\d{4}-\d\d-\d\d \d\d:\d\d:\d\d\.\d{3} ", re.MULTILINE)
+
+
+def _plain(buf: io.StringIO) -> str:
+    """What was written, every line's timestamp (there outside systemd) checked and removed."""
+    text = buf.getvalue()
+    lines = text.splitlines()
+    assert all(_STAMP.match(line) for line in lines), text
+    return _STAMP.sub("", text)
+
+
+def _as_journal_stream(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Make stderr (pytest's capture file, if it has one) the journal's stream, as systemd would."""
+    try:
+        st = os.fstat(sys.stderr.fileno())
+    except (AttributeError, OSError, ValueError):
+        monkeypatch.setenv("JOURNAL_STREAM", "8:12345")
+    else:
+        monkeypatch.setenv("JOURNAL_STREAM", f"{st.st_dev}:{st.st_ino}")
+
+
 def _journal_handler_class() -> Any:
     from systemd.journal import JournalHandler
 
@@ -51,7 +78,7 @@ def test_fields_appear_in_stderr_output() -> None:
     setup_logging(stream=buf, journald=False)
     log.warning("order %s placed", "c-1", extra={"EVENT": "ORDER_PLACED", "STRATEGY": "dca-btc", "ORDER_ID": "c-1"})
     log.info("plain")
-    lines = buf.getvalue().splitlines()
+    lines = _plain(buf).splitlines()
     assert lines == [
         "WARNING s1mpled.testing: order c-1 placed [EVENT=ORDER_PLACED STRATEGY=dca-btc ORDER_ID=c-1]",
         "INFO s1mpled.testing: plain",
@@ -63,7 +90,7 @@ def test_field_values_with_spaces_are_quoted() -> None:
     buf = io.StringIO()
     setup_logging(stream=buf, journald=False)
     log.error("x", extra={"SYMBOL": "BTC/EUR", "STRATEGY": "my grid]"})
-    assert buf.getvalue() == 'ERROR s1mpled.testing: x [STRATEGY="my grid]" SYMBOL=BTC/EUR]\n'
+    assert _plain(buf) == 'ERROR s1mpled.testing: x [STRATEGY="my grid]" SYMBOL=BTC/EUR]\n'
 
 
 def test_operation_is_added_to_every_record() -> None:
@@ -73,7 +100,7 @@ def test_operation_is_added_to_every_record() -> None:
     log.info("one")
     logging.getLogger("websockets.client").warning("two")
     log.info("three", extra={"OPERATION": "explicit"})
-    assert buf.getvalue().splitlines() == [
+    assert _plain(buf).splitlines() == [
         "INFO s1mpled.testing: one [OPERATION=op-7]",
         "WARNING websockets.client: two [OPERATION=op-7]",
         "INFO s1mpled.testing: three [OPERATION=explicit]",
@@ -148,17 +175,17 @@ def test_journald_flag_overrides_detection(monkeypatch: pytest.MonkeyPatch) -> N
 
 
 def test_outside_systemd_stderr_has_no_prefix() -> None:
-    """Outside systemd the default handler writes to the given stream without priority prefixes."""
+    """Outside systemd the default handler writes to the given stream without priority prefixes (with the time)."""
     buf = io.StringIO()
     setup_logging(stream=buf)
     assert [type(h) for h in _ours()] == [logging.StreamHandler]
     log.critical("c")
-    assert buf.getvalue() == "CRITICAL s1mpled.testing: c\n"
+    assert _plain(buf) == "CRITICAL s1mpled.testing: c\n"
 
 
 def test_journal_handler_gets_fields_and_no_secrets(monkeypatch: pytest.MonkeyPatch) -> None:
     """The journal handler is handed the UPPERCASE fields and OPERATION, with secrets already redacted."""
-    monkeypatch.setenv("JOURNAL_STREAM", "8:12345")
+    _as_journal_stream(monkeypatch)
     setup_logging(operation="op-1")
     (handler,) = _ours()
     sent: list[tuple[str, dict[str, Any]]] = []
@@ -219,7 +246,7 @@ def test_empty_secret_is_ignored() -> None:
     setup_logging(stream=buf, journald=False)
     register_secret("")
     log.warning("intact")
-    assert buf.getvalue() == "WARNING s1mpled.testing: intact\n"
+    assert _plain(buf) == "WARNING s1mpled.testing: intact\n"
 
 
 def test_longer_secret_redacted_whole() -> None:
@@ -229,7 +256,7 @@ def test_longer_secret_redacted_whole() -> None:
     register_secret("abc")
     register_secret("abcdef")
     log.warning("abcdef and abc")
-    assert buf.getvalue() == "WARNING s1mpled.testing: *** and ***\n"
+    assert _plain(buf) == "WARNING s1mpled.testing: *** and ***\n"
 
 
 @given(
@@ -258,8 +285,8 @@ def test_setup_logging_is_idempotent() -> None:
     setup_logging(stream=second, journald=False)
     assert len(_ours()) == 1
     log.warning("once")
-    assert first.getvalue() == ""
-    assert second.getvalue() == "WARNING s1mpled.testing: once\n"
+    assert _plain(first) == ""
+    assert _plain(second) == "WARNING s1mpled.testing: once\n"
 
 
 def test_setup_logging_keeps_foreign_handlers(caplog: pytest.LogCaptureFixture) -> None:
@@ -276,10 +303,10 @@ def test_level_applies_to_s1mpled_loggers_only() -> None:
     setup_logging("DEBUG", stream=buf, journald=False)
     log.debug("ours")
     logging.getLogger("websockets").debug("theirs")
-    assert buf.getvalue() == "DEBUG s1mpled.testing: ours\n"
+    assert _plain(buf) == "DEBUG s1mpled.testing: ours\n"
     setup_logging("warning", stream=buf, journald=False)
     log.info("hidden")
-    assert buf.getvalue() == "DEBUG s1mpled.testing: ours\n"
+    assert _plain(buf) == "DEBUG s1mpled.testing: ours\n"
 
 
 def test_unknown_level_is_refused() -> None:
@@ -295,7 +322,7 @@ def test_bind_adds_fields_and_merges_per_call_extra() -> None:
     adapter = bind(log, STRATEGY="grid-eth", SYMBOL="ETH/EUR")
     adapter.info("tick")
     adapter.info("fill", extra={"ORDER_ID": "o-9", "SYMBOL": "ETH/USDT"})
-    assert buf.getvalue().splitlines() == [
+    assert _plain(buf).splitlines() == [
         "INFO s1mpled.testing: tick [STRATEGY=grid-eth SYMBOL=ETH/EUR]",
         "INFO s1mpled.testing: fill [STRATEGY=grid-eth SYMBOL=ETH/USDT ORDER_ID=o-9]",
     ]
@@ -306,3 +333,128 @@ def test_bind_rejects_unknown_fields() -> None:
     with pytest.raises(ValueError, match=r"unknown log field\(s\) strategy; known: OPERATION"):
         bind(log, strategy="lowercase")
     assert set(FIELDS) == {"OPERATION", "STRATEGY", "EVENT", "ORDER_ID", "SYMBOL"}
+
+
+# ------------------------------------------------------------------------- time stamps: terminal, not journal
+
+
+def test_foreground_lines_carry_a_timestamp_on_every_line() -> None:
+    """Outside systemd (`make run`, `s1mpled run` in a terminal) every line starts with the local time in ms,
+    traceback lines included."""
+    buf = io.StringIO()
+    setup_logging(stream=buf)
+    before = datetime.now().replace(microsecond=0)
+    try:
+        raise KeyError("k")
+    except KeyError:
+        log.exception("failed")
+    lines = buf.getvalue().splitlines()
+    assert len(lines) > 2 and all(_STAMP.match(line) for line in lines), lines
+    stamp = datetime.strptime(lines[0][:23], "%Y-%m-%d %H:%M:%S.%f")
+    assert before <= stamp <= datetime.now()
+    assert lines[0][24:] == "ERROR s1mpled.testing: failed"
+
+
+def test_under_journald_lines_have_no_timestamp(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """stderr that is the journal's stream ($JOURNAL_STREAM = its device:inode): the <N> priority, no time
+    (journald stamps each line itself)."""
+    monkeypatch.setitem(sys.modules, "systemd.journal", None)  # the stream path, as without python-systemd
+    with (tmp_path / "stream").open("w") as stream:
+        st = os.fstat(stream.fileno())
+        monkeypatch.setenv("JOURNAL_STREAM", f"{st.st_dev}:{st.st_ino}")
+        setup_logging(stream=stream)
+        log.warning("w")
+    assert (tmp_path / "stream").read_text() == "<4>WARNING s1mpled.testing: w\n"
+
+
+def test_a_journal_stream_variable_leaked_into_a_terminal_is_not_trusted(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """$JOURNAL_STREAM naming another file (a terminal started by a systemd user service passes it on), or
+    $INVOCATION_ID on a terminal: plain stderr lines with their time, not the journal."""
+    with (tmp_path / "stream").open("w") as stream:
+        st = os.fstat(stream.fileno())
+        monkeypatch.setenv("JOURNAL_STREAM", f"{st.st_dev}:{st.st_ino + 1}")
+        setup_logging(stream=stream)
+        assert [type(h) for h in _ours()] == [logging.StreamHandler]
+        log.warning("w")
+    assert _STAMP.sub("", (tmp_path / "stream").read_text()) == "WARNING s1mpled.testing: w\n"
+    monkeypatch.delenv("JOURNAL_STREAM")
+    monkeypatch.setenv("INVOCATION_ID", "0123456789abcdef")
+    controller, terminal = os.openpty()
+    with os.fdopen(terminal, "w") as tty, os.fdopen(controller, "rb", buffering=0) as reader:
+        setup_logging(stream=tty)
+        assert [type(h) for h in _ours()] == [logging.StreamHandler]
+        log.warning("t")
+        tty.flush()
+        line = reader.read(4096).decode()
+    assert _STAMP.match(line) and line.rstrip().endswith("WARNING s1mpled.testing: t"), line
+
+
+# -------------------------------------------- why the daemon stopped: one journal entry at PRIORITY crit
+
+
+@pytest.fixture
+def journal(monkeypatch: pytest.MonkeyPatch) -> list[tuple[str, dict[str, Any]]]:
+    """What python-systemd's JournalHandler hands to ``systemd.journal.send`` (its own emit path up to there)."""
+    from systemd import journal as module
+
+    sent: list[tuple[str, dict[str, Any]]] = []
+
+    def send(message: str, /, **fields: Any) -> None:
+        sent.append((message, fields))
+
+    # JournalHandler(level=NOTSET, sender_function=send): the default sender of every handler made meanwhile
+    monkeypatch.setattr(module.JournalHandler.__init__, "__defaults__", (logging.NOTSET, send))
+    return sent
+
+
+def _bad_config(tmp_path: Path) -> tuple[Path, str]:
+    path = tmp_path / "s1mpled.yaml"
+    path.write_text("mode: paper\nmodee: paper\n")
+    return path, f"{path}:2: modee: unknown key"
+
+
+def _damaged_state(tmp_path: Path) -> tuple[Path, str]:
+    config = write_config(tmp_path)
+    (tmp_path / "state").mkdir(mode=0o700)
+    (tmp_path / "state" / "operation.state.json").write_bytes(b"not a state record\n")
+    return config, f"{tmp_path / 'state' / 'operation.state.json'}: "
+
+
+def _missing_credentials(tmp_path: Path) -> tuple[Path, str]:
+    config = write_config(tmp_path)
+    doc = yaml.safe_load(config.read_text())
+    doc.pop("paper")
+    doc.update(mode="live", live={"exchange": "binance", "credentials": str(tmp_path / "binance.key")})
+    config.write_text(yaml.safe_dump(doc))
+    return config, f"{tmp_path / 'binance.key'}: (file): cannot read credentials: No such file or directory"
+
+
+@pytest.mark.parametrize(
+    "case", [(_bad_config, 78), (_damaged_state, 70), (_missing_credentials, 78)], ids=["config", "state", "key"]
+)
+def test_run_says_why_it_stopped_in_one_journal_entry_at_priority_crit(
+    tmp_path: Path,
+    monkeypatch: pytest.MonkeyPatch,
+    capsys: pytest.CaptureFixture[str],
+    journal: list[tuple[str, dict[str, Any]]],
+    case: tuple[Any, int],
+) -> None:
+    """Under journald, `s1mpled run` that cannot go on (config 78, damaged state 70, credentials 78) sends
+    exactly one entry at PRIORITY 2 or 3 -- the one `journalctl -u s1mpled -p err` shows -- naming the cause
+    and the exit code, with EVENT=STOPPED; nothing goes to stderr, where journald would file it as info."""
+    from s1mpled import cli
+
+    make, code = case
+    config, why = make(tmp_path)
+    monkeypatch.chdir(tmp_path)
+    _as_journal_stream(monkeypatch)
+    assert cli.main(["run", "--config", str(config)]) == code
+    urgent = [(m, f) for m, f in journal if int(f["PRIORITY"]) <= 3]
+    assert len(urgent) == 1, journal
+    message, fields = urgent[0]
+    assert fields["PRIORITY"] == "2" and fields["EVENT"] == "STOPPED" and fields["SYSLOG_IDENTIFIER"] == "s1mpled"
+    assert message.startswith(f"s1mpled stopped: {why}") and f"(exit {code}," in message, message
+    assert "Traceback" not in message
+    assert capsys.readouterr().err == ""

@@ -28,6 +28,7 @@ from packaging.requirements import Requirement
 from s1mpled import __version__
 from s1mpled.cli import main
 from s1mpled.config import load_config
+from tests.container import build_deb
 
 ROOT = Path(__file__).resolve().parents[1]
 SYSTEMD = ROOT / "systemd"
@@ -149,8 +150,8 @@ def test_main_unit_supervises_the_daemon() -> None:
         "Group": "s1mpled",
     }
     assert {key: one(u, "Service", key) for key in expected} == expected
-    assert one(u, "Unit", "StartLimitIntervalSec") == "120"
-    assert one(u, "Unit", "StartLimitBurst") == "5"
+    assert one(u, "Unit", "StartLimitIntervalSec") == "300"  # a crash loop; manual restarts count too
+    assert one(u, "Unit", "StartLimitBurst") == "10"
     assert one(u, "Install", "WantedBy") == "multi-user.target"
 
 
@@ -333,8 +334,8 @@ def test_package_metadata() -> None:
     assert (DEBIAN / "s1mpled.bash-completion").read_text().split() == ["packaging/bash-completion/s1mpled"]
     assert (DEBIAN / "s1mpled.links").read_text().split() == [VENV_BIN.lstrip("/"), "usr/bin/s1mpled"]
     rules = (DEBIAN / "rules").read_text()
-    assert "dh_installsystemd s1mpled.service\n" in rules
-    assert "dh_installsystemd s1mpled-reconcile.timer\n" in rules
+    assert "dh_installsystemd --no-restart-after-upgrade s1mpled.service\n" in rules
+    assert "dh_installsystemd --no-restart-after-upgrade s1mpled-reconcile.timer\n" in rules
     assert "--python $(PYTHON)" in rules and "PYTHON := /usr/bin/python3" in rules
 
 
@@ -400,11 +401,226 @@ def test_postinst_makes_config_readable_by_the_daemon_group_only(tmp_path: Path)
     assert not [c for c in calls if c.startswith("deb-systemd-invoke")]
 
 
-def test_postinst_restarts_template_instances_on_upgrade() -> None:
-    """On upgrade the postinst try-restarts every running s1mpled@ instance (debhelper does only the main unit)."""
-    postinst = (DEBIAN / "postinst").read_text()
-    upgrade_branch = postinst.split('if [ -n "$2" ]', 1)[1]
-    assert "deb-systemd-invoke try-restart 's1mpled@*.service'" in upgrade_branch
+def _run_on_systemd(
+    tmp_path: Path, script: Path, *args: str, running: tuple[str, ...] = (), policy: int | None = None
+) -> list[str]:
+    """Run a maintainer script as dpkg does on a machine booted with systemd -- no DPKG_ROOT, and a
+    /run/systemd/system -- in a private mount namespace whose /run is ``tmp_path/run``, with logging
+    stand-ins for every command that changes something. ``running``: the units systemctl lists;
+    ``policy``: the exit status of /usr/sbin/policy-rc.d (None: there is none, as on a normal machine)."""
+    run = tmp_path / "run"
+    (run / "systemd/system").mkdir(parents=True, exist_ok=True)
+    sbin = tmp_path / "sbin"  # replaces /usr/sbin: a build host's policy-rc.d may forbid every start
+    sbin.mkdir(exist_ok=True)
+    if policy is not None:
+        (sbin / "policy-rc.d").write_text(f"#!/bin/sh\nexit {policy}\n")
+        (sbin / "policy-rc.d").chmod(0o755)
+    bin_dir = tmp_path / "bin"
+    bin_dir.mkdir(exist_ok=True)
+    log = tmp_path / "calls.log"
+    (tmp_path / "running").write_text("".join(f"{u} loaded active running s1mpled operation\n" for u in running))
+    logged = ("deb-systemd-invoke", "deb-systemd-helper", "chown", "chmod")
+    stubs = {
+        "systemctl": f'echo "systemctl $*" >> "{log}"\ncase "$1" in list-units) cat "{tmp_path / "running"}";; esac',
+        **{cmd: f'echo "{cmd} $*" >> "{log}"' for cmd in logged},
+        "systemd-sysusers": "exit 0",
+        "dpkg-statoverride": "exit 1",
+    }
+    for cmd, body in stubs.items():
+        (bin_dir / cmd).write_text(f"#!/bin/sh\n{body}\n")
+        (bin_dir / cmd).chmod(0o755)
+    inner = 'mount --bind "$1" /run && mount --bind "$2" /usr/sbin && shift 2 && exec sh -e "$@"'
+    env = {"PATH": f"{bin_dir}:/usr/sbin:/usr/bin:/bin"}  # as dpkg's: policy-rc.d is found in /usr/sbin
+    argv = ["unshare", "--mount", "--propagation", "private", "sh", "-c", inner, "sh", str(run), str(sbin)]
+    subprocess.run([*argv, str(script), *args], check=True, env=env, timeout=60)
+    return log.read_text().splitlines() if log.exists() else []
+
+
+INSTANCES = ("s1mpled@grid2.service", "s1mpled@dca3.service")
+
+
+def test_preinst_stops_the_running_instances_before_an_upgrade_and_postinst_starts_those(tmp_path: Path) -> None:
+    """Upgrade: the new preinst stops every running s1mpled@NAME before the unpack and writes them down; the
+    postinst starts exactly those afterwards (an instance the admin had stopped stays stopped)."""
+    calls = _run_on_systemd(tmp_path, DEBIAN / "preinst", "upgrade", "0.1.0", running=INSTANCES)
+    assert calls[-1] == f"deb-systemd-invoke stop {' '.join(INSTANCES)}"
+    listed = tmp_path / "run/s1mpled.dpkg-instances"
+    assert listed.read_text().split() == list(INSTANCES)
+    (tmp_path / "calls.log").unlink()
+    calls = _run_on_systemd(tmp_path, DEBIAN / "postinst", "configure", "0.1.0")
+    assert f"systemctl start {' '.join(INSTANCES)}" in calls
+    assert not listed.exists()
+    assert not [c for c in calls if "try-restart" in c or c.startswith("deb-systemd-invoke restart")]
+
+
+@pytest.mark.parametrize("args", [("install",), ("upgrade", "0.1.0")])
+def test_preinst_without_running_instances_stops_nothing(tmp_path: Path, args: tuple[str, ...]) -> None:
+    """A first install stops nothing; an upgrade with no instance running writes no list."""
+    calls = _run_on_systemd(tmp_path, DEBIAN / "preinst", *args)
+    assert not [c for c in calls if c.startswith("deb-systemd-invoke")]
+    assert not (tmp_path / "run/s1mpled.dpkg-instances").exists()
+
+
+def test_postinst_after_an_aborted_upgrade_starts_the_stopped_instances(tmp_path: Path) -> None:
+    """If the unpack fails, dpkg runs the old postinst with abort-upgrade: the instances run again."""
+    _run_on_systemd(tmp_path, DEBIAN / "preinst", "upgrade", "0.1.0", running=INSTANCES[:1])
+    calls = _run_on_systemd(tmp_path, DEBIAN / "postinst", "abort-upgrade", "0.1.1")
+    assert f"systemctl start {INSTANCES[0]}" in calls
+
+
+def test_postinst_starts_no_instance_that_policy_rc_d_forbids(tmp_path: Path) -> None:
+    """Where policy-rc.d says 101 (an image build, a container), the instances are not started again."""
+    _run_on_systemd(tmp_path, DEBIAN / "preinst", "upgrade", "0.1.0", running=INSTANCES)
+    calls = _run_on_systemd(tmp_path, DEBIAN / "postinst", "configure", "0.1.0", policy=101)
+    assert not [c for c in calls if c.startswith("systemctl start")]
+    assert not (tmp_path / "run/s1mpled.dpkg-instances").exists()
+
+
+def test_prerm_stops_every_instance_on_remove_only(tmp_path: Path) -> None:
+    """apt remove stops every running s1mpled@NAME (their code is about to go); an upgrade's prerm does not."""
+    assert _run_on_systemd(tmp_path, DEBIAN / "prerm", "remove") == ["deb-systemd-invoke stop s1mpled@*.service"]
+    (tmp_path / "calls.log").unlink()
+    assert _run_on_systemd(tmp_path, DEBIAN / "prerm", "upgrade", "0.1.1") == []
+
+
+def test_postrm_purge_removes_the_links_of_enabled_instances(tmp_path: Path) -> None:
+    """purge removes the .wants/.requires links `systemctl enable s1mpled@NAME` made, and nothing else there."""
+    root = _installed_root(tmp_path)
+    etc = root / "etc/systemd/system"
+    links = [etc / "multi-user.target.wants/s1mpled@grid2.service", etc / "default.target.requires/s1mpled@x.service"]
+    kept = [etc / "multi-user.target.wants/ssh.service", etc / "multi-user.target.wants/s1mpled@notalink.service"]
+    for path in (*links, *kept):
+        path.parent.mkdir(parents=True, exist_ok=True)
+    for path in links:
+        path.symlink_to("/lib/systemd/system/s1mpled@.service")
+    kept[0].symlink_to("/lib/systemd/system/ssh.service")
+    kept[1].write_text("an admin's file, not a link\n")
+    _run_maintainer_script(tmp_path, "postrm", "purge")
+    assert [p for p in links if p.is_symlink()] == []
+    assert all(p.is_symlink() or p.is_file() for p in kept)
+
+
+def test_rules_stop_the_services_for_the_unpack_instead_of_restarting_after_it() -> None:
+    """debhelper stops s1mpled.service and the timer before the unpack and starts them after it."""
+    rules = (DEBIAN / "rules").read_text()
+    assert rules.count("dh_installsystemd --no-restart-after-upgrade") == 2
+    assert "dh_installsystemd s1mpled" not in rules
+
+
+@pytest.mark.parametrize("name", DAEMON_UNITS)
+def test_daemon_units_raise_the_file_descriptor_limit(name: str) -> None:
+    """LimitNOFILE= well above systemd's default soft limit of 1024 (an out-of-descriptors daemon cannot save)."""
+    assert int(one(parse_unit(SYSTEMD / name), "Service", "LimitNOFILE")) >= 4096
+
+
+def test_the_build_fails_on_lintian_warnings() -> None:
+    """build-deb.sh fails on lintian errors and warnings, so every package built is lintian-clean."""
+    assert 'lintian --fail-on error,warning --info "$changes"' in (PACKAGING / "build-deb.sh").read_text()
+
+
+# --------------------------------------------------------------------------------- the built package
+
+
+@pytest.fixture(scope="module")
+def deb() -> Path:
+    """The .deb of these sources (tests/container.py caches it by their content: built once, 2-3 min)."""
+    return build_deb()
+
+
+@pytest.fixture(scope="module")
+def deb_files(deb: Path) -> list[str]:
+    out = subprocess.run(["dpkg-deb", "-c", str(deb)], check=True, capture_output=True, text=True, timeout=120)
+    return [line.split(None, 5)[5].split(" -> ")[0].removeprefix("./") for line in out.stdout.splitlines()]
+
+
+SITE = "opt/venvs/s1mpled/lib/python3.11/site-packages"
+
+
+def test_the_shipped_venv_has_no_installer_and_no_activate_scripts(deb_files: list[str]) -> None:
+    """No pip, setuptools or activate script in /opt/venvs/s1mpled: nothing to change it behind dpkg's back."""
+    venv_bin = {f.removeprefix("opt/venvs/s1mpled/bin/") for f in deb_files if f.startswith("opt/venvs/s1mpled/bin/")}
+    assert not {f for f in venv_bin if f.startswith(("pip", "activate", "Activate", "easy_install"))}
+    assert {"s1mpled", "python3"} <= venv_bin
+    top = {f.removeprefix(f"{SITE}/").split("/")[0] for f in deb_files if f.startswith(f"{SITE}/")}
+    installers = {"pip", "setuptools", "pkg_resources", "_distutils_hack", "distutils-precedence.pth"}
+    assert not top & installers
+    assert not [t for t in top if t.startswith(("pip-", "setuptools-"))]
+    assert {"ccxt", "s1mpled", "systemd"} <= top
+
+
+def _deb_copyright(deb: Path, tmp_path: Path) -> str:
+    subprocess.run(["dpkg-deb", "-x", str(deb), str(tmp_path / "x")], check=True, timeout=300)
+    return (tmp_path / "x/usr/share/doc/s1mpled/copyright").read_text()
+
+
+def _paragraphs(text: str) -> list[dict[str, str]]:
+    """DEP-5 (deb822) paragraphs: field -> value (continuation lines joined with newlines)."""
+    out = []
+    for block in text.strip().split("\n\n"):
+        fields: dict[str, str] = {}
+        key = ""
+        for line in block.splitlines():
+            if line.startswith((" ", "\t")):
+                fields[key] += "\n" + line[1:]
+            else:
+                key, sep, value = line.partition(":")
+                assert sep, f"not a field: {line!r}"
+                fields[key] = value.strip()
+        out.append(fields)
+    return out
+
+
+def test_the_copyright_file_names_every_bundled_distribution_and_its_license(
+    deb: Path, deb_files: list[str], tmp_path: Path
+) -> None:
+    """/usr/share/doc/s1mpled/copyright has a DEP-5 paragraph per distribution in the venv (every pin of
+    debian/requirements.txt): its files, copyright, license and license text or a common-licenses reference."""
+    header, *bundled = _paragraphs(_deb_copyright(deb, tmp_path))
+    assert header["Format"].startswith("https://www.debian.org/doc/packaging-manuals/copyright-format/1.0")
+    standalone = {p["License"].split("\n")[0] for p in bundled if "Files" not in p}
+    files = [p for p in bundled if "Files" in p]
+    meta_dirs = {
+        f.split("/")[len(SITE.split("/"))]
+        for f in deb_files
+        if f.startswith(f"{SITE}/") and f.rstrip("/").endswith((".dist-info", ".egg-info"))
+    }
+    meta_dirs = {d for d in meta_dirs if not d.startswith("s1mpled-")}
+    described = {}
+    for p in files:
+        for pattern in p["Files"].split():
+            if pattern.endswith((".dist-info/*", ".egg-info/*")):
+                described[pattern.split("/")[-2]] = p
+    assert set(described) == meta_dirs
+    for meta_dir, p in described.items():
+        assert p["Copyright"].strip(), meta_dir
+        license_name, _, text = p["License"].partition("\n")
+        assert license_name, meta_dir
+        assert text.strip() or license_name in standalone, f"{meta_dir}: no license text for {license_name}"
+    lines = (DEBIAN / "requirements.txt").read_text().splitlines()
+    pins = [ln.split("==")[0].lower().replace("_", "-") for ln in lines if ln and not ln.startswith("#")]
+    named = {p["Comment"].split()[0].lower().replace("_", "-") for p in described.values()}
+    assert set(pins) <= named
+
+
+def test_the_built_maintainer_scripts_stop_everything_before_the_unpack(deb: Path, tmp_path: Path) -> None:
+    """The package's own preinst (debhelper's snippets included) stops the instances, the daemon and the timer
+    on upgrade; its postinst starts the daemon (no restart after the unpack); its prerm stops everything on remove."""
+    control = tmp_path / "control"
+    subprocess.run(["dpkg-deb", "-e", str(deb), str(control)], check=True, timeout=120)
+    calls = _run_on_systemd(tmp_path, control / "preinst", "upgrade", "0.1.0", running=INSTANCES)
+    stops = [c for c in calls if c.startswith("deb-systemd-invoke stop")]
+    assert stops[0] == f"deb-systemd-invoke stop {' '.join(INSTANCES)}"
+    assert {"deb-systemd-invoke stop s1mpled.service", "deb-systemd-invoke stop s1mpled-reconcile.timer"} <= set(stops)
+    postinst = (control / "postinst").read_text()
+    assert "deb-systemd-invoke start 's1mpled.service'" in postinst
+    assert "_dh_action=restart" not in postinst
+    (tmp_path / "calls.log").unlink()
+    calls = _run_on_systemd(tmp_path, control / "prerm", "remove")
+    assert {
+        "deb-systemd-invoke stop s1mpled@*.service",
+        "deb-systemd-invoke stop s1mpled.service",
+        "deb-systemd-invoke stop s1mpled-reconcile.timer",
+    } <= set(calls)
 
 
 # ------------------------------------------------------------------------ man page and completion

@@ -96,6 +96,7 @@ def test_start_up_never_fsyncs_on_the_event_loop(tmp_path: Path, fsyncs: list[bo
         with StateDirectory.open(config.state_dir) as sd:
             op = Operation(config)
             components = await op._step_a(sd)
+            assert components is not None
             await components.env.close()
 
     asyncio.run(step_a())  # a first start: the identity file and the paper exchange are written

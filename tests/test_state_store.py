@@ -9,16 +9,25 @@ import stat
 import subprocess
 import sys
 import threading
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from decimal import Decimal
 from pathlib import Path
 from typing import Any
 
 import pytest
 
-from s1mpled.errors import LocalStateError, StateCorruptError, StateEncodeError, StateError, StateLockedError
+from s1mpled.errors import (
+    LocalStateError,
+    StateCorruptError,
+    StateDiskFullError,
+    StateEncodeError,
+    StateError,
+    StateFsyncError,
+    StateLockedError,
+)
 from s1mpled.state import StatefulPlugin, codec
 from s1mpled.state.store import StateDirectory
+from tests.disks import FailingDisk, fill
 
 NAME = "s.state.json"
 
@@ -384,3 +393,187 @@ def test_a_verified_file_whose_values_are_unusable_is_a_clear_state_error(tmp_pa
     refused = r"counter\.state\.json: the saved state cannot be used: missing key 'value'"
     with StateDirectory.open(tmp_path) as sd, pytest.raises(StateError, match=refused):
         Counter(sd.file("counter.state.json")).load_state()
+
+
+# ------------------------------------------------------------------ a full disk waits, a failed fsync stops
+
+
+async def _until(predicate: Callable[[], bool], what: str) -> None:
+    """Wait on the event loop until ``predicate()`` holds; fail naming ``what`` after 10 s."""
+    try:
+        async with asyncio.timeout(10):
+            while not predicate():  # noqa: ASYNC110 - store counters and callbacks, no event to await
+                await asyncio.sleep(0.01)
+    except TimeoutError:
+        raise AssertionError(f"timed out waiting for {what}") from None
+
+
+def _on_disk(directory: Path) -> Any:
+    """The state NAME holds, read as another process would (the directory stays locked by the test)."""
+    return codec.decode((directory / NAME).read_bytes()).state
+
+
+def test_a_save_on_a_full_disk_waits_then_writes_the_newest_state(
+    tmpfs: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    """ENOSPC: save() does not fail and does not return; the disk keeps the last acknowledged state; once
+    space is freed the newest state is written once, every waiting save returns, and one CRITICAL line
+    (and one "space is back" line) tells the story."""
+    _saved(tmpfs, {"v": 1})
+
+    async def scenario(sd: StateDirectory) -> None:
+        f = sd.file(NAME)
+        f.load()
+        sd.retry_first_s, sd.retry_max_s = 0.01, 0.05
+        filler = fill(tmpfs)
+        first = asyncio.create_task(f.save({"v": 2, "pad": "x" * 3000}))
+        await _until(lambda: sd.disk_full, "the save to meet the full disk")
+        later = [asyncio.create_task(f.save({"v": v, "pad": "x" * 3000})) for v in (3, 4)]
+        await asyncio.sleep(0.2)  # several retries happen meanwhile
+        assert not first.done() and not any(t.done() for t in later)
+        assert _on_disk(tmpfs) == {"v": 1} and not (tmpfs / f"{NAME}.journal").exists()
+        filler.unlink()
+        async with asyncio.timeout(10):
+            generations = await asyncio.gather(first, *later)
+        assert not sd.disk_full
+        assert len(set(generations)) <= 2 and max(generations) == f.generation
+
+    with caplog.at_level(logging.INFO, "s1mpled.state"), StateDirectory.open(tmpfs) as sd:
+        asyncio.run(scenario(sd))
+    assert _on_disk(tmpfs) == {"v": 4, "pad": "x" * 3000}
+    assert codec.decode((tmpfs / f"{NAME}.prev").read_bytes()).state == {"v": 1}
+    critical = [r for r in caplog.records if r.levelno == logging.CRITICAL]
+    assert len(critical) == 1 and "disk full" in critical[0].getMessage(), [r.getMessage() for r in critical]
+    assert "No space left on device" in critical[0].getMessage()
+    assert getattr(critical[0], "EVENT", None) == "STATE_DISK_FULL"
+    assert sum("disk space is back" in r.getMessage() for r in caplog.records) == 1
+
+
+def test_a_save_that_must_not_wait_raises_and_the_next_save_writes_it(tmpfs: Path) -> None:
+    """wait_for_space=False: StateDiskFullError at once (no retry), and at once again while the disk is full;
+    nothing reaches the disk until a later save, which writes the newest state when space returns."""
+    _saved(tmpfs, {"v": 1})
+
+    async def scenario(sd: StateDirectory) -> None:
+        f = sd.file(NAME)
+        f.load()
+        sd.retry_first_s = 0.01
+        filler = fill(tmpfs)
+        with pytest.raises(StateDiskFullError, match="No space left on device"):
+            await f.save({"v": 2, "pad": "x" * 3000}, wait_for_space=False)
+        assert sd.disk_full and f.generation == 1
+        writes = sd.stats.writes
+        with pytest.raises(StateDiskFullError, match="the disk is full"):
+            await f.save({"v": 3}, wait_for_space=False)
+        assert sd.stats.writes == writes  # refused without touching the disk
+        waiting = asyncio.create_task(f.save({"v": 4}))
+        await asyncio.sleep(0.05)
+        assert not waiting.done()
+        filler.unlink()
+        async with asyncio.timeout(10):
+            assert await waiting == 2  # generations are handed out again after a failed write
+        assert not sd.disk_full
+
+    with StateDirectory.open(tmpfs) as sd:
+        asyncio.run(scenario(sd))
+    assert _on_disk(tmpfs) == {"v": 4}
+
+
+def test_supervise_alerts_a_full_disk_once_through_the_alert(tmpfs: Path, caplog: pytest.LogCaptureFixture) -> None:
+    """Under supervise(alert) the episode's report is the alert (the Alerter's one CRITICAL line), not a second one."""
+    _saved(tmpfs, {"v": 1})
+    alerts: list[tuple[str, str]] = []
+
+    async def alert(message: str, *, event: str = "ALERT") -> bool:
+        alerts.append((message, event))
+        return True
+
+    async def scenario(sd: StateDirectory) -> None:
+        f = sd.file(NAME)
+        f.load()
+        sd.retry_first_s = 0.01
+        async with asyncio.TaskGroup() as tg:
+            supervisor = tg.create_task(sd.supervise(alert))
+            filler = fill(tmpfs)
+            saves = [tg.create_task(f.save({"v": v, "pad": "x" * 3000})) for v in (2, 3)]
+            await _until(lambda: bool(alerts), "the alert")
+            filler.unlink()
+            await asyncio.gather(*saves)
+            supervisor.cancel()
+
+    with caplog.at_level(logging.INFO, "s1mpled.state"), StateDirectory.open(tmpfs) as sd:
+        asyncio.run(scenario(sd))
+    assert [e for _, e in alerts] == ["STATE_DISK_FULL"] and "disk full" in alerts[0][0]
+    assert not [r for r in caplog.records if r.levelno == logging.CRITICAL]
+
+
+@pytest.fixture
+def failing_disk(tmp_path: Path) -> Iterator[FailingDisk]:
+    """An ext4 whose device starts failing writes on demand (tests/disks.py): a real fsync error."""
+    with FailingDisk(tmp_path / "disk") as disk:
+        yield disk
+
+
+def test_a_failed_fsync_is_fail_stop_and_recovery_reloads_from_disk(failing_disk: FailingDisk) -> None:
+    """EIO from fsync: StateFsyncError naming the file; every later write is refused without touching the
+    disk, supervise() raises it (the daemon exits 70); after a repair the last acknowledged state loads."""
+    d = failing_disk.mountpoint / "st"
+    with StateDirectory.open(d) as sd:
+        f = sd.file(NAME)
+        f.load()
+        for v in range(3):
+            f.save_sync({"v": v, "pad": "y" * 5000})
+        failing_disk.break_writes()
+        with pytest.raises(StateFsyncError, match=rf"{NAME}\.journal: fsync failed: .*fail-stop") as info:
+            for v in range(3, 40):  # a freed block of an earlier save may still be writable: the next is not
+                f.save_sync({"v": v, "pad": "z" * 5000})
+        acknowledged = v - 1
+        assert sd.failure is not None and sd.failure.exit_code == 70 and "errno E" in str(info.value)
+        writes = sd.stats.writes
+        with pytest.raises(StateFsyncError, match="refusing to write after an earlier fsync failed"):
+            f.save_sync({"v": "never"})
+        with pytest.raises(StateFsyncError, match="refusing to write"):
+            asyncio.run(f.save({"v": "never"}))
+        assert sd.stats.writes == writes
+
+        async def supervised() -> None:
+            async with asyncio.timeout(5):
+                await sd.supervise()
+
+        with pytest.raises(StateFsyncError, match="fsync failed"):
+            asyncio.run(supervised())
+    failing_disk.repair()
+    result = _load(d)
+    assert result.state["v"] == acknowledged and not result.fallback, result
+
+
+def test_saves_waiting_for_space_are_written_in_the_order_they_first_failed(tmpfs: Path) -> None:
+    """Two files waiting for space land in the order their saves first failed (as the one writer thread would
+    have written them): a ledger never reaches the disk before the exchange state it was derived from."""
+    written: list[str] = []
+
+    async def scenario(sd: StateDirectory) -> None:
+        first, second = sd.file("exchange.state.json"), sd.file("ledger.state.json")
+        first.load()
+        second.load()
+        sd.retry_first_s, sd.retry_max_s = 0.01, 0.4  # the first file's backoff grows past the second's
+        apply = sd.apply
+
+        def recording(ops: list[Any]) -> None:
+            apply(ops)
+            written.append(ops[0].name)
+
+        sd.apply = recording  # type: ignore[method-assign]
+        filler = fill(tmpfs)
+        a = asyncio.create_task(first.save({"fill": "x" * 3000}))
+        await _until(lambda: sd.disk_full, "the first save to fail")
+        await asyncio.sleep(0.5)  # its backoff is at its longest now
+        b = asyncio.create_task(second.save({"applied": "x" * 3000}))
+        await asyncio.sleep(0.05)
+        filler.unlink()
+        async with asyncio.timeout(10):
+            await asyncio.gather(a, b)
+
+    with StateDirectory.open(tmpfs) as sd:
+        asyncio.run(scenario(sd))
+    assert written == ["exchange.state.json.journal", "ledger.state.json.journal"]

@@ -47,6 +47,33 @@ def _drain(fd: int) -> bytes:
     return out
 
 
+def _kill_moment(r: int, rng: random.Random) -> bytes:
+    """Waits for a random moment to kill: after 0-2 acknowledged saves, then a random part of a save.
+
+    The moment is measured in saves, not in wall time, so a slow disk (CI) gets the same mix of
+    kills before, inside and after a save as a fast one, instead of a child killed before it ever
+    completes one.
+    """
+    wanted = rng.choice((0, 1, 1, 2))
+    acks = b""
+    started = time.monotonic()
+    last = started
+    interval = 0.002
+    deadline = started + 30.0
+    while acks.count(b"\n") < wanted and time.monotonic() < deadline:
+        if select.select([r], [], [], 0.05)[0]:
+            chunk = os.read(r, 65536)
+            if not chunk:
+                break
+            acks += chunk
+            now = time.monotonic()
+            interval, last = now - last, now
+    pause = time.monotonic() + rng.uniform(0.0, 1.5) * max(interval, 0.0005)
+    while time.monotonic() < pause:
+        acks += _drain(r)
+    return acks
+
+
 def test_sigkill_at_random_moments_never_loses_an_acknowledged_save(tmp_path: Path) -> None:
     """After each of KILLS random SIGKILLs, load() verifies and returns >= the last acknowledged counter."""
     rng = random.Random(int(os.environ.get("S1MPLED_TORTURE_SEED", "20261121")))
@@ -59,10 +86,7 @@ def test_sigkill_at_random_moments_never_loses_an_acknowledged_save(tmp_path: Pa
             os.close(r)
             _child(tmp_path, w)
         os.close(w)
-        deadline = time.monotonic() + rng.uniform(0.0005, 0.008)
-        acks = b""
-        while time.monotonic() < deadline:
-            acks += _drain(r)
+        acks = _kill_moment(r, rng)
         os.kill(pid, signal.SIGKILL)
         os.waitpid(pid, 0)
         acks += _drain(r)

@@ -467,8 +467,8 @@ def test_config_error_fails_with_status_78_and_is_not_restarted(stack: Stack) ->
 
 
 def test_restart_storm_ends_failed_with_the_alert_sent(stack: Stack) -> None:
-    """A daemon that crashes on every start is restarted StartLimitBurst-1 times, then left failed
-    ("Start request repeated too quickly"), and OnFailure= sends the critical alert."""
+    """A daemon that crashes on every start is restarted StartLimitBurst-1 times (ten starts within five
+    minutes), then left failed ("Start request repeated too quickly"), and OnFailure= sends the critical alert."""
     ct = stack.ct
     # SIGKILL right after the exchange accepted an order: the next start settles that order at once (with
     # after_intent it would wait out the in-flight window first) and the next order kills it again.
@@ -480,9 +480,9 @@ def test_restart_storm_ends_failed_with_the_alert_sent(stack: Stack) -> None:
     st = stack.wait_state(30, ActiveState="failed", Result="signal")
     messages = [str(e.get("MESSAGE")) for e in stack.journal(after=cursor)]
     kills = [m for m in messages if "Main process exited, code=killed, status=9/KILL" in m]
-    assert len(kills) == 5, messages  # StartLimitBurst=5 starts in StartLimitIntervalSec=120
+    assert len(kills) == 10, messages  # StartLimitBurst=10 starts in StartLimitIntervalSec=300
     _assert_stays(lambda: stack.state()["ActiveState"] == "failed", 4, "restarted after the start limit")
-    assert stack.state()["NRestarts"] == st["NRestarts"] == "5"  # the fifth scheduled restart was refused
+    assert stack.state()["NRestarts"] == st["NRestarts"] == "10"  # the tenth scheduled restart was refused
 
     def alerted() -> list[dict[str, Any]] | None:
         entries = ct.journal(f"_SYSTEMD_UNIT={ALERT}", "-p", "crit", after=cursor)
@@ -494,6 +494,57 @@ def test_restart_storm_ends_failed_with_the_alert_sent(stack: Stack) -> None:
     ]
     wait_until(lambda: ct.show(ALERT, "ActiveState")["ActiveState"] == "inactive", 60, f"{ALERT} to finish")
     assert ct.show(ALERT, "Result")["Result"] == "success"
+
+
+def test_five_manual_restarts_in_two_minutes_do_not_lock_the_unit(stack: Stack) -> None:
+    """An operator starts the daemon and restarts it five times within two minutes (systemd counts every
+    start against the start limit, manual ones too): the unit is active afterwards, never start-limit-hit."""
+    ct = stack.ct
+    ct.systemctl("reset-failed", UNIT, check=False)
+    cursor = ct.cursor()
+    began = time.monotonic()
+    for _ in range(6):  # the start an operator begins with, then five restarts
+        ct.systemctl("restart", UNIT)  # Type=notify: returns once READY=1 came
+    assert time.monotonic() - began < 120
+    st = stack.wait_active()
+    messages = [str(e.get("MESSAGE")) for e in stack.journal(after=cursor)]
+    assert not any("Start request repeated too quickly" in m for m in messages), messages
+    assert st["ActiveState"] == "active"
+
+
+def test_an_unreachable_exchange_at_start_keeps_the_unit_starting_then_it_trades(stack: Stack) -> None:
+    """Every REST call 503 for 25 s at start, TimeoutStartSec only 10 s: the unit stays "activating" past its
+    start timeout (each retry sends EXTEND_TIMEOUT_USEC), never restarts or fails, shows why in its STATUS line,
+    answers `s1mpled status` -- and becomes active, trading, once the exchange answers."""
+    ct, sim = stack.ct, stack.sim
+    stack.dropin(UNIT, "[Service]\nTimeoutStartSec=10s\n")
+    restarts = stack.state()["NRestarts"]
+    cursor = ct.cursor()
+    sim.inject("http_error", seconds=25, status=503)
+    ct.systemctl("restart", "--no-block", UNIT)
+    began = time.monotonic()
+
+    def waiting() -> dict[str, str] | None:
+        st = stack.state("ActiveState", "SubState", "StatusText", "NRestarts")
+        return st if st["StatusText"].startswith("recovery A: exchange unreachable since ") else None
+
+    st = wait_until(waiting, 30, "the STATUS line to say the exchange is unreachable")
+    assert (st["ActiveState"], st["SubState"]) == ("activating", "start"), st
+    assert ", retry " in st["StatusText"], st
+    doc = stack.daemon_status()
+    assert doc["phase"] == "loading-state" and doc["summary"].startswith("recovery A: exchange unreachable"), doc
+    _assert_stays(
+        lambda: stack.state("ActiveState")["ActiveState"] == "activating",
+        max(0.0, 15 - (time.monotonic() - began)),
+        "the start did not outlive TimeoutStartSec=10s while the daemon was waiting",
+    )
+    after = stack.wait_active(timeout=120)
+    assert after["NRestarts"] == restarts  # waited, never exited
+    messages = [str(e.get("MESSAGE")) for e in stack.journal(after=cursor)]
+    assert not any("Start operation timed out" in m or "Failed with result" in m for m in messages), messages
+    assert any("recovery A: the exchange answers again after" in m for m in messages), messages
+    fills = stack.our_fills()
+    wait_until(lambda: stack.our_fills() > fills, 60, "the daemon to trade after the outage")
 
 
 def test_api_secret_never_reaches_the_journal(stack: Stack) -> None:
@@ -543,3 +594,219 @@ def test_purge_removes_state_and_config_but_not_the_admins_keys(stack: Stack) ->
     assert not ct.path(CONFIG).exists()
     assert ct.path(KEY_FILE).exists()
     assert ct.show(UNIT, "LoadState")["LoadState"] == "not-found"
+
+
+# ------------------------------------------- why it stopped, and a full state disk (issue 9, items 4 and 5)
+# These come after the purge in file order, so they reinstall the package first when it is gone.
+
+
+@pytest.fixture
+def installed(e2e: Stack) -> Stack:
+    """The healthy live daemon, reinstalled (and switched to live again) if an earlier test purged it."""
+    if e2e.ct.show(UNIT, "LoadState")["LoadState"] == "not-found":
+        e2e.ct.install_deb(e2e.deb)
+        _go_live(e2e.ct, e2e.sim)
+    e2e.restore()
+    return e2e
+
+
+def _daemon_entries(entries: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    """The daemon's own entries (systemd logs about the unit under -u too)."""
+    return [e for e in entries if e.get("SYSLOG_IDENTIFIER") == "s1mpled"]
+
+
+def test_journalctl_p_err_says_why_the_daemon_is_down(installed: Stack) -> None:
+    """A bad config: `journalctl -u s1mpled -p err` shows the daemon's one line saying why, at PRIORITY 2,
+    naming file:line and the exit code -- not a traceback, not a line at info."""
+    ct, stack = installed.ct, installed
+    bad = stack.config.replace("mode: live\n", "mode: live\nmodee: live\n", 1)
+    line = bad.splitlines().index("modee: live") + 1
+    ct.write(CONFIG, bad, mode=0o640, owner="root:s1mpled")
+    cursor = ct.cursor()
+    assert ct.systemctl("restart", UNIT, check=False).returncode != 0
+    stack.wait_state(30, ActiveState="failed")
+    urgent = _daemon_entries(stack.journal("-p", "err", after=cursor))
+    assert [e["PRIORITY"] for e in urgent] == ["2"], [e.get("MESSAGE") for e in urgent]
+    message = str(urgent[0]["MESSAGE"])
+    assert message.startswith(f"s1mpled stopped: {CONFIG}:{line}: modee: unknown key"), message
+    assert "(exit 78, a configuration error" in message and urgent[0]["EVENT"] == "STOPPED"
+    everything = _daemon_entries(stack.journal(after=cursor))
+    assert not [e for e in everything if "modee" in str(e.get("MESSAGE")) and e["PRIORITY"] != "2"], everything
+    assert not [e for e in everything if "Traceback" in str(e.get("MESSAGE"))]
+
+
+_FILL = """
+import os
+fd = os.open("/var/lib/s1mpled/e2e-filler", os.O_WRONLY | os.O_CREAT | os.O_APPEND, 0o600)
+for size in (65536, 4096, 512, 1):
+    try:
+        while True:
+            os.write(fd, bytes(size))
+    except OSError:
+        pass
+"""
+
+
+@contextlib.contextmanager
+def _state_on_tmpfs(stack: Stack, size: str) -> Iterator[None]:
+    """/var/lib/s1mpled on a tmpfs of ``size`` holding a copy of the books, while the block runs; the books
+    as the block left them are copied back to the real directory afterwards (the daemon stopped around it)."""
+    ct = stack.ct
+    ids = ct.run("sh", "-c", "echo $(id -u s1mpled):$(id -g s1mpled)").stdout.strip().split(":")
+    saved = "/var/lib/s1mpled.e2e-copy"
+    ct.systemctl("stop", UNIT)
+    ct.run("rm", "-rf", saved)
+    ct.run("cp", "-a", STATE_DIR, saved)
+    opts = f"size={size},mode=0700,uid={ids[0]},gid={ids[1]}"
+    ct.run("mount", "-t", "tmpfs", "-o", opts, "tmpfs", STATE_DIR)
+    try:
+        ct.run("cp", "-a", f"{saved}/.", f"{STATE_DIR}/")
+        yield
+    finally:
+        ct.systemctl("stop", UNIT)
+        ct.run("rm", "-f", f"{STATE_DIR}/e2e-filler")
+        ct.run("rm", "-rf", saved)
+        ct.run("cp", "-a", STATE_DIR, saved)
+        ct.run("umount", STATE_DIR)
+        ct.run("find", STATE_DIR, "-mindepth", "1", "-delete")
+        ct.run("cp", "-a", f"{saved}/.", f"{STATE_DIR}/")
+        ct.run("rm", "-rf", saved)
+        ct.systemctl("start", UNIT)  # as the block found it: running, on the real directory
+
+
+def test_a_full_state_disk_halts_orders_alerts_once_and_trading_resumes_when_space_is_freed(
+    installed: Stack,
+) -> None:
+    """/var/lib/s1mpled on a small tmpfs, filled up under the real systemd: one CRITICAL alert line, the daemon
+    stays active and sends no order while full, `s1mpled status` says DISK FULL; space freed: it trades
+    again by itself, and every state file verifies."""
+    ct, stack = installed.ct, installed
+    with _state_on_tmpfs(stack, "16m"):
+        ct.systemctl("start", UNIT)
+        before = stack.wait_active()
+        cursor = ct.cursor()
+        stack.wait_journal("placed:", cursor)
+        ct.run("python3", "-c", _FILL)
+        full = stack.wait_journal("disk full", cursor)
+        critical = [e for e in _daemon_entries(full) if e["PRIORITY"] == "2" and "disk full" in str(e["MESSAGE"])]
+        assert [e["EVENT"] for e in critical] == ["STATE_DISK_FULL"], [e.get("MESSAGE") for e in critical]
+        assert "No space left on device" in str(critical[0]["MESSAGE"])
+        wait_until(lambda: _settled(stack.daemon_status()), 30, "the orders sent before to be answered")
+        ours = len([c for c in stack.sim.state()["orders"] if parse_client_order_id(c) is not None])
+
+        def no_new_order() -> bool:
+            now = [c for c in stack.sim.state()["orders"] if parse_client_order_id(c) is not None]
+            return len(now) == ours
+
+        _assert_stays(no_new_order, 6, "an order reached the exchange while the disk was full")
+        assert "DISK FULL: no new orders" in ct.run("s1mpled", "status", "--timeout", "10").stdout
+        assert stack.state("MainPID")["MainPID"] == before["MainPID"]  # survived, no restart
+        freed = ct.cursor()
+        ct.run("rm", f"{STATE_DIR}/e2e-filler")
+        stack.wait_journal("disk space is back", freed)
+        stack.wait_journal("placed:", freed)
+        wait_until(lambda: not no_new_order(), 30, "an order on the exchange after the space came back")
+        assert len([e for e in _daemon_entries(stack.journal("-p", "crit", after=cursor))
+                    if "disk full" in str(e["MESSAGE"])]) == 1  # fmt: skip
+        assert not [e for e in stack.journal(after=cursor) if "Traceback" in str(e.get("MESSAGE"))]
+        ct.systemctl("stop", UNIT)
+        for name in ct.run("sh", "-c", f"ls {STATE_DIR}/*.state.json").stdout.split():
+            assert "OK generation" in ct.run("s1mpled", "state", "verify", name).stdout
+
+
+# ------------------------------------------ the package cleans up after itself (issue 9, item 10)
+# Remove, upgrade and purge with s1mpled@NAME instances running. Destructive (the last one purges), so
+# they come last and each one installs the package first if an earlier test removed it.
+
+INSTANCES = {"inst": True, "hand": False}  # name -> enabled (`systemctl enable --now`) or only started
+
+
+def _instance_config(name: str) -> str:
+    """The packaged paper configuration as README.Debian says for NAME: its own operation, state and socket."""
+    doc = yaml.safe_load((Path(__file__).resolve().parents[1] / "etc/s1mpled/s1mpled.yaml").read_text())
+    doc.update(
+        operation=f"e2e-{name}", state_dir=f"{STATE_DIR}/{name}", control_socket=f"/run/s1mpled/{name}/control.sock"
+    )
+    return yaml.safe_dump(doc, sort_keys=False)
+
+
+def _instances_running(e2e: Stack) -> dict[str, str]:
+    """The package installed and every instance of INSTANCES running; unit -> its MainPID."""
+    ct = e2e.ct
+    if ct.run("dpkg-query", "-W", "-f=${Status}", "s1mpled", check=False).stdout != "install ok installed":
+        ct.install_deb(e2e.deb)
+    for name, enabled in INSTANCES.items():
+        ct.write(f"/etc/s1mpled/{name}.yaml", _instance_config(name), mode=0o640, owner="root:s1mpled")
+        ct.systemctl("enable" if enabled else "start", *(["--now"] if enabled else []), f"s1mpled@{name}.service")
+    units = [f"s1mpled@{n}.service" for n in INSTANCES]
+
+    def all_running() -> dict[str, str] | None:
+        shown = {u: ct.show(u, "ActiveState", "SubState", "MainPID") for u in units}
+        ok = all((s["ActiveState"], s["SubState"]) == ("active", "running") for s in shown.values())
+        return {u: s["MainPID"] for u, s in shown.items()} if ok else None
+
+    return wait_until(all_running, START_S, "the s1mpled@ instances to run")
+
+
+def _package_files_ctime_us(ct: Container) -> tuple[int, int]:
+    """The first and last time dpkg wrote one of the package's files under /opt/venvs/s1mpled (ctime, µs)."""
+    listed = ct.run("dpkg-query", "-L", "s1mpled").stdout.split()
+    times = [
+        ct.path(p).lstat().st_ctime_ns // 1000
+        for p in listed
+        if p.startswith("/opt/venvs/s1mpled/") and ct.path(p).is_file() and not ct.path(p).is_symlink()
+    ]
+    return min(times), max(times)
+
+
+def _unit_events_us(ct: Container, unit: str, after: str, text: str) -> list[int]:
+    """When systemd logged ``text`` about ``unit`` after the cursor (µs)."""
+    return [
+        int(e["__REALTIME_TIMESTAMP"])
+        for e in ct.journal("-u", unit, after=after)
+        if text in str(e.get("MESSAGE", "")) and e.get("_PID") == "1"
+    ]
+
+
+def test_an_upgrade_stops_every_daemon_before_unpacking_and_starts_them_after(e2e: Stack) -> None:
+    """apt install of the package over itself (an upgrade to dpkg: old prerm, new preinst, unpack, postinst):
+    s1mpled, an enabled and a hand-started s1mpled@NAME are all stopped before the first file is replaced,
+    and started again -- new processes -- after the last one."""
+    ct = e2e.ct
+    before = _instances_running(e2e)
+    ct.systemctl("start", UNIT)  # running whatever an earlier test left behind
+    wait_until(lambda: ct.show(UNIT, "ActiveState")["ActiveState"] == "active", START_S, f"{UNIT} to run")
+    before[UNIT] = ct.show(UNIT, "MainPID")["MainPID"]
+    cursor = ct.cursor()
+    ct.install_deb(e2e.deb, "--reinstall")
+    first_write, last_write = _package_files_ctime_us(ct)
+    for unit, pid in before.items():
+        stopped = _unit_events_us(ct, unit, cursor, "Deactivated successfully")
+        started = _unit_events_us(ct, unit, cursor, "Started ")
+        assert stopped and max(stopped) < first_write, f"{unit} was stopped after dpkg began unpacking"
+        assert started and min(started) > last_write, f"{unit} started before dpkg had finished unpacking"
+        after = ct.show(unit, "ActiveState", "MainPID")
+        assert after["ActiveState"] == "active" and after["MainPID"] != pid, (unit, after)
+
+
+def test_apt_remove_stops_every_running_instance(e2e: Stack) -> None:
+    """apt remove with s1mpled@NAME instances running (enabled or not): none keeps running deleted code."""
+    ct = e2e.ct
+    units = list(_instances_running(e2e))
+    ct.run("apt-get", "remove", "-y", "s1mpled", timeout=300)
+    for unit in [*units, UNIT]:
+        assert ct.show(unit, "ActiveState")["ActiveState"] == "inactive", unit
+    leftovers = ct.run("pgrep", "-af", "/opt/venvs/s1mpled/", check=False)
+    assert leftovers.returncode == 1, leftovers.stdout
+
+
+def test_apt_purge_leaves_no_links_to_the_removed_template(e2e: Stack) -> None:
+    """apt purge removes the multi-user.target.wants links of instances the admin enabled: nothing dangles."""
+    ct = e2e.ct
+    _instances_running(e2e)
+    wants = ct.path("/etc/systemd/system/multi-user.target.wants/s1mpled@inst.service")
+    assert wants.is_symlink()
+    ct.run("apt-get", "purge", "-y", "s1mpled", timeout=300)
+    left = ct.run("find", "/etc/systemd/system", "-name", "s1mpled*", "-type", "l").stdout.split()
+    assert left == []
+    assert "s1mpled" not in ct.systemctl("list-unit-files", "s1mpled*", "--no-legend", check=False).stdout

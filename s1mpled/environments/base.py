@@ -14,6 +14,7 @@ Contract every implementation keeps:
 
 from __future__ import annotations
 
+import math
 from abc import ABC, abstractmethod
 from collections.abc import AsyncIterator
 from typing import Literal
@@ -68,6 +69,11 @@ class ExecutionEnvironment(ABC):
     def stream_problem(self, stream: Stream) -> str:
         """What a stream that has not confirmed yet is waiting for (for the log)."""
         return "nothing"
+
+    def streams_healthy_for(self) -> float | None:
+        """How long every stream has been healthy (connected, no failure since), in seconds: the shortest
+        of them; None while any one is not. The default suits in-process streams, which cannot fail."""
+        return math.inf
 
     @abstractmethod
     async def get_open_orders(self) -> list[ExchangeOrder | UnparsedOrder]:

@@ -61,6 +61,10 @@ Publish = Callable[[Event], Awaitable[None]]
 CLIENT_IDS_KEPT = 100_000  # older ones are asked for again (one request) if a REST trade names them
 _DAY_MS = 86_400_000  # Binance's widest myTrades time window
 DEAF_GRACE_S = 10.0  # an acknowledged order must be on the user stream within this (or a heartbeat, if shorter)
+# Fills and order updates between the two user watchers and the bus: never dropped. When it is full a watcher
+# waits (the bus pushes back the same way) and ccxt keeps what arrives meanwhile in its own bounded caches;
+# anything that falls out of those is caught up by reconciliation (a deaf stream is reconnected).
+USER_QUEUE_SIZE = 1000
 _WS_API, _PUBLIC = "/ws-api", "/stream"  # the two WebSocket families: the user stream, public market data
 _USER_LINKS = ("user-trades", "user-orders")
 _GUARDED = "_s1mpled_guarded"  # set on a ccxt WebSocket client once _guard wrapped it
@@ -408,7 +412,7 @@ class LiveEnvironment(ExecutionEnvironment):
         """
         if getattr(client, _GUARDED, False):
             return client
-        inner = client.handle_message
+        inner, inner_future = client.handle_message, client.future
 
         def handle_message(message: Any) -> None:
             try:
@@ -416,7 +420,17 @@ class LiveEnvironment(ExecutionEnvironment):
             except Exception as exc:  # whatever ccxt chokes on: the frame is lost, the stream is not
                 self._bad_frame(client, message, exc)
 
-        client.handle_message = handle_message
+        def future(message_hash: Any) -> Any:
+            """ccxt keeps a future per message hash and rejects them all when the connection fails -- also
+            ones nobody awaits (``userDataStream.subscribe.signature`` makes one that only a concurrent
+            second subscriber waits on), which asyncio then reports as "Future exception was never
+            retrieved". Whoever awaits one still gets its exception; the others are retrieved here."""
+            made = inner_future(message_hash)
+            made.remove_done_callback(_retrieve)  # ccxt hands out one future per hash many times
+            made.add_done_callback(_retrieve)
+            return made
+
+        client.handle_message, client.future = handle_message, future
         setattr(client, _GUARDED, True)
         return client
 
@@ -584,6 +598,15 @@ class LiveEnvironment(ExecutionEnvironment):
         names = ("market",) if stream == "market" else _USER_LINKS
         return "; ".join(_describe(n, self.links.get(n)) for n in names)
 
+    def streams_healthy_for(self) -> float | None:
+        """The shortest time any supervised stream (market data, both user watchers) has been connected
+        without a failure; None while one is not, has not started, or is condemned to reconnect."""
+        links = [self.links.get(n) for n in ("market", *_USER_LINKS)]
+        since = [link.connected_at if link is not None else None for link in links]
+        if self._poisoned or None in since:
+            return None
+        return time.monotonic() - max(s for s in since if s is not None)
+
     async def market_data(self, symbols: tuple[str, ...]) -> AsyncIterator[MarketTick]:
         async for batch in self._supervised("market", _PUBLIC, lambda: self._watch_tickers(symbols)):
             for tick in batch:
@@ -602,13 +625,13 @@ class LiveEnvironment(ExecutionEnvironment):
     async def start_user_data_stream(self) -> AsyncIterator[UserStreamEvent]:
         """Our fills (watch_my_trades) and order updates (watch_orders), merged, each stream supervised,
         and a listener that proves the (shared) subscription alive while it is quiet."""
-        queue: asyncio.Queue[UserStreamEvent] = asyncio.Queue()
+        queue: asyncio.Queue[UserStreamEvent] = asyncio.Queue(USER_QUEUE_SIZE)
 
         async def pump(name: str, watch: Callable[[], Awaitable[list[Any]]]) -> None:
             async for batch in self._supervised(name, _WS_API, watch, confirm=self._subscribe_user):
                 self._heard_from(batch)
                 for item in batch:
-                    queue.put_nowait(item)
+                    await queue.put(item)  # backpressure, never a drop
 
         async with asyncio.TaskGroup() as tg:
             tg.create_task(pump("user-trades", self._watch_trades))
@@ -702,6 +725,12 @@ class LiveEnvironment(ExecutionEnvironment):
 
 def _family(url: str) -> str:
     return _WS_API if _WS_API in url else _PUBLIC
+
+
+def _retrieve(future: Any) -> None:
+    """Mark a finished ccxt future's exception as retrieved (see ``LiveEnvironment._guard``)."""
+    if not future.cancelled():
+        future.exception()
 
 
 def _frame_text(message: Any) -> str:

@@ -58,6 +58,11 @@ class PaperEnvironment(ExecutionEnvironment):
             for s, m in config.markets.items()
         }
         self._persisted_at = float("-inf")
+        # No maxsize, and bounded all the same: every entry is news about one order this exchange holds
+        # (its acknowledgement, a fill, its end), so the queue never holds more than a few entries per
+        # order the strategies placed, and strategies that stop reading stop placing. Fills and order
+        # updates are never dropped (the live stream's policy too); a put that could wait would have to
+        # wait inside the matching engine.
         self._stream: asyncio.Queue[tuple[float, UserStreamEvent]] = asyncio.Queue()
 
     # -- lifecycle --

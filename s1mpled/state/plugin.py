@@ -9,6 +9,10 @@ A file can verify (its checksum matches) and still hold a state ``restore_state(
 wrong type, a missing key, a value out of range. ``restore_state()`` says so with ValueError("key:
 why") (or LocalStateError); ``load_state()`` turns it into a StateError naming the file and the key,
 so the daemon stops with one clear line instead of a traceback, and nothing half-restored runs.
+
+On a full disk ``save_state()`` waits until the state is written (the store retries with backoff);
+a caller that must not wait -- an order is sent only once its intent is durable -- passes
+``wait_for_space=False`` and gets StateDiskFullError.
 """
 
 from __future__ import annotations
@@ -46,9 +50,13 @@ class StatefulPlugin(ABC):
                 raise StateError(str(self.state_file.path), f"the saved state cannot be used: {_why(exc)}") from exc
         return result
 
-    async def save_state(self) -> int:
-        """Durably persist the current state; returns the generation written."""
-        return await self.state_file.save(self.state_snapshot())
+    async def save_state(self, *, wait_for_space: bool = True) -> int:
+        """Durably persist the current state; returns the generation written.
+
+        On a full disk it waits until the state is written (retried with backoff); with
+        ``wait_for_space=False`` it raises StateDiskFullError instead (see ``StateFile.save``).
+        """
+        return await self.state_file.save(self.state_snapshot(), wait_for_space=wait_for_space)
 
     def save_state_sync(self) -> int:
         """Blocking variant for code that runs outside the event loop (CLI, shutdown paths)."""

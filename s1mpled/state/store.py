@@ -15,6 +15,22 @@ Nothing in the directory is ever followed or trusted blindly: state files are op
 ``O_NOFOLLOW`` (and the journal is created with ``O_EXCL``), so a symbolic link, a file that is not
 a regular file, or one owned by another user where ``NAME``, ``NAME.prev`` or ``NAME.journal``
 belongs is refused with a StateError naming it -- never read through, never written through.
+
+When the disk is full (ENOSPC, or EDQUOT: the quota) a save has written nothing that counts: its
+journal is removed and the previous generation is intact. ``save()`` then waits and retries with
+backoff, and writes the newest state requested meanwhile once space returns (nothing acknowledged is
+lost, nothing is acknowledged early); ``save(..., wait_for_space=False)`` raises StateDiskFullError
+instead, for a caller that must not wait (an order whose intent cannot be recorded is not sent).
+While any state waits, :attr:`StateDirectory.disk_full` is true; the episode is reported once
+(CRITICAL, and an alert under :meth:`StateDirectory.supervise`) and its end once.
+
+An error from fsync is different: the kernel may already have dropped the dirty pages and marked
+them clean, so the page cache no longer says what is on disk, and a retried fsync can "succeed"
+with the data lost (Rebello et al., USENIX ATC'20). Any fsync error -- EIO, and ENOSPC too, which
+is how a thin-provisioned or loop device reports a failed writeback -- is StateFsyncError and
+fail-stop: the directory refuses every later write (nothing is acknowledged after it), and
+:meth:`StateDirectory.supervise` raises it so the daemon exits 70, systemd restarts it and
+recovery reloads the state from disk.
 """
 
 from __future__ import annotations
@@ -23,22 +39,33 @@ import asyncio
 import contextlib
 import errno
 import fcntl
+import functools
 import logging
 import os
 import stat
 import threading
-from collections.abc import Callable
+import time
+from collections.abc import Awaitable, Callable
 from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
-from typing import Any
+from typing import Any, Protocol, TypeVar
 
-from s1mpled.errors import LocalStateError, StateCorruptError, StateEncodeError, StateError, StateLockedError
+from s1mpled.errors import (
+    LocalStateError,
+    StateCorruptError,
+    StateDiskFullError,
+    StateEncodeError,
+    StateError,
+    StateFsyncError,
+    StateLockedError,
+)
 from s1mpled.state import codec, protocol, recovery
 
 __all__ = [
     "LOCK_NAME",
+    "Alert",
     "LoadResult",
     "StateDirectory",
     "StateFile",
@@ -73,8 +100,30 @@ class StoreStats:
     saves_requested: int = 0
 
 
+_NO_SPACE = frozenset({errno.ENOSPC, errno.EDQUOT})
+_T = TypeVar("_T")
+
+
+class Alert(Protocol):
+    """What :meth:`StateDirectory.supervise` reports a full disk to (``Alerter.send``)."""
+
+    def __call__(self, message: str, *, event: str = ...) -> Awaitable[object]: ...
+
+
+def _why(exc: OSError) -> str:
+    return f"{exc.strerror or exc} (errno {errno.errorcode.get(exc.errno or 0, exc.errno)})"
+
+
 def _os_error(path: str, exc: OSError) -> StateError:
-    return StateError(path, f"{exc.strerror or exc} (errno {errno.errorcode.get(exc.errno or 0, exc.errno)})")
+    return StateError(path, _why(exc))
+
+
+def _fsync_failed(path: str, exc: OSError) -> StateFsyncError:
+    return StateFsyncError(
+        path,
+        f"fsync failed: {_why(exc)}; after a failed fsync the page cache cannot be trusted, so nothing more "
+        "is written: s1mpled stops (fail-stop) and recovery reloads the state from disk",
+    )
 
 
 def _stamp() -> str:
@@ -190,6 +239,12 @@ class StateDirectory:
         self._files: dict[str, StateFile] = {}
         self._deferred: list[Future[None]] = []  # directory fsyncs queued by load() on an event loop
         self._deferred_lock = threading.Lock()
+        self.retry_first_s, self.retry_max_s = 0.1, 5.0  # backoff of a save waiting for space
+        self._short: set[str] = set()  # files whose newest requested state could not be written: no space
+        self._line: list[str] = []  # files with a save waiting for space, in the order they first failed
+        self._full_since: float | None = None
+        self._failure: StateFsyncError | None = None  # set once, by a failed fsync: every write is refused
+        self._supervisor: tuple[asyncio.AbstractEventLoop, asyncio.Event, list[tuple[str, str]]] | None = None
 
     @classmethod
     def open(cls, path: str | os.PathLike[str], *, create: bool = True) -> StateDirectory:
@@ -234,8 +289,9 @@ class StateDirectory:
             pid = int(holder) if holder.isdigit() else None
             who = f"process {pid}" if pid else "another process"
             raise StateLockedError(str(path), f"state directory is locked by {who}", pid) from None
-        os.ftruncate(fd, 0)
-        os.pwrite(fd, b"%d\n" % os.getpid(), 0)
+        with contextlib.suppress(OSError):  # only informative (who holds it); a full disk must not stop the start
+            os.ftruncate(fd, 0)
+            os.pwrite(fd, b"%d\n" % os.getpid(), 0)
         return fd
 
     def file(self, name: str) -> StateFile:
@@ -245,6 +301,116 @@ class StateDirectory:
         if name not in self._files:
             self._files[name] = StateFile(self, name)
         return self._files[name]
+
+    # -- a full disk and a failed fsync --
+
+    @property
+    def disk_full(self) -> bool:
+        """Whether some state waits for space (ENOSPC/EDQUOT): no order may be placed until it is written."""
+        return bool(self._short)
+
+    @property
+    def failure(self) -> StateFsyncError | None:
+        """The failed fsync that stopped every write of this directory (fail-stop), if one did."""
+        return self._failure
+
+    def _my_turn(self, name: str) -> bool:
+        """Whether a save of ``name`` may write now: no save of another file has waited for space longer.
+
+        Waiting saves are written in the order they first failed, as the single writer thread wrote them
+        before: a ledger must not reach the disk ahead of the exchange state it was derived from (paper).
+        """
+        if not self._line or self._line[0] == name:
+            return True
+        if name not in self._line:
+            self._line.append(name)
+        return False
+
+    def _wait_in_line(self, name: str) -> None:
+        if name not in self._line:
+            self._line.append(name)
+
+    def _leave_line(self, name: str) -> None:
+        with contextlib.suppress(ValueError):
+            self._line.remove(name)
+
+    def _note_short(self, name: str) -> None:
+        """``name``'s newest state is not written for lack of space (the next save of it writes it)."""
+        self._short.add(name)
+
+    def _note_full(self, name: str, exc: StateDiskFullError) -> None:
+        """A save found no space (event-loop thread): the first of an episode is reported, once."""
+        first = not self._short
+        self._short.add(name)
+        if not first:
+            return
+        self._full_since = time.monotonic()
+        message = (
+            f"disk full: cannot save {exc}; no new orders until space is freed in {self.path} "
+            "(saves are retried; the newest state is written once space returns)"
+        )
+        if not self._notify("full", message):
+            log.critical("%s", message, extra={"EVENT": "STATE_DISK_FULL"})
+
+    def _note_written(self, name: str) -> None:
+        """A save of ``name`` succeeded: if it was the last state waiting for space, the episode is over."""
+        if name not in self._short:
+            return
+        self._short.discard(name)
+        if not self._short:
+            waited = time.monotonic() - (self._full_since or time.monotonic())
+            log.warning(
+                "disk space is back in %s: every state that waited is written (after %.1f s); trading resumes",
+                self.path, waited, extra={"EVENT": "STATE_DISK_SPACE"},
+            )  # fmt: skip
+
+    def _fail_stop(self, path: str, exc: OSError) -> StateFsyncError:
+        """Record the first failed fsync (any thread): from now on this directory writes nothing."""
+        failure = _fsync_failed(path, exc)
+        if self._failure is None:
+            self._failure = failure
+            self._notify("failed", str(failure))
+        return failure
+
+    def _notify(self, kind: str, message: str) -> bool:
+        """Hand a notice to the running supervisor (from any thread); False if none runs."""
+        supervisor = self._supervisor
+        if supervisor is None:
+            return False
+        loop, wake, notices = supervisor
+        notices.append((kind, message))
+        try:
+            loop.call_soon_threadsafe(wake.set)
+        except RuntimeError:  # its loop is closed: nobody is listening any more
+            return False
+        return True
+
+    async def supervise(self, alert: Alert | None = None) -> None:
+        """Run for as long as the daemon runs (in its TaskGroup): the watch over the disk.
+
+        A full disk is reported once per episode through ``alert`` (``Alerter.send``: the one CRITICAL
+        line, and every Apprise URL); a failed fsync is raised here -- wherever the save that met it
+        ran, even in a bus handler that isolates errors -- so the daemon stops (fail-stop, exit 70).
+        """
+        wake = asyncio.Event()
+        notices: list[tuple[str, str]] = []
+        self._supervisor = (asyncio.get_running_loop(), wake, notices)
+        try:
+            while True:
+                if self._failure is not None:
+                    raise StateFsyncError(self._failure.path, self._failure.why)
+                await wake.wait()
+                wake.clear()
+                while notices:
+                    kind, message = notices.pop(0)
+                    if kind != "full":
+                        continue  # "failed": raised at the top of the loop
+                    if alert is None:
+                        log.critical("%s", message, extra={"EVENT": "STATE_DISK_FULL"})
+                    else:
+                        await alert(message, event="STATE_DISK_FULL")
+        finally:
+            self._supervisor = None
 
     def close(self) -> None:
         """Wait for the writer thread, release the lock."""
@@ -290,14 +456,33 @@ class StateDirectory:
             future.result()
 
     def _fsync_dir(self) -> None:
+        self._refuse_if_failed()
         try:
             os.fsync(self._dirfd)
         except OSError as exc:
-            raise _os_error(str(self.path), exc) from None
+            raise self._fail_stop(str(self.path), exc) from None
         self.stats.fsyncs += 1
 
+    def _refuse_if_failed(self) -> None:
+        if self._failure is not None:
+            raise StateFsyncError(self._failure.path, f"refusing to write after an earlier {self._failure.why}")
+
+    def exists(self, name: str) -> bool:
+        """Whether the directory has an entry ``name`` (never followed)."""
+        try:
+            os.stat(name, dir_fd=self._dirfd, follow_symlinks=False)
+        except FileNotFoundError:
+            return False
+        return True
+
     def apply(self, ops: list[protocol.Op]) -> None:
-        """Execute protocol steps; on failure remove a journal that cannot have been acknowledged."""
+        """Execute protocol steps; on failure remove a journal that cannot have been acknowledged.
+
+        Raises StateDiskFullError for ENOSPC/EDQUOT while writing or renaming (retryable), a
+        StateFsyncError for any error of an fsync (fail-stop: every later call raises it too), and a
+        StateError for anything else.
+        """
+        self._refuse_if_failed()
         self._raise_deferred()
         open_fds: dict[str, int] = {}
         try:
@@ -309,10 +494,16 @@ class StateDirectory:
                     if isinstance(op, protocol.WriteFile | protocol.FsyncFile):
                         with contextlib.suppress(OSError):
                             os.unlink(op.name, dir_fd=self._dirfd)  # give the space back (ENOSPC)
-                    raise _os_error(str(self.path / name), exc) from None
+                    path = str(self.path / name)
+                    if isinstance(op, protocol.FsyncFile | protocol.FsyncDir):
+                        raise self._fail_stop(path, exc) from None
+                    if exc.errno in _NO_SPACE:
+                        raise StateDiskFullError(path, _why(exc)) from None
+                    raise _os_error(path, exc) from None
         finally:
             for fd in open_fds.values():
-                os.close(fd)
+                with contextlib.suppress(OSError):  # an fsync that failed has closed it already
+                    os.close(fd)
 
     def _apply_one(self, op: protocol.Op, open_fds: dict[str, int]) -> None:
         d = self._dirfd
@@ -362,9 +553,9 @@ class StateDirectory:
             raise _os_error(str(self.path / name), exc) from None
         return (recovery.Missing(), None) if data is None else read_record(data)
 
-    async def run_in_writer(self, fn: Callable[[], None]) -> None:
+    async def run_in_writer(self, fn: Callable[[], _T]) -> _T:
         """Run blocking I/O on the directory's single writer thread (keeps writes ordered)."""
-        await asyncio.get_running_loop().run_in_executor(self._executor, fn)
+        return await asyncio.get_running_loop().run_in_executor(self._executor, fn)
 
 
 @dataclass(slots=True)
@@ -431,33 +622,81 @@ class StateFile:
         return protocol.save_ops(self.name, record, self._main_exists)
 
     def _commit(self, ops: list[protocol.Op]) -> None:
-        self.directory.apply(ops)
+        try:
+            self.directory.apply(ops)
+        except StateError:
+            # Nothing was acknowledged: the generation is handed out again. A rename may have
+            # happened before the failure (NAME -> NAME.prev), so look whether NAME is still there.
+            self.generation -= 1
+            with contextlib.suppress(OSError):
+                self._main_exists = self.directory.exists(self.name)
+            raise
         self._main_exists = True
 
+    def _try_commit(self, ops: list[protocol.Op]) -> StateError | None:
+        """``_commit`` for the writer thread: a failure is returned, not raised, so that a write whose saver
+        was cancelled meanwhile (a shutdown, a fail-stop) never leaves an exception nobody retrieves."""
+        try:
+            self._commit(ops)
+        except StateError as exc:
+            return exc
+        return None
+
     def save_sync(self, state: Any) -> int:
-        """Durably save ``state`` on the calling thread; returns its generation."""
+        """Durably save ``state`` on the calling thread; returns its generation.
+
+        Never waits for space: a full disk raises StateDiskFullError (nothing written).
+        """
         self.directory.stats.saves_requested += 1
         self._commit(self._prepare(state))
         return self.generation
 
-    async def save(self, state: Any) -> int:
+    async def save(self, state: Any, *, wait_for_space: bool = True) -> int:
         """Durably save ``state`` (or a newer one saved meanwhile); returns the durable generation.
 
         Saves arriving while a write is in progress -- or within the same event-loop tick -- are
         coalesced: one write of the newest state acknowledges them all. The state is serialized on
         the event-loop thread when its write begins, so callers may keep mutating it afterwards.
+
+        A full disk (ENOSPC/EDQUOT) makes the save wait: it is retried with backoff (the newest state
+        each time) until it is written, and only then returns. With ``wait_for_space=False`` it raises
+        StateDiskFullError instead -- at once if some state already waits for space; the state stays
+        queued and is written by the next save of this file. A failed fsync raises StateFsyncError.
         """
-        b = self._batch
-        self.directory.stats.saves_requested += 1
+        b, d = self._batch, self.directory
+        d.stats.saves_requested += 1
         b.latest, b.requested = state, b.requested + 1
         mine = b.requested
-        async with b.lock:
-            if b.durable >= mine:
-                return self.generation
-            await asyncio.sleep(0)  # let the rest of this tick's saves join the write
-            upto, ops = b.requested, self._prepare(b.latest)
-            generation = self.generation
-            # shield: once handed to the writer thread the write completes even if we are cancelled
-            await asyncio.shield(self.directory.run_in_writer(lambda: self._commit(ops)))
-            b.durable = max(b.durable, upto)
-            return generation
+        delay = d.retry_first_s
+        try:
+            while True:
+                pause = d.retry_first_s  # waiting for its turn costs no I/O: look again soon
+                async with b.lock:
+                    if b.durable >= mine:
+                        return self.generation
+                    if not wait_for_space and d.disk_full:
+                        d._note_short(self.name)
+                        raise StateDiskFullError(str(self.path), "not written: the disk is full (saves wait for space)")
+                    if d._my_turn(self.name):
+                        await asyncio.sleep(0)  # let the rest of this tick's saves join the write
+                        upto, ops = b.requested, self._prepare(b.latest)
+                        try:
+                            # shield: once handed to the writer thread the write completes even if we are cancelled
+                            failed = await asyncio.shield(d.run_in_writer(functools.partial(self._try_commit, ops)))
+                            if failed is not None:
+                                raise failed
+                        except StateDiskFullError as exc:
+                            d._note_full(self.name, exc)
+                            if not wait_for_space:
+                                raise
+                            d._wait_in_line(self.name)
+                            pause, delay = delay, min(delay * 2, d.retry_max_s)
+                        else:
+                            b.durable = max(b.durable, upto)
+                            d._leave_line(self.name)
+                            d._note_written(self.name)
+                            return self.generation
+                await asyncio.sleep(pause)  # outside the lock: a save that must not wait finds out at once
+        except BaseException:
+            d._leave_line(self.name)  # cancelled (a shutdown) or failed for good: never block the others
+            raise

@@ -366,6 +366,15 @@ class Strategy(ABC):
         self.name = name
         self.symbol = symbol
 
+    def waits_for(self) -> tuple[str, ...]:
+        """The schedule events this strategy acts on, defaults included.
+
+        The configuration checks each against schedule.yaml when the strategy is built, so a default
+        event that the operator's schedule lacks is refused as loudly as a misspelt parameter:
+        otherwise the strategy would wait forever for an event nobody publishes.
+        """
+        return ()
+
     def on_start(self, view: StrategyView) -> list[Signal]:
         """Called once after recovery: state restored and ledger reconciled with the exchange."""
         return []

@@ -86,6 +86,9 @@ class DCA(Strategy):
     def on_tick(self, view: StrategyView) -> list[Signal]:
         return self._maybe_take_profit(view)
 
+    def waits_for(self) -> tuple[str, ...]:
+        return (self.every_event,)
+
     def on_event(self, event_name: str, view: StrategyView) -> list[Signal]:
         if event_name != self.every_event:
             return []
