@@ -685,6 +685,7 @@ _TOP_KEYS = (
 )
 _ATTEMPTS = "max_reconnect_attempts"
 _EXCHANGE_RE = re.compile(r"^[a-z0-9_]{1,32}$")
+_HTTP, _WS = ("https://", "http://"), ("wss://", "ws://")
 _MARKET_KEYS = ("start_price", "volatility", "liquidity", "price_step", "amount_step")
 _STRATEGY_KEYS = ("name", "class", "symbol", "capital", "params")
 _SECTION_KEYS: dict[str, tuple[str, ...] | None] = {
@@ -696,7 +697,7 @@ _SECTION_KEYS: dict[str, tuple[str, ...] | None] = {
     "live": ("exchange", "credentials", "urls", "rate_limit", "request_timeout", "heartbeat"),
     "balances": None,
     "markets": None,
-    "urls": None,
+    "urls": ("http", "ws", "rest", "streams", "ws_api"),
     "params": None,
     "events": None,
 }
@@ -840,12 +841,33 @@ def _live(doc: _Doc, section: _Map) -> LiveConfig:
     return LiveConfig(
         exchange=_match(doc, section.require("exchange"), section.at("exchange"), _EXCHANGE_RE),
         credentials=credentials,
-        urls={} if urls is None else {key: _string(doc, node, urls.at(key)) for key, node in urls.items()},
+        urls={} if urls is None else _urls(doc, section, urls),
         rate_limit=section.get("rate_limit") is None
         or _boolean(doc, section.require("rate_limit"), section.at("rate_limit")),
         request_timeout_s=_duration(doc, section, "request_timeout", "10s"),
         heartbeat_s=_duration(doc, section, "heartbeat", "30s"),
     )
+
+
+# One host serving every family (the loopback simulator) or one URL per family (Binance's own testnet:
+# REST on testnet.binance.vision, streams on stream.testnet..., the WebSocket API on ws-api.testnet...).
+_URL_SETS = {("http", "ws"): "one host", ("rest", "streams", "ws_api"): "one URL per endpoint family"}
+_URL_SCHEMES = {"http": _HTTP, "rest": _HTTP, "ws": _WS, "streams": _WS, "ws_api": _WS}
+
+
+def _urls(doc: _Doc, section: _Map, urls: _Map) -> dict[str, str]:
+    """live.urls: every endpoint family redirected, or none, so nothing reaches the real exchange by accident."""
+    values = {key: _string(doc, node, urls.at(key)) for key, node in urls.items()}
+    for key, value in values.items():
+        scheme = next((s for s in _URL_SCHEMES[key] if value.startswith(s)), None)
+        if scheme is None or value == scheme or any(c.isspace() for c in value):
+            why = f"expected a URL starting with {' or '.join(_URL_SCHEMES[key])}, got {value!r}"
+            raise doc.error(urls.at(key), why, urls.get(key))
+    if values and tuple(k for k in _URL_SCHEMES if k in values) not in _URL_SETS:
+        sets = "; or ".join(f"{', '.join(keys)} ({what})" for keys, what in _URL_SETS.items())
+        why = f"expected either {sets}; got {', '.join(sorted(values))}"
+        raise doc.error(section.at("urls"), why, section.keys.get("urls"))
+    return {key: value.rstrip("/") for key, value in values.items()}
 
 
 # ------------------------------------------------------------------------------------- strategies

@@ -12,6 +12,7 @@ from hypothesis import example, given
 from hypothesis import strategies as st
 
 from s1mpled.builder import build_strategy
+from s1mpled.environments.live import ccxt_urls
 from s1mpled.cli import main as cli_main
 from s1mpled.config import (
     DEFAULT_CONFIG_PATH,
@@ -457,10 +458,67 @@ def test_replay_csv_must_exist(tmp_path: Path) -> None:
 
 def test_credentials_path_is_resolved_but_a_bare_name_is_kept(tmp_path: Path) -> None:
     """A credentials value with '/' is a path relative to the config; a bare name is left for systemd."""
-    live = "live:\n  exchange: binance\n  credentials: keys/binance.key\n  urls: {api: 'https://x'}\n"
+    live = "live:\n  exchange: binance\n  credentials: keys/binance.key\n  urls: {http: 'http://x', ws: 'ws://x/'}\n"
     config = load(tmp_path, BASE + live)
     assert config.live is not None and config.live.credentials == str(tmp_path / "keys" / "binance.key")
-    assert config.live.urls == {"api": "https://x"}
+    assert config.live.urls == {"http": "http://x", "ws": "ws://x"}
+
+
+TESTNET = """\
+live:
+  exchange: binance
+  credentials: binance.key
+  urls:
+    rest: https://testnet.binance.vision
+    streams: wss://stream.testnet.binance.vision/ws
+    ws_api: wss://ws-api.testnet.binance.vision/ws-api/v3
+"""
+
+
+def test_live_urls_express_binances_testnet_on_three_hosts(tmp_path: Path) -> None:
+    """Binance's spot testnet serves REST, streams and the WebSocket API from three hosts: live.urls says so,
+    and ccxt gets every endpoint family from it (nothing left pointing at the real exchange)."""
+    config = load(tmp_path, BASE + TESTNET)
+    assert config.live is not None
+    api = ccxt_urls(config.live.urls)
+    assert api == {
+        "public": "https://testnet.binance.vision/api/v3",
+        "private": "https://testnet.binance.vision/api/v3",
+        "v1": "https://testnet.binance.vision/api/v1",
+        "ws": {
+            "spot": "wss://stream.testnet.binance.vision/ws",
+            "ws-api": {"spot": "wss://ws-api.testnet.binance.vision/ws-api/v3"},
+        },
+    }
+    one_host = load(
+        tmp_path,
+        BASE
+        + "live:\n  exchange: binance\n  credentials: k\n  urls: {http: 'http://127.0.0.1:8765', ws: 'ws://127.0.0.1:8765'}\n",
+    )
+    assert one_host.live is not None
+    assert ccxt_urls(one_host.live.urls)["ws"]["spot"] == "ws://127.0.0.1:8765/stream/ws"  # type: ignore[index]
+
+
+@pytest.mark.parametrize(
+    ("change", "key", "needle", "why"),
+    [
+        ("    ws_api: wss://ws-api.testnet.binance.vision/ws-api/v3\n", "live.urls", "urls:", "expected either"),
+        ("rest: https://", "live.urls.rest", "rest:", "expected a URL starting with"),
+        ("streams: wss://", "live.urls.streams", "streams:", "expected a URL starting with"),
+        ("    rest: https://testnet.binance.vision\n", "live.urls", "urls:", "got streams, ws_api"),
+    ],
+)
+def test_live_urls_that_would_leave_a_family_on_the_real_exchange_are_refused(
+    tmp_path: Path, change: str, key: str, needle: str, why: str
+) -> None:
+    """A missing family, a mixed set or a URL of the wrong kind: refused at its line, not sent to Binance."""
+    if change.startswith("    "):
+        text = BASE + TESTNET.replace(change, "")
+    else:
+        scheme = change.split(": ")[1]
+        text = BASE + TESTNET.replace(change, change.replace(scheme, "ftp://" if "rest" in change else "https://"), 1)
+    err = error(tmp_path, text)
+    assert (err.key, err.line) == (key, line_of(text, needle)) and why in err.why, err
 
 
 def test_resolve_config_path_precedence(tmp_path: Path) -> None:

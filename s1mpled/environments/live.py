@@ -85,18 +85,24 @@ def _trade_number(raw: Any) -> int:
 def ccxt_urls(urls: Mapping[str, str]) -> dict[str, Any] | None:
     """Endpoint overrides (testnets, the loopback simulator) as ccxt's binance ``urls['api']``.
 
-    Every endpoint family is pointed at the override, so none can silently reach the real exchange.
+    Either one host for everything (``http`` and ``ws``: the simulator's layout, paths as on Binance)
+    or one URL per family (``rest``, ``streams``, ``ws_api``: Binance's spot testnet serves them from
+    three hosts). Every family is pointed at the override, so none can silently reach the real exchange.
     """
     if not urls:
         return None
-    http, ws = urls.get("http"), urls.get("ws")
-    if not http or not ws:
-        raise ConfigError("<config>", "live.urls", "needs both 'http' and 'ws' base URLs (or neither)")
+    if urls.keys() == {"http", "ws"}:
+        rest, streams, ws_api = urls["http"], f"{urls['ws']}/stream/ws", f"{urls['ws']}/ws-api/v3"
+    elif urls.keys() == {"rest", "streams", "ws_api"}:
+        rest, streams, ws_api = urls["rest"], urls["streams"], urls["ws_api"]
+    else:  # the configuration refuses this already; a caller building URLs by hand gets the same answer
+        why = f"needs 'http' and 'ws', or 'rest', 'streams' and 'ws_api' (or none), got {', '.join(sorted(urls))}"
+        raise ConfigError("<config>", "live.urls", why)
     return {
-        "public": f"{http}/api/v3",
-        "private": f"{http}/api/v3",
-        "v1": f"{http}/api/v1",
-        "ws": {"spot": f"{ws}/stream/ws", "ws-api": {"spot": f"{ws}/ws-api/v3"}},
+        "public": f"{rest}/api/v3",
+        "private": f"{rest}/api/v3",
+        "v1": f"{rest}/api/v1",
+        "ws": {"spot": streams, "ws-api": {"spot": ws_api}},
     }
 
 
