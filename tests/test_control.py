@@ -25,7 +25,7 @@ from s1mpled.builder import strategy_state_name
 from s1mpled.config import load_config
 from s1mpled.control import ControlServer, Handler, encode_request, parse_request, request
 from s1mpled.environments.paper import STATE_NAME as PAPER_STATE
-from s1mpled.errors import ControlError
+from s1mpled.errors import ControlError, StateError
 from s1mpled.operation import Operation
 from s1mpled.state.inspect import inspect
 from s1mpled.systemd import Notifier
@@ -708,10 +708,12 @@ def _generations(state: Path, timeout: float = 20) -> dict[str, int]:
     """The generation of each state file the paper daemon writes (waiting for its first save)."""
     names = [PAPER_STATE, strategy_state_name("dca-btc"), strategy_state_name("grid-eth")]
     deadline = time.monotonic() + timeout
-    while not all((state / name).exists() for name in names):
-        assert time.monotonic() < deadline, f"state files missing in {state}"
-        time.sleep(0.05)
-    return {name: inspect(state / name).record.generation for name in names}
+    while True:
+        try:
+            return {name: inspect(state / name).record.generation for name in names}
+        except StateError:  # not written yet, or NAME between its two renames (.prev, then the journal)
+            assert time.monotonic() < deadline, f"state files missing in {state}: {sorted(os.listdir(state))}"
+            time.sleep(0.05)
 
 
 def _connect_to(path: str, daemon: Daemon) -> socket.socket:

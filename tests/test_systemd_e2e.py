@@ -547,6 +547,29 @@ def test_an_unreachable_exchange_at_start_keeps_the_unit_starting_then_it_trades
     wait_until(lambda: stack.our_fills() > fills, 60, "the daemon to trade after the outage")
 
 
+def test_a_breaker_open_across_a_restart_closes_by_itself(stack: Stack) -> None:
+    """Under systemd: an outage of every WebSocket opens the breaker (automatically); the unit is restarted
+    while it is open and comes back with it open -- and the new process closes it by itself once every
+    stream has been healthy for auto_close_after (2 s here) and a reconciliation succeeded."""
+    ct, sim = stack.ct, stack.sim
+    try:
+        sim.inject("ws_refuse", seconds=600)
+        sim.inject("ws_drop")
+        wait_until(lambda: stack.daemon_status()["breaker"]["state"] == "open", 60, "the breaker to open")
+        ct.systemctl("stop", UNIT)
+    finally:
+        sim.clear()
+    cursor = ct.cursor()
+    ct.systemctl("start", UNIT)
+    stack.wait_active()
+    # A closed breaker cannot close again: this line from the new process proves it started open.
+    closed = stack.wait_journal("circuit breaker CLOSED: every stream healthy for", cursor)
+    assert "and reconciled" in str(next(e["MESSAGE"] for e in closed if "CLOSED" in str(e.get("MESSAGE"))))
+    assert stack.daemon_status()["breaker"]["state"] == "closed"
+    fills = stack.our_fills()
+    wait_until(lambda: stack.our_fills() > fills, 60, "the daemon to trade after the breaker closed")
+
+
 def test_api_secret_never_reaches_the_journal(stack: Stack) -> None:
     """Nothing in the whole journal (every field of every entry) contains the API secret or key."""
     ct = stack.ct
