@@ -124,6 +124,14 @@ def _control(args: argparse.Namespace, cmd: str, payload: dict[str, Any] | None 
     return asyncio.run(request(config.control_socket, cmd, payload, timeout_s=args.timeout))
 
 
+def _cmd_doctor(args: argparse.Namespace) -> int:
+    from s1mpled import doctor
+
+    findings = doctor.run_doctor(_config(args), args.unit or ["s1mpled.service", "s1mpled-reconcile.timer"])
+    print(json.dumps(doctor.as_json(findings), indent=2) if args.json else doctor.format_findings(findings))
+    return doctor.exit_code(findings)
+
+
 def _cmd_status(args: argparse.Namespace) -> int:
     from s1mpled.status import format_status
 
@@ -217,6 +225,15 @@ def _parser() -> argparse.ArgumentParser:
     check = sub.add_parser("check-config", help="validate the configuration; exit 78 with file:line and why if bad")
     _add_config(check)
     check.set_defaults(func=_cmd_check_config)
+    doc = sub.add_parser(
+        "doctor", help="check what breaks deployments (clock, state, key, exchange, units); 1 if a check fails"
+    )
+    _add_config(doc)
+    doc.add_argument(
+        "--unit", action="append", help="a unit to check (repeatable; default s1mpled.service and the timer)"
+    )
+    doc.add_argument("--json", action="store_true", help="the findings as JSON")
+    doc.set_defaults(func=_cmd_doctor)
     _add_control(sub, "status", _cmd_status, "show phase, strategies, holdings, open orders, breaker")
     _add_control(sub, "reconcile", _cmd_reconcile, "reconcile with the exchange now and print the report")
     halt = _add_control(sub, "halt", _cmd_halt, "open the circuit breaker: no new orders until resume")

@@ -85,6 +85,10 @@ class Simulator:
     def clear(self) -> None:
         self._admin("faults", method="DELETE")
 
+    def account(self, **flags: bool) -> dict[str, Any]:
+        """What the exchange says about itself and the key: maintenance, withdrawals, trading, ip_restrict."""
+        return self._admin("account", flags)  # type: ignore[no-any-return]
+
     def pause_feed(self, paused: bool = True) -> None:
         self._admin("feed", {"paused": paused})
 

@@ -485,6 +485,7 @@ def test_live_urls_express_binances_testnet_on_three_hosts(tmp_path: Path) -> No
         "public": "https://testnet.binance.vision/api/v3",
         "private": "https://testnet.binance.vision/api/v3",
         "v1": "https://testnet.binance.vision/api/v1",
+        "sapi": "https://testnet.binance.vision/sapi/v1",
         "ws": {
             "spot": "wss://stream.testnet.binance.vision/ws",
             "ws-api": {"spot": "wss://ws-api.testnet.binance.vision/ws-api/v3"},

@@ -102,6 +102,7 @@ def ccxt_urls(urls: Mapping[str, str]) -> dict[str, Any] | None:
         "public": f"{rest}/api/v3",
         "private": f"{rest}/api/v3",
         "v1": f"{rest}/api/v1",
+        "sapi": f"{rest}/sapi/v1",  # system status, the key's permissions (s1mpled doctor)
         "ws": {"spot": streams, "ws-api": {"spot": ws_api}},
     }
 

@@ -83,6 +83,21 @@ class RestApi:
             ("DELETE", "/api/v3/openOrders"): venue.cancel_all,
         }
         self._late_tasks: set[asyncio.Task[None]] = set()
+        # What Binance says about the system and the key (POST /__admin/account changes them): normal,
+        # and a key as it should be for a trading daemon -- trading on, withdrawals off.
+        self.system_status: dict[str, Any] = {"status": 0, "msg": "normal"}
+        self.api_restrictions: dict[str, Any] = {
+            "ipRestrict": False,
+            "createTime": 1_700_000_000_000,
+            "enableReading": True,
+            "enableSpotAndMarginTrading": True,
+            "enableWithdrawals": False,
+            "enableInternalTransfer": False,
+            "enableMargin": False,
+            "enableFutures": False,
+            "permitsUniversalTransfer": False,
+            "enableVanillaOptions": False,
+        }
 
     def cancel_late(self) -> None:
         """Forget the late executions still waiting (the simulator stops)."""
@@ -101,6 +116,8 @@ class RestApi:
             web.get("/api/v3/ticker/24hr", public(lambda p, now: venue.tickers("24hr", p, now))),
             web.get("/api/v3/ticker/bookTicker", public(lambda p, now: venue.tickers("book", p, now))),
             web.get("/api/v3/account", signed(venue.account)),
+            web.get("/sapi/v1/system/status", public(lambda p, now: self.system_status)),
+            web.get("/sapi/v1/account/apiRestrictions", signed(lambda p, now: self.api_restrictions)),
             web.post("/api/v3/order", signed(self._with_events(venue.place))),
             web.get("/api/v3/order", signed(lambda p, now: venue.get_order(p))),
             web.delete("/api/v3/order", signed(self._with_events(venue.cancel))),

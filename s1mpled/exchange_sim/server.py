@@ -296,7 +296,31 @@ class ExchangeSimulator:
             web.post("/__admin/order_status", self._admin_order_status),
             web.post("/__admin/fill", self._admin_fill),
             web.post("/__admin/fill_in_pieces", self._admin_fill_in_pieces),
+            web.post("/__admin/account", self._admin_account),
         ]
+
+    async def _admin_account(self, request: web.Request) -> web.Response:
+        """``{"maintenance": bool, "withdrawals": bool, "trading": bool, "ip_restrict": bool}`` (any of them):
+        what /sapi/v1/system/status and /sapi/v1/account/apiRestrictions answer from now on."""
+        body = await _json_body(request)
+        fields = {
+            "withdrawals": "enableWithdrawals",
+            "trading": "enableSpotAndMarginTrading",
+            "ip_restrict": "ipRestrict",
+        }
+        unknown = set(body) - {*fields, "maintenance"}
+        if unknown or not all(isinstance(v, bool) for v in body.values()):
+            raise web.HTTPBadRequest(text=f"expected booleans among maintenance, {', '.join(fields)}; got {body}")
+        for key, field in fields.items():
+            if key in body:
+                self._rest.api_restrictions[field] = body[key]
+        if "maintenance" in body:
+            self._rest.system_status = (
+                {"status": 1, "msg": "system_maintenance"} if body["maintenance"] else {"status": 0, "msg": "normal"}
+            )
+        return web.json_response(
+            {"system_status": self._rest.system_status, "api_restrictions": self._rest.api_restrictions}
+        )
 
     async def _admin_state(self, request: web.Request) -> web.Response:
         return web.json_response(self.state())
