@@ -12,9 +12,11 @@ daemon's fields; in a terminal it is the last log line on stderr, with its time.
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import json
 import os
 import sys
+import time
 from collections.abc import Callable, Sequence
 from typing import TYPE_CHECKING, Any
 
@@ -135,9 +137,23 @@ def _cmd_doctor(args: argparse.Namespace) -> int:
 def _cmd_status(args: argparse.Namespace) -> int:
     from s1mpled.status import format_status
 
+    if args.all:
+        return _status_all(args)
     doc = _control(args, "status")
     print(json.dumps(doc, indent=2) if args.json else format_status(doc))
     return 0
+
+
+def _status_all(args: argparse.Namespace) -> int:
+    """Every instance on the host; 0 when every one of them answered, 1 if one is down or silent."""
+    from s1mpled import fleet
+
+    instances = fleet.gather(min(args.timeout, 10.0))
+    if args.json:
+        print(json.dumps([dataclasses.asdict(i) for i in instances], indent=2, default=str))
+    else:
+        print(fleet.format_fleet(instances, int(time.time() * 1000)))
+    return 0 if instances and all(i.status is not None for i in instances) else 1
 
 
 def _cmd_reconcile(args: argparse.Namespace) -> int:
@@ -234,7 +250,10 @@ def _parser() -> argparse.ArgumentParser:
     )
     doc.add_argument("--json", action="store_true", help="the findings as JSON")
     doc.set_defaults(func=_cmd_doctor)
-    _add_control(sub, "status", _cmd_status, "show phase, strategies, holdings, open orders, breaker")
+    status = _add_control(sub, "status", _cmd_status, "show phase, strategies, holdings, open orders, breaker")
+    status.add_argument(
+        "--all", action="store_true", help="every instance on this host (s1mpled and each s1mpled@NAME), one table"
+    )
     _add_control(sub, "reconcile", _cmd_reconcile, "reconcile with the exchange now and print the report")
     halt = _add_control(sub, "halt", _cmd_halt, "open the circuit breaker: no new orders until resume")
     halt.add_argument("--reason", help="why (shown in status and alerts)")

@@ -791,6 +791,37 @@ def _unit_events_us(ct: Container, unit: str, after: str, text: str) -> list[int
     ]
 
 
+def test_status_all_shows_every_instance_and_says_which_one_is_down(e2e: Stack) -> None:
+    """`s1mpled status --all`: s1mpled.service and every s1mpled@NAME in one table, each asked over its own
+    control socket; an instance stopped is a row saying so, and the exit status is 1."""
+    ct = e2e.ct
+    _instances_running(e2e)
+    ct.systemctl("start", UNIT)
+    units = [UNIT, *(f"s1mpled@{n}.service" for n in INSTANCES)]
+
+    def fleet() -> dict[str, dict[str, Any]]:
+        out = ct.run("s1mpled", "status", "--all", "--json", check=False)
+        return {i["unit"]: i for i in json.loads(out.stdout)}
+
+    def all_answer() -> dict[str, dict[str, Any]] | None:
+        shown = fleet()
+        return shown if all((shown.get(u) or {}).get("status") for u in units) else None
+
+    everyone = wait_until(all_answer, START_S, "every instance to answer status --all")
+    assert sorted(everyone) == sorted(units)
+    for unit in units:
+        assert everyone[unit]["active"] == "active" and everyone[unit]["status"]["phase"] == "trading", everyone[unit]
+    operations = {everyone[f"s1mpled@{n}.service"]["status"]["operation"] for n in INSTANCES}
+    assert operations == {f"e2e-{n}" for n in INSTANCES}  # each answered from its own socket
+    ct.systemctl("stop", "s1mpled@hand.service")
+    table = ct.run("s1mpled", "status", "--all", check=False)
+    assert table.returncode == 1
+    hand = next(line for line in table.stdout.splitlines() if line.startswith("s1mpled@hand.service"))
+    assert "inactive/dead" in hand and "(not running)" in hand, table.stdout
+    inst = next(line for line in table.stdout.splitlines() if line.startswith("s1mpled@inst.service"))
+    assert "active/running" in inst and "trading" in inst, table.stdout
+
+
 def test_an_upgrade_stops_every_daemon_before_unpacking_and_starts_them_after(e2e: Stack) -> None:
     """apt install of the package over itself (an upgrade to dpkg: old prerm, new preinst, unpack, postinst):
     s1mpled, an enabled and a hand-started s1mpled@NAME are all stopped before the first file is replaced,
