@@ -1,6 +1,7 @@
 """``s1mpled status --all``: every instance on the host in one table (s1mpled.service and s1mpled@NAME).
 
-Instances are found through systemd (every loaded s1mpled unit, running or not); each running one is
+Instances are found through systemd (every loaded s1mpled unit: running, failed, or stopped but enabled;
+systemd forgets a stopped instance that was only started by hand, so it is not listed); each running one is
 asked over its own control socket, found in its configuration the way its unit finds it
 (``/etc/s1mpled/s1mpled.yaml``, ``/etc/s1mpled/NAME.yaml``). An instance that does not answer is a row
 saying why, never a missing row: the operator asked about every instance.

@@ -793,7 +793,7 @@ def _unit_events_us(ct: Container, unit: str, after: str, text: str) -> list[int
 
 def test_status_all_shows_every_instance_and_says_which_one_is_down(e2e: Stack) -> None:
     """`s1mpled status --all`: s1mpled.service and every s1mpled@NAME in one table, each asked over its own
-    control socket; an instance stopped is a row saying so, and the exit status is 1."""
+    control socket; an enabled instance stopped is a row saying so, and the exit status is 1."""
     ct = e2e.ct
     _instances_running(e2e)
     ct.systemctl("start", UNIT)
@@ -813,13 +813,18 @@ def test_status_all_shows_every_instance_and_says_which_one_is_down(e2e: Stack) 
         assert everyone[unit]["active"] == "active" and everyone[unit]["status"]["phase"] == "trading", everyone[unit]
     operations = {everyone[f"s1mpled@{n}.service"]["status"]["operation"] for n in INSTANCES}
     assert operations == {f"e2e-{n}" for n in INSTANCES}  # each answered from its own socket
-    ct.systemctl("stop", "s1mpled@hand.service")
-    table = ct.run("s1mpled", "status", "--all", check=False)
-    assert table.returncode == 1
-    hand = next(line for line in table.stdout.splitlines() if line.startswith("s1mpled@hand.service"))
-    assert "inactive/dead" in hand and "(not running)" in hand, table.stdout
-    inst = next(line for line in table.stdout.splitlines() if line.startswith("s1mpled@inst.service"))
-    assert "active/running" in inst and "trading" in inst, table.stdout
+    # An enabled instance stays loaded when stopped (multi-user.target wants it); systemd forgets a stopped
+    # instance that was only started by hand, so there is nothing to list for it then.
+    ct.systemctl("stop", "s1mpled@inst.service")
+    try:
+        table = ct.run("s1mpled", "status", "--all", check=False)
+        assert table.returncode == 1
+        inst = next(line for line in table.stdout.splitlines() if line.startswith("s1mpled@inst.service"))
+        assert "inactive/dead" in inst and "(not running)" in inst, table.stdout
+        hand = next(line for line in table.stdout.splitlines() if line.startswith("s1mpled@hand.service"))
+        assert "active/running" in hand and "trading" in hand, table.stdout
+    finally:
+        ct.systemctl("start", "s1mpled@inst.service")
 
 
 def test_an_upgrade_stops_every_daemon_before_unpacking_and_starts_them_after(e2e: Stack) -> None:
