@@ -57,9 +57,7 @@ from s1mpled.exchange_sim import DEFAULT_API_KEY, DEFAULT_API_SECRET, ExchangeSi
 from s1mpled.model import Balance, ExchangeOrder, Fill, OrderRequest, OrderType, Side, UnparsedOrder
 from s1mpled.orders import OrderEvent, client_order_id, order_prefix
 from s1mpled.reconciliation import (
-    SWEEP_EVERY,
     LedgerFacts,
-    ReconciliationMonitor,
     SetCapital,
     SetHoldings,
     VenueSnapshot,
@@ -67,6 +65,7 @@ from s1mpled.reconciliation import (
     reconcile,
     with_applied,
 )
+from s1mpled.reconciliation_monitor import SWEEP_EVERY, ReconciliationMonitor
 from s1mpled.state.store import StateDirectory
 from s1mpled.strategies.dca import DCA
 from s1mpled.strategy_worker import StrategyWorker

@@ -59,7 +59,7 @@ from s1mpled.events import ConnectionLost, ConnectionRestored, Event, Reconcilia
 from s1mpled.exchange_sim import DEFAULT_API_KEY, DEFAULT_API_SECRET, ExchangeSimulator, SimConfig, SimMarket
 from s1mpled.model import OrderRequest, OrderType, Side
 from s1mpled.orders import OrderEvent, client_order_id, order_prefix
-from s1mpled.reconciliation import ReconciliationMonitor
+from s1mpled.reconciliation_monitor import ReconciliationMonitor
 from s1mpled.state.store import StateDirectory
 from s1mpled.strategies.dca import DCA
 from s1mpled.strategy_worker import StrategyWorker

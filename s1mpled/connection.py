@@ -1,11 +1,14 @@
-"""Connection management (spec §6.2.3): backoff, heartbeat, CONNECTION_LOST and the ConnectionMonitor.
+"""Connection management (spec §6.2.3), the pure part: backoff, link health, CONNECTION_LOST, proof of life.
 
 ccxt does not reconnect in the background: a dead WebSocket surfaces as an exception from the next
 ``watch_*`` call, and a stalled one surfaces as nothing at all. So every stream the daemon keeps is
 supervised by a :class:`Link` -- a pure state machine fed with "data arrived", "connected" and
 "failed" at times passed in -- and a thin loop (in the environment) that sleeps the delays it asks for.
+Nothing here does I/O, reads a clock or imports asyncio; the
+:class:`~s1mpled.connection_monitor.ConnectionMonitor` is the bus worker beside it.
 
-- **Heartbeat:** no data for ``heartbeat_s`` means the stream is dead, even if no error was raised.
+- **Heartbeat:** no data for ``heartbeat_s`` means the stream is dead, even if no error was raised (the
+  environment's loop waits on each step with that deadline).
 - **Backoff:** exponential with full jitter (``uniform(0, min(cap, base * 2**n))``), so a fleet of
   daemons does not reconnect in lock-step; capped.
 - **Escalation:** after ``max_failures`` consecutive failed attempts the link publishes
@@ -23,19 +26,14 @@ supervised by a :class:`Link` -- a pure state machine fed with "data arrived", "
 
 from __future__ import annotations
 
-import logging
 import random
-from collections.abc import Awaitable, Callable, Iterable, Iterator, Mapping, Sequence
+from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
 from decimal import Decimal
 
-from s1mpled.events import ConnectionLost, ConnectionRestored, ConnectionUnstableDetected, Event
-from s1mpled.workers import MonitorWorker, Subscription
+from s1mpled.events import ConnectionLost, ConnectionRestored, Event
 
-__all__ = ["Backoff", "ConnectionMonitor", "Hearing", "Holdings", "Link", "backoff_delays"]
-
-log = logging.getLogger("s1mpled.connection")
-PublishFn = Callable[[Event], Awaitable[None]]
+__all__ = ["Backoff", "Hearing", "Holdings", "Link"]
 
 
 @dataclass(frozen=True, slots=True)
@@ -51,14 +49,6 @@ class Backoff:
 
     def delay(self, attempt: int, rng: random.Random) -> float:
         return rng.uniform(0.0, self.ceiling(attempt))
-
-
-def backoff_delays(backoff: Backoff, rng: random.Random) -> Iterator[float]:
-    """The endless schedule of delays for consecutive attempts."""
-    attempt = 0
-    while True:
-        yield backoff.delay(attempt, rng)
-        attempt += 1
 
 
 @dataclass(slots=True)
@@ -99,10 +89,6 @@ class Link:
             self.lost = True
             return [ConnectionLost(self.name, self.failures, error)]
         return []
-
-    def stale(self, now: float) -> bool:
-        """No data for longer than the heartbeat: treat the stream as dead."""
-        return self.connected and self.last_data is not None and now - self.last_data > self.heartbeat_s
 
     def next_delay(self, rng: random.Random) -> float:
         """How long to wait before the next attempt (0 for the first one after a healthy period)."""
@@ -216,22 +202,3 @@ class Hearing:
         if late:
             return f"order {late[0]} was acknowledged and not reported on the stream within {self.grace_s:g} s"
         return None
-
-
-class ConnectionMonitor(MonitorWorker):
-    """CONNECTION_LOST -> CONNECTION_UNSTABLE_DETECTED: the strategic verdict the breaker acts on."""
-
-    name = "connection-monitor"
-
-    def __init__(self, publish: PublishFn) -> None:
-        self._publish = publish
-        self.unstable = 0
-
-    def subscriptions(self) -> Sequence[Subscription]:
-        return [Subscription(ConnectionLost, self.on_lost)]
-
-    async def on_lost(self, event: ConnectionLost) -> None:
-        self.unstable += 1
-        reason = f"{event.stream} stream lost after {event.attempts} attempts: {event.error}"
-        log.critical("connection unstable: %s", reason, extra={"EVENT": ConnectionUnstableDetected.TOPIC})
-        await self._publish(ConnectionUnstableDetected(reason))

@@ -49,7 +49,6 @@ class TradeExecuted(Event):
 
     TOPIC: ClassVar[str] = "TRADE_EXECUTED"
     fill: Fill
-    source: str = "stream"  # "stream" or "reconciliation"
 
 
 @dataclass(frozen=True, slots=True)

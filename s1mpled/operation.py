@@ -35,9 +35,9 @@ from typing import Any, TypeVar
 from s1mpled.alerts import Alerter
 from s1mpled.builder import ComponentBuilder
 from s1mpled.bus import EventBus
-from s1mpled.circuit_breaker import CircuitBreakerWorker
+from s1mpled.circuit_breaker_worker import CircuitBreakerWorker
 from s1mpled.config import Config, load_config
-from s1mpled.connection import ConnectionMonitor
+from s1mpled.connection_monitor import ConnectionMonitor
 from s1mpled.control import ControlServer
 from s1mpled.credentials import load_credentials
 from s1mpled.environments.base import ExecutionEnvironment, Stream
@@ -55,14 +55,14 @@ from s1mpled.events import ConnectionUnstableDetected, MarketData, OrderUpdated,
 from s1mpled.in_flight import InFlightChecks, QueryBudget
 from s1mpled.logs import setup_logging
 from s1mpled.model import Fill
-from s1mpled.reconciliation import ReconciliationMonitor
+from s1mpled.reconciliation_monitor import ReconciliationMonitor
 from s1mpled.scheduler import MonotonicClock, Schedule, Scheduler
 from s1mpled.startup import STARTUP_BACKOFF, TRY_ALLOWANCE_S, Waiting
 from s1mpled.state.store import StateDirectory
 from s1mpled.status import ControlCommands
 from s1mpled.strategy_worker import StrategyWorker
 from s1mpled.systemd import Notifier, watchdog_interval
-from s1mpled.workers import LedgerObserver, wire
+from s1mpled.workers import wire
 
 __all__ = ["BREAKER_STATE_NAME", "IDENTITY_STATE_NAME", "Operation", "run"]
 
@@ -90,7 +90,6 @@ class Components:
     workers: list[StrategyWorker]
     breaker: CircuitBreakerWorker
     reconciler: ReconciliationMonitor
-    observer: LedgerObserver
 
 
 class Operation:
@@ -210,7 +209,7 @@ class Operation:
             self.config.reconciliation.event,
             fence=lambda reason: breaker.halt(reason, manual=True),  # split brain: only an operator resumes
         )
-        return Components(env, workers, breaker, reconciler, LedgerObserver())
+        return Components(env, workers, breaker, reconciler)
 
     async def _step_b(self, c: Components) -> bool:
         """Recovery step B: the ledgers are made to agree with the exchange before any decision; a pass
@@ -274,7 +273,7 @@ class Operation:
         return True
 
     def _wire(self, c: Components) -> None:
-        wire(self.bus, [*c.workers, c.reconciler, c.observer, ConnectionMonitor(self.bus.publish)])
+        wire(self.bus, [*c.workers, c.reconciler, ConnectionMonitor(self.bus.publish)])
         self.bus.subscribe(ConnectionUnstableDetected, c.breaker.on_unstable, name="breaker.unstable")
 
     # -- streams (the DataSource and the private user stream) --

@@ -1,7 +1,7 @@
 """Worker bases of the spec: MonitorWorkers observe and publish, ExecutionWorkers act.
 
 The distinction is about authority, not mechanics: a MonitorWorker (ReconciliationMonitor,
-ConnectionMonitor, the ledger observer) may only publish events and log; an ExecutionWorker
+ConnectionMonitor) may only publish events and log; an ExecutionWorker
 (a strategy's worker, the CircuitBreakerWorker) may place and cancel orders. Both declare their
 subscriptions, and the Operation wires them to the bus -- so a worker never subscribes itself
 half-way through startup, and a test can drive one by calling its handlers directly.
@@ -9,18 +9,15 @@ half-way through startup, and a test can drive one by calling its handlers direc
 
 from __future__ import annotations
 
-import logging
 from abc import ABC, abstractmethod
 from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass
 from typing import Any
 
 from s1mpled.bus import EventBus
-from s1mpled.events import Event, LedgerStateChanged
+from s1mpled.events import Event
 
-__all__ = ["ExecutionWorker", "LedgerObserver", "MonitorWorker", "Subscription", "wire"]
-
-log = logging.getLogger("s1mpled.workers")
+__all__ = ["ExecutionWorker", "MonitorWorker", "Subscription", "wire"]
 
 
 @dataclass(frozen=True, slots=True)
@@ -54,27 +51,3 @@ def wire(bus: EventBus, workers: Sequence[Worker]) -> None:
     for worker in workers:
         for sub in worker.subscriptions():
             bus.subscribe(sub.event_type, sub.handler, name=f"{worker.name}.{sub.event_type.TOPIC}")
-
-
-class LedgerObserver(MonitorWorker):
-    """The spec's MonitorWorker behind LedgerStateChanged: makes every durable ledger change visible."""
-
-    name = "ledger-observer"
-
-    def __init__(self) -> None:
-        self.changes = 0
-        self.last: LedgerStateChanged | None = None
-
-    def subscriptions(self) -> Sequence[Subscription]:
-        return [Subscription(LedgerStateChanged, self.on_change)]
-
-    def on_change(self, event: LedgerStateChanged) -> None:
-        self.changes += 1
-        self.last = event
-        log.debug(
-            "ledger %s changed (%s), generation %d durable",
-            event.strategy,
-            event.reason,
-            event.generation,
-            extra={"EVENT": event.TOPIC, "STRATEGY": event.strategy},
-        )

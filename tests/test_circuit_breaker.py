@@ -13,7 +13,8 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from s1mpled.circuit_breaker import Breaker, BreakerState, CircuitBreakerWorker, ExitProgress
+from s1mpled.circuit_breaker import Breaker, BreakerState, ExitProgress
+from s1mpled.circuit_breaker_worker import CircuitBreakerWorker
 from s1mpled.errors import ExchangeUnavailable
 from s1mpled.events import (
     ConnectionUnstableDetected,

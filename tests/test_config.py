@@ -12,7 +12,6 @@ from hypothesis import example, given
 from hypothesis import strategies as st
 
 from s1mpled.builder import build_strategy
-from s1mpled.environments.live import ccxt_urls
 from s1mpled.cli import main as cli_main
 from s1mpled.config import (
     DEFAULT_CONFIG_PATH,
@@ -23,6 +22,7 @@ from s1mpled.config import (
     parse_duration,
     resolve_config_path,
 )
+from s1mpled.environments.live import ccxt_urls
 from s1mpled.errors import EX_CONFIG, ConfigError
 
 EXAMPLE_DIR = Path(__file__).resolve().parent.parent / "etc" / "s1mpled"

@@ -9,7 +9,8 @@ from decimal import Decimal
 from hypothesis import given
 from hypothesis import strategies as st
 
-from s1mpled.connection import Backoff, ConnectionMonitor, Hearing, Link, backoff_delays
+from s1mpled.connection import Backoff, Hearing, Link
+from s1mpled.connection_monitor import ConnectionMonitor
 from s1mpled.events import ConnectionLost, ConnectionRestored, ConnectionUnstableDetected, Event
 
 
@@ -26,8 +27,8 @@ def test_backoff_schedule_grows_then_plateaus() -> None:
     """The ceilings double from the base up to the cap; jitter spreads a fleet (delays are not all equal)."""
     b = Backoff(base_s=0.25, cap_s=4.0)
     assert [b.ceiling(n) for n in range(7)] == [0.25, 0.5, 1.0, 2.0, 4.0, 4.0, 4.0]
-    gen = backoff_delays(b, random.Random(1))
-    delays = [next(gen) for _ in range(50)]
+    rng = random.Random(1)
+    delays = [b.delay(n, rng) for n in range(50)]  # consecutive attempts
     assert len(set(delays)) == 50 and max(delays) <= 4.0
 
 
@@ -50,15 +51,6 @@ def test_first_connection_is_not_a_restore_but_a_reconnect_is() -> None:
     assert link.on_connected(0.0) == []
     link.on_failure("dropped")
     assert link.on_connected(1.0) == [ConnectionRestored("market")]
-
-
-def test_heartbeat_declares_a_silent_stream_dead() -> None:
-    """A connected stream that delivers nothing for longer than the heartbeat is stale."""
-    link = Link("market", max_failures=5, heartbeat_s=10)
-    link.on_connected(100.0)
-    assert not link.stale(109.0)
-    link.on_data(109.0)
-    assert not link.stale(118.0) and link.stale(119.5)
 
 
 def test_first_attempt_after_health_is_immediate_then_backs_off() -> None:

@@ -40,7 +40,6 @@ from s1mpled.reconciliation import (
     ApplyFill,
     Correction,
     LedgerFacts,
-    ReconciliationMonitor,
     Report,
     SetCapital,
     SetHoldings,
@@ -49,6 +48,7 @@ from s1mpled.reconciliation import (
     apply_correction,
     reconcile,
 )
+from s1mpled.reconciliation_monitor import ReconciliationMonitor
 from s1mpled.state import StateDirectory
 from s1mpled.state.inspect import inspect
 from s1mpled.strategies.base import Signal, Strategy, StrategyView

@@ -83,12 +83,12 @@ from s1mpled.orders import OrderEvent, OrderState, can_cancel, client_order_id, 
 from s1mpled.reconciliation import (
     CONFIRM_AFTER_MS,
     Correction,
-    ReconciliationMonitor,
     Report,
     SetCapital,
     SetHoldings,
     SettleOrder,
 )
+from s1mpled.reconciliation_monitor import ReconciliationMonitor
 from s1mpled.state import StateDirectory, StateFile
 from s1mpled.strategies.base import CancelOrder, PlaceOrder, Signal, Strategy, StrategyView
 from s1mpled.strategy_worker import StrategyWorker

@@ -33,7 +33,6 @@ from s1mpled.reconciliation import (
     CONFIRM_AFTER_MS,
     AdoptOrder,
     ApplyFill,
-    ReconciliationMonitor,
     SetCapital,
     SetHoldings,
     SettleOrder,
@@ -41,6 +40,7 @@ from s1mpled.reconciliation import (
     apply_correction,
     reconcile,
 )
+from s1mpled.reconciliation_monitor import ReconciliationMonitor
 from s1mpled.state import StateDirectory
 from s1mpled.strategies.base import PlaceOrder, Signal, Strategy, StrategyView
 from s1mpled.strategy_worker import StrategyWorker

@@ -16,7 +16,8 @@ from hypothesis import strategies as st
 
 from s1mpled.errors import LocalStateError
 from s1mpled.events import ScheduledEvent
-from s1mpled.scheduler import ManualClock, MonotonicClock, Schedule, Scheduler, ScheduleState
+from s1mpled.scheduler import MonotonicClock, Schedule, Scheduler, ScheduleState
+from tests.clock import ManualClock
 
 T = TypeVar("T")
 TICK = "five_minute_reconciliation_tick"

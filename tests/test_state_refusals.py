@@ -19,7 +19,8 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from s1mpled.circuit_breaker import Breaker, BreakerState, CircuitBreakerWorker
+from s1mpled.circuit_breaker import Breaker, BreakerState
+from s1mpled.circuit_breaker_worker import CircuitBreakerWorker
 from s1mpled.config import load_config
 from s1mpled.environments.paper import STATE_NAME as PAPER_STATE_NAME
 from s1mpled.environments.paper import PaperEnvironment

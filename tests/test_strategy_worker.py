@@ -27,7 +27,8 @@ from s1mpled.events import (
 )
 from s1mpled.model import ExchangeOrderStatus, Fill, MarketTick, OrderRequest, OrderType, Side
 from s1mpled.orders import OrderState, client_order_id, order_prefix
-from s1mpled.reconciliation import IN_FLIGHT_MS, ReconciliationMonitor
+from s1mpled.reconciliation import IN_FLIGHT_MS
+from s1mpled.reconciliation_monitor import ReconciliationMonitor
 from s1mpled.state import StateDirectory
 from s1mpled.state.inspect import inspect
 from s1mpled.strategies.base import CancelOrder, FillView, PlaceOrder, Signal, Strategy, StrategyView

@@ -2,11 +2,20 @@
 
 See ``store`` for the guarantee, ``protocol`` for the save steps, ``recovery`` for what load()
 does with leftovers, ``codec`` for the file format and ``plugin`` for the stateful-plugin API.
+
+The public names below are loaded on first use (PEP 562), so that importing a pure submodule
+(``codec``, ``protocol``, ``recovery``) does not pull in ``store``'s I/O (asyncio, fcntl, threads).
 """
 
-from s1mpled.state.codec import FORMAT_VERSION, InvalidRecord, Record
-from s1mpled.state.plugin import StatefulPlugin
-from s1mpled.state.store import LoadResult, StateDirectory, StateFile, StoreStats
+from __future__ import annotations
+
+import importlib
+from typing import TYPE_CHECKING, Any
+
+if TYPE_CHECKING:
+    from s1mpled.state.codec import FORMAT_VERSION, InvalidRecord, Record
+    from s1mpled.state.plugin import StatefulPlugin
+    from s1mpled.state.store import LoadResult, StateDirectory, StateFile, StoreStats
 
 __all__ = [
     "FORMAT_VERSION",
@@ -18,3 +27,27 @@ __all__ = [
     "StatefulPlugin",
     "StoreStats",
 ]
+
+_HOME = {
+    "FORMAT_VERSION": "codec",
+    "InvalidRecord": "codec",
+    "Record": "codec",
+    "StatefulPlugin": "plugin",
+    "LoadResult": "store",
+    "StateDirectory": "store",
+    "StateFile": "store",
+    "StoreStats": "store",
+}
+
+
+def __getattr__(name: str) -> Any:
+    home = _HOME.get(name)
+    if home is None:
+        raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+    value = getattr(importlib.import_module(f"{__name__}.{home}"), name)
+    globals()[name] = value  # later lookups are plain attribute reads
+    return value
+
+
+def __dir__() -> list[str]:
+    return sorted({*globals(), *__all__})

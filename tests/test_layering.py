@@ -1,0 +1,119 @@
+"""The pure cores stay pure: importing one loads no asyncio, fcntl, socket, selectors, subprocess or signal,
+and its source reads no clock."""
+
+from __future__ import annotations
+
+import ast
+import importlib.util
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+# The decision logic of the daemon: no I/O, no event loop, no clock (times are passed in).
+PURE = [
+    "s1mpled.reconciliation",
+    "s1mpled.circuit_breaker",
+    "s1mpled.connection",
+    "s1mpled.state.codec",
+    "s1mpled.state.recovery",
+    "s1mpled.state.protocol",
+    "s1mpled.orders",
+    "s1mpled.ledger",
+    "s1mpled.environments.paper_exchange",
+    "s1mpled.in_flight",
+    "s1mpled.startup",
+    "s1mpled.errors",
+    "s1mpled.events",
+    "s1mpled.model",
+]
+# Top-level modules a pure core must not load (``os`` and ``time`` are loaded by every interpreter anyway;
+# a clock read is caught in the source below). ``threading`` is allowed: ``logging`` imports it.
+FORBIDDEN = frozenset({"asyncio", "fcntl", "socket", "selectors", "subprocess", "signal"})
+CLOCK_MODULES = frozenset({"time"})
+CLOCK_CALLS = frozenset({"now", "utcnow", "today"})  # on datetime / date
+
+# Imports the module named in argv[1] and prints which modules it loaded and who imported each first.
+_PROBE = """
+import builtins, importlib, sys
+target = sys.argv[1]
+first = {target: "<import>"}
+original = builtins.__import__
+
+def recording(name, globals=None, locals=None, fromlist=(), level=0):
+    importer = (globals or {}).get("__name__", "?")
+    before = set(sys.modules)
+    try:
+        return original(name, globals, locals, fromlist, level)
+    finally:
+        for new in set(sys.modules) - before:
+            first.setdefault(new, importer)
+
+builtins.__import__ = recording
+importlib.import_module(target)
+builtins.__import__ = original
+loaded = sorted(sys.modules)
+import json
+print(json.dumps({"loaded": loaded, "first": first}))
+"""
+
+
+def _run(*args: str) -> str:
+    done = subprocess.run([sys.executable, *args], capture_output=True, text=True, timeout=60, check=False)
+    assert done.returncode == 0, done.stderr
+    return done.stdout
+
+
+@pytest.fixture(scope="module")
+def bare() -> frozenset[str]:
+    """What a bare interpreter (``python -c pass``) has loaded."""
+    return frozenset(json.loads(_run("-c", "import sys, json; print(json.dumps(sorted(sys.modules)))")))
+
+
+def _chain(module: str, target: str, first: dict[str, str]) -> str:
+    """``asyncio <- s1mpled.bus <- s1mpled.workers <- s1mpled.connection``: who imported the offender first,
+    back to the module imported (a parent package is imported by the import system itself)."""
+    links = [module]
+    while links[-1] in first and first[links[-1]] != "<import>" and len(links) < 50:
+        links.append(first[links[-1]])
+    if links[-1] != target and target.startswith(links[-1] + "."):
+        links.append(f"{target} (its package)")
+    return " <- ".join(links)
+
+
+@pytest.mark.parametrize("module", PURE)
+def test_a_pure_core_loads_no_io_module(module: str, bare: frozenset[str]) -> None:
+    """A fresh interpreter that imports the module has loaded none of FORBIDDEN beyond a bare interpreter."""
+    probe = json.loads(_run("-c", _PROBE, module))
+    new = [m for m in probe["loaded"] if m not in bare]
+    offenders = sorted({m.partition(".")[0] for m in new} & FORBIDDEN)
+    chains = [_chain(m, module, probe["first"]) for m in offenders]
+    assert not offenders, f"import {module} loads {', '.join(offenders)}:\n  " + "\n  ".join(chains)
+
+
+def _clock_uses(tree: ast.AST) -> list[str]:
+    found = []
+    for node in ast.walk(tree):
+        if isinstance(node, ast.Import):
+            found += [f"line {node.lineno}: import {a.name}" for a in node.names if a.name in CLOCK_MODULES]
+        elif isinstance(node, ast.ImportFrom) and node.module in CLOCK_MODULES:
+            found.append(f"line {node.lineno}: from {node.module} import ...")
+        elif (
+            isinstance(node, ast.Attribute)
+            and node.attr in CLOCK_CALLS
+            and isinstance(node.value, ast.Name)
+            and node.value.id in ("datetime", "date")
+        ):
+            found.append(f"line {node.lineno}: {node.value.id}.{node.attr}")
+    return found
+
+
+@pytest.mark.parametrize("module", PURE)
+def test_a_pure_core_reads_no_clock(module: str) -> None:
+    """The module's source imports no ``time`` and calls no ``datetime.now`` (time is passed in)."""
+    spec = importlib.util.find_spec(module)
+    assert spec is not None and spec.origin is not None
+    uses = _clock_uses(ast.parse(Path(spec.origin).read_text(encoding="utf-8")))
+    assert not uses, f"{module} reads a clock: {'; '.join(uses)}"
