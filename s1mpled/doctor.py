@@ -110,7 +110,9 @@ def judge_state_dir(
     if directory.mode & 0o077:
         fix = f"chmod 0700 {where} (the books are private to the daemon)"
         found.append(Finding("state directory", FAIL, f"{where} is mode {directory.mode:04o}", fix))
-    strange = [e for e in entries if e.kind != "file" or e.uid != directory.uid]
+    # Sub-directories are allowed: the packaged layout keeps each s1mpled@NAME's books in one below
+    # /var/lib/s1mpled. A link, a FIFO or a file of another owner is what the daemon refuses.
+    strange = [e for e in entries if e.kind not in ("file", "dir") or (e.kind == "file" and e.uid != directory.uid)]
     for e in strange:
         what = e.kind if e.kind != "file" else f"owned by uid {e.uid}, not {directory.uid}"
         fix = f"remove or chown {where}/{e.name}: the daemon refuses to start next to it"
@@ -121,7 +123,8 @@ def judge_state_dir(
         found.append(Finding("free space", FAIL, f"{mib} MiB free below {where}", fix))
     if not found:
         free = "" if free_bytes is None else f", {free_bytes // (1024 * 1024)} MiB free"
-        found.append(Finding("state directory", OK, f"{where}: private, {len(entries)} state files{free}"))
+        files = sum(e.kind == "file" for e in entries)
+        found.append(Finding("state directory", OK, f"{where}: private, {files} file(s){free}"))
     return found
 
 

@@ -69,7 +69,9 @@ def _facts(name: str, kind: str = "file", mode: int = 0o600, uid: int = 100) -> 
 
 def test_the_state_directory_must_be_private_hold_only_its_owners_files_and_have_room() -> None:
     d = _facts("s1mpled", "dir", 0o700)
-    assert [f.level for f in judge_state_dir("/v", True, d, [_facts("a.state.json")], MIN_FREE_BYTES)] == [OK]
+    instance = _facts("inst", "dir", 0o700)  # s1mpled@inst's books live below the main state directory
+    ok = judge_state_dir("/v", True, d, [_facts("a.state.json"), instance], MIN_FREE_BYTES)
+    assert [(f.level, f.detail) for f in ok] == [(OK, "/v: private, 1 file(s), 100 MiB free")]
     assert judge_state_dir("/v", False, None, [], None)[0].level == FAIL
     loose = judge_state_dir("/v", True, _facts("s1mpled", "dir", 0o755), [], MIN_FREE_BYTES)
     assert [f.level for f in loose] == [FAIL] and "chmod 0700" in loose[0].fix

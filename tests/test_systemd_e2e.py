@@ -570,6 +570,40 @@ def test_a_breaker_open_across_a_restart_closes_by_itself(stack: Stack) -> None:
     wait_until(lambda: stack.our_fills() > fills, 60, "the daemon to trade after the breaker closed")
 
 
+def test_doctor_on_the_installed_live_daemon_finds_it_healthy_then_names_what_breaks(stack: Stack) -> None:
+    """`sudo s1mpled doctor` on the packaged live daemon: config, state directory, credentials (their source in
+    /etc/s1mpled/credentials), clock, exchange, key permissions and the units under the real systemd all pass
+    (the simulator's key has no IP restriction: a warning). Then the timer disabled and the key able to
+    withdraw: each a failure with its fix, exit 1."""
+    ct, sim = stack.ct, stack.sim
+
+    def doctor() -> tuple[int, dict[str, list[dict[str, str]]]]:
+        out = ct.run("s1mpled", "doctor", "--json", check=False)
+        found: dict[str, list[dict[str, str]]] = {}
+        for f in json.loads(out.stdout):
+            found.setdefault(f["check"], []).append(f)
+        return out.returncode, found
+
+    code, found = doctor()
+    assert code == 0, found
+    for check in ("configuration", "state directory", "credentials", "clock", "exchange"):
+        assert [f["level"] for f in found[check]] == ["ok"], found[check]
+    assert [f["level"] for f in found["systemd units"]] == ["ok", "ok"], found["systemd units"]
+    assert [f["level"] for f in found["API key permissions"]] == ["ok", "warn"]
+    assert KEY_FILE in found["credentials"][0]["detail"]
+    ct.systemctl("disable", "--now", TIMER)
+    sim.account(withdrawals=True)
+    try:
+        code, found = doctor()
+        assert code == 1
+        timer = next(f for f in found["systemd units"] if TIMER in f["detail"])
+        assert timer["level"] == "fail" and f"systemctl enable --now {TIMER}" in timer["fix"]
+        assert any("withdrawals are ENABLED" in f["detail"] for f in found["API key permissions"])
+    finally:
+        sim.account(withdrawals=False)
+        ct.systemctl("enable", "--now", TIMER)
+
+
 def test_api_secret_never_reaches_the_journal(stack: Stack) -> None:
     """Nothing in the whole journal (every field of every entry) contains the API secret or key."""
     ct = stack.ct
