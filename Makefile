@@ -14,7 +14,7 @@ test: setup lint typecheck pytest
 
 lint:
 	$(VENV)/bin/ruff check .
-	$(VENV)/bin/ruff format --check s1mpled tests bench
+	$(VENV)/bin/ruff format --check s1mpled s1mpled_sim tests bench
 
 typecheck:
 	$(VENV)/bin/mypy

@@ -58,19 +58,19 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent))  # run from a ch
 from common import run_benchmark, wall_ms
 from state_save import summarize  # bench/ is sys.path[0] when run as a script
 
-from s1mpled.builder import strategy_state_name
+from s1mpled.assembly import strategy_state_name
 from s1mpled.bus import EventBus
 from s1mpled.config import LiveConfig
 from s1mpled.credentials import Credentials
 from s1mpled.environments.live import LiveEnvironment
 from s1mpled.events import Event, LedgerStateChanged, OrderUpdated, TradeExecuted
-from s1mpled.exchange_sim import DEFAULT_API_KEY, DEFAULT_API_SECRET, ExchangeSimulator, SimConfig, SimMarket
 from s1mpled.model import ExchangeOrderStatus, Fill, OrderRequest, OrderType, Side
 from s1mpled.orders import OrderEvent, client_order_id, order_prefix
 from s1mpled.state import protocol
 from s1mpled.state.store import StateDirectory
 from s1mpled.strategies.dca import DCA
 from s1mpled.strategy_worker import StrategyWorker
+from s1mpled_sim import DEFAULT_API_KEY, DEFAULT_API_SECRET, ExchangeSimulator, SimConfig, SimMarket
 
 DEFAULT_JSON = Path(__file__).resolve().parent / "results" / "fill_latency.json"
 OPERATION = "bench-fill-latency"

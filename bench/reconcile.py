@@ -47,13 +47,12 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent))  # run from a ch
 from common import run_benchmark, wall_ms
 from state_save import summarize  # bench/ is sys.path[0] when run as a script
 
-from s1mpled.builder import strategy_state_name
+from s1mpled.assembly import strategy_state_name
 from s1mpled.config import LiveConfig
 from s1mpled.connection import Backoff
 from s1mpled.credentials import Credentials
 from s1mpled.environments.live import LiveEnvironment
 from s1mpled.events import Event, LedgerStateChanged
-from s1mpled.exchange_sim import DEFAULT_API_KEY, DEFAULT_API_SECRET, ExchangeSimulator, SimConfig, SimMarket
 from s1mpled.model import Balance, ExchangeOrder, Fill, OrderRequest, OrderType, Side, UnparsedOrder
 from s1mpled.orders import OrderEvent, client_order_id, order_prefix
 from s1mpled.reconciliation import (
@@ -69,6 +68,7 @@ from s1mpled.reconciliation_monitor import SWEEP_EVERY, ReconciliationMonitor
 from s1mpled.state.store import StateDirectory
 from s1mpled.strategies.dca import DCA
 from s1mpled.strategy_worker import StrategyWorker
+from s1mpled_sim import DEFAULT_API_KEY, DEFAULT_API_SECRET, ExchangeSimulator, SimConfig, SimMarket
 
 DEFAULT_JSON = Path(__file__).resolve().parent / "results" / "reconcile.json"
 OPERATION = "bench-reconcile"

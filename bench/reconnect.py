@@ -49,14 +49,13 @@ from common import run_benchmark, wall_ms  # bench/ is sys.path[0] when run as a
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))  # run from a checkout without installing
 
 
-from s1mpled.builder import strategy_state_name
+from s1mpled.assembly import strategy_state_name
 from s1mpled.bus import EventBus
 from s1mpled.config import LiveConfig
 from s1mpled.connection import Backoff
 from s1mpled.credentials import Credentials
 from s1mpled.environments.live import LiveEnvironment
 from s1mpled.events import ConnectionLost, ConnectionRestored, Event, ReconciliationCompleted
-from s1mpled.exchange_sim import DEFAULT_API_KEY, DEFAULT_API_SECRET, ExchangeSimulator, SimConfig, SimMarket
 from s1mpled.model import OrderRequest, OrderType, Side
 from s1mpled.orders import OrderEvent, client_order_id, order_prefix
 from s1mpled.reconciliation_monitor import ReconciliationMonitor
@@ -64,6 +63,7 @@ from s1mpled.state.store import StateDirectory
 from s1mpled.strategies.dca import DCA
 from s1mpled.strategy_worker import StrategyWorker
 from s1mpled.workers import wire
+from s1mpled_sim import DEFAULT_API_KEY, DEFAULT_API_SECRET, ExchangeSimulator, SimConfig, SimMarket
 
 DEFAULT_JSON = Path(__file__).resolve().parent / "results" / "reconnect.json"
 OPERATION = "bench-reconnect"
@@ -135,7 +135,7 @@ class LogTap(logging.Handler):
 
 @contextlib.contextmanager
 def tapped(tap: LogTap) -> Iterator[None]:
-    loggers = [logging.getLogger("s1mpled.environments.live"), logging.getLogger("s1mpled.exchange_sim.ws")]
+    loggers = [logging.getLogger("s1mpled.environments.live"), logging.getLogger("s1mpled_sim.ws")]
     for lg in loggers:
         lg.addHandler(tap)
     try:

@@ -16,6 +16,7 @@ from s1mpled.errors import ExchangeError
 from s1mpled.events import ConnectionUnstableDetected, Event, ExecuteEmergencyExit, HaltNewSignals, ResumeSignals
 from s1mpled.state.plugin import StatefulPlugin
 from s1mpled.state.store import StateFile
+from s1mpled.workers import ExecutionWorker, Subscription
 
 __all__ = ["CircuitBreakerWorker", "Exiting"]
 
@@ -34,8 +35,10 @@ class Exiting(Protocol):
 Publish = Callable[[Event], Awaitable[None]]
 
 
-class CircuitBreakerWorker(StatefulPlugin):
+class CircuitBreakerWorker(ExecutionWorker, StatefulPlugin):
     """The ExecutionWorker that owns the breaker: persists every change before announcing it."""
+
+    name = "breaker"
 
     def __init__(
         self,
@@ -54,6 +57,9 @@ class CircuitBreakerWorker(StatefulPlugin):
         self._auto_close_ms = None if auto_close_after_s is None else int(auto_close_after_s * 1000)
         self._exit_failures: dict[str, int] = {}  # strategy -> failed attempts of this process
         self._exit_not_before: dict[str, int] = {}  # strategy -> no attempt before this time (ms)
+
+    def subscriptions(self) -> Sequence[Subscription]:
+        return [Subscription(ConnectionUnstableDetected, self.on_unstable)]
 
     def state_snapshot(self) -> dict[str, Any]:
         return self.breaker.to_state()

@@ -100,7 +100,7 @@ def _cmd_run(args: argparse.Namespace) -> int:
 
 
 def _cmd_check_config(args: argparse.Namespace) -> int:
-    from s1mpled.builder import build_strategy
+    from s1mpled.assembly import build_strategy
     from s1mpled.credentials import check_credentials
 
     config = _config(args)
@@ -126,6 +126,15 @@ def _control(args: argparse.Namespace, cmd: str, payload: dict[str, Any] | None 
     return asyncio.run(request(config.control_socket, cmd, payload, timeout_s=args.timeout))
 
 
+def _cmd_metrics(args: argparse.Namespace) -> int:
+    """What s1mpled-metrics.timer runs: 0 when the daemon answered, 1 when the file says it is down."""
+    from s1mpled import metrics
+
+    path, answered = metrics.export(_config(args), args.textfile, args.timeout)
+    print(f"{path}: {'written' if answered else 'written with s1mpled_up 0: the daemon did not answer'}")
+    return 0 if answered else 1
+
+
 def _cmd_doctor(args: argparse.Namespace) -> int:
     from s1mpled import doctor
 
@@ -135,7 +144,7 @@ def _cmd_doctor(args: argparse.Namespace) -> int:
 
 
 def _cmd_status(args: argparse.Namespace) -> int:
-    from s1mpled.status import format_status
+    from s1mpled.render import format_status
 
     if args.all:
         return _status_all(args)
@@ -157,16 +166,13 @@ def _status_all(args: argparse.Namespace) -> int:
 
 
 def _cmd_reconcile(args: argparse.Namespace) -> int:
+    from s1mpled.render import format_reconcile
+
     report = _control(args, "reconcile")
     if args.json:
         print(json.dumps(report, indent=2))
         return 0
-    corrections = report["corrections"]
-    print(f"reconciliation done: {len(corrections)} correction(s)")
-    for c in corrections:
-        print(f"  {c['strategy']}: {c['what']}")
-    for cid in report["external_orders"]:
-        print(f"  external order (not ours, not touched): {cid}")
+    print(format_reconcile(report))
     return 0
 
 
@@ -241,6 +247,15 @@ def _parser() -> argparse.ArgumentParser:
     check = sub.add_parser("check-config", help="validate the configuration; exit 78 with file:line and why if bad")
     _add_config(check)
     check.set_defaults(func=_cmd_check_config)
+    metrics = sub.add_parser(
+        "metrics", help="write the daemon's Prometheus metrics for node_exporter's textfile collector"
+    )
+    _add_config(metrics)
+    metrics.add_argument(
+        "--textfile", help="the file to replace (default /var/lib/prometheus/node-exporter/s1mpled-OPERATION.prom)"
+    )
+    metrics.add_argument("--timeout", type=float, default=20.0, help="seconds to wait for the daemon (default 20)")
+    metrics.set_defaults(func=_cmd_metrics)
     doc = sub.add_parser(
         "doctor", help="check what breaks deployments (clock, state, key, exchange, units); 1 if a check fails"
     )

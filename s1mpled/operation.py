@@ -9,6 +9,8 @@ for recovery after a crash ("crash-only").
     C: only if A and B succeeded and market data is subscribed too: the scheduler, the in-flight
        checks and the strategies; READY=1
 
+What A builds, and how it is wired to the bus, is s1mpled.assembly's; this module is the lifecycle.
+
 Keep going safely: an exchange that does not answer in A (live: loading markets, checking the key) or
 B is waited out -- tried again with capped backoff (s1mpled.startup), never traded around -- and a
 stream that cannot confirm its subscription keeps retrying (with its backoff) while the operation
@@ -28,21 +30,17 @@ import random
 import signal
 import time
 from collections.abc import Awaitable, Callable, Coroutine
-from dataclasses import dataclass, replace
+from dataclasses import replace
 from functools import partial
 from typing import Any, TypeVar
 
+from s1mpled import assembly
 from s1mpled.alerts import Alerter
-from s1mpled.builder import ComponentBuilder
+from s1mpled.assembly import BREAKER_STATE_NAME, IDENTITY_STATE_NAME, Components
 from s1mpled.bus import EventBus
-from s1mpled.circuit_breaker_worker import CircuitBreakerWorker
 from s1mpled.config import Config, load_config
-from s1mpled.connection_monitor import ConnectionMonitor
 from s1mpled.control import ControlServer
-from s1mpled.credentials import load_credentials
 from s1mpled.environments.base import ExecutionEnvironment, Stream
-from s1mpled.environments.paper import STATE_NAME as PAPER_STATE_NAME
-from s1mpled.environments.paper import PaperEnvironment
 from s1mpled.errors import (
     ConfigError,
     ExchangeError,
@@ -51,24 +49,18 @@ from s1mpled.errors import (
     S1mpledError,
     StateDiskFullError,
 )
-from s1mpled.events import ConnectionUnstableDetected, MarketData, OrderUpdated, TradeExecuted
-from s1mpled.in_flight import InFlightChecks, QueryBudget
+from s1mpled.events import MarketData, OrderUpdated, TradeExecuted
 from s1mpled.logs import setup_logging
 from s1mpled.model import Fill
-from s1mpled.reconciliation_monitor import ReconciliationMonitor
 from s1mpled.scheduler import MonotonicClock, Schedule, Scheduler
+from s1mpled.sd_notify import Notifier, watchdog_interval
 from s1mpled.startup import STARTUP_BACKOFF, TRY_ALLOWANCE_S, Waiting
 from s1mpled.state.store import StateDirectory
 from s1mpled.status import ControlCommands
-from s1mpled.strategy_worker import StrategyWorker
-from s1mpled.systemd import Notifier, watchdog_interval
-from s1mpled.workers import wire
 
-__all__ = ["BREAKER_STATE_NAME", "IDENTITY_STATE_NAME", "Operation", "run"]
+__all__ = ["BREAKER_STATE_NAME", "IDENTITY_STATE_NAME", "Components", "Operation", "run"]
 
 log = logging.getLogger("s1mpled.operation")
-BREAKER_STATE_NAME = "circuit-breaker.state.json"
-IDENTITY_STATE_NAME = "operation.state.json"  # which operation, mode and venue these books belong to
 WAITING_LOG_S = 10.0  # while a stream has not confirmed its subscription, say so this often
 IN_FLIGHT_TICK_S = 1.0  # how often the strategies look for orders due for an in-flight check (and exit steps)
 T = TypeVar("T")
@@ -80,16 +72,6 @@ def wall_ms() -> int:
 
 class _Stop(Exception):
     """Raised inside the task group to end it (a requested shutdown, not a failure)."""
-
-
-@dataclass
-class Components:
-    """Everything step A built."""
-
-    env: ExecutionEnvironment
-    workers: list[StrategyWorker]
-    breaker: CircuitBreakerWorker
-    reconciler: ReconciliationMonitor
 
 
 class Operation:
@@ -122,94 +104,31 @@ class Operation:
         self.notifier.status(status)
         log.info("phase %s: %s", phase, status, extra={"EVENT": "PHASE"})
 
-    def _environment(self, state_dir: StateDirectory) -> ExecutionEnvironment:
-        if self.config.mode == "paper" and self.config.paper is not None:
-            return PaperEnvironment(self.config.paper, state_dir.file(PAPER_STATE_NAME), self._clock_ms)
-        live = self.config.live
-        if live is None:
-            raise ConfigError(str(self.config.path), "live", "mode is live but there is no live section")
-        from s1mpled.environments.live import LiveEnvironment  # noqa: PLC0415 -- keeps ccxt out of paper mode
-
-        return LiveEnvironment(
-            live,
-            load_credentials(live.credentials, str(self.config.path)),
-            self.bus.publish,
-            max_failures=self.config.circuit_breaker.max_reconnect_attempts,
-            request_timeout_s=live.request_timeout_s,
-            heartbeat_s=live.heartbeat_s,
-            rate_limit=live.rate_limit,
-        )
-
-    def _identity(self) -> dict[str, str]:
-        live = self.config.live
-        venue = "paper" if self.config.mode == "paper" or live is None else live.urls.get("http", live.exchange)
-        return {"operation": self.config.operation, "mode": self.config.mode, "venue": venue}
-
-    async def _check_identity(self, state_dir: StateDirectory) -> None:
-        """Refuse books that belong to another operation, mode or exchange (paper profits are no live capital)."""
-        f = state_dir.file(IDENTITY_STATE_NAME)
-        mine, stored = self._identity(), f.load().state
-        if stored is None:
-            await f.save(mine)  # the writer thread fsyncs: never the event loop
-            return
-        if stored != mine:
-            raise ConfigError(
-                str(self.config.path),
-                "mode",
-                f"the state in {state_dir.path} belongs to {stored}, this configuration is {mine}; "
-                f"its ledgers would be wrong here. Stop the daemon and move {state_dir.path} away "
-                "to start with fresh books (or restore the configuration that made them)",
-            )
-
     async def _step_a(self, state_dir: StateDirectory) -> Components | None:
         """Recovery step A: restore every piece of state before anything can act; an exchange that does not
         answer is waited for (None: a stop was requested meanwhile)."""
         self._set_phase("loading-state", "recovery A: loading state")
-        await self._check_identity(state_dir)
+        await assembly.check_identity(self.config, state_dir)
         env = await self._retrying("recovery A", lambda: self._started(state_dir), ExchangeUnavailable)
         if env is None:
             return None
         try:
-            return self._build(state_dir, env)
+            return assembly.build(
+                self.config, state_dir, env, publish=self.bus.publish, clock_ms=self._clock_ms, alert=self.alerter.send
+            )
         except BaseException:
             await env.close()
             raise
 
     async def _started(self, state_dir: StateDirectory) -> ExecutionEnvironment:
         """A started environment (live: markets loaded, the API key proven, else ConfigError)."""
-        env = self._environment(state_dir)
+        env = assembly.environment(self.config, state_dir, self.bus.publish, self._clock_ms)
         try:
             await env.start()
         except BaseException:
             await env.close()  # never leave a half-open exchange client behind a failed start
             raise
         return env
-
-    def _build(self, state_dir: StateDirectory, env: ExecutionEnvironment) -> Components:
-        workers = ComponentBuilder(self.config, state_dir, env, self.bus.publish, self._clock_ms).workers()
-        cb = self.config.circuit_breaker
-        breaker = CircuitBreakerWorker(
-            state_dir.file(BREAKER_STATE_NAME),
-            self.bus.publish,
-            self._clock_ms,
-            emergency_exit=cb.emergency_exit,
-            auto_close_after_s=cb.auto_close_after_s,
-            alert=self.alerter.send,
-        )
-        breaker.load_state()
-        budget = QueryBudget()  # in-flight checks: one rate for all strategies
-        for w in workers:
-            w.halted, w.exiting = breaker.breaker.halted, breaker.breaker.exiting
-            w.in_flight_checks = InFlightChecks(budget=budget)
-        reconciler = ReconciliationMonitor(
-            env,
-            workers,
-            self.bus.publish,
-            self._clock_ms,
-            self.config.reconciliation.event,
-            fence=lambda reason: breaker.halt(reason, manual=True),  # split brain: only an operator resumes
-        )
-        return Components(env, workers, breaker, reconciler)
 
     async def _step_b(self, c: Components) -> bool:
         """Recovery step B: the ledgers are made to agree with the exchange before any decision; a pass
@@ -271,10 +190,6 @@ class Operation:
         except TimeoutError:
             return False
         return True
-
-    def _wire(self, c: Components) -> None:
-        wire(self.bus, [*c.workers, c.reconciler, ConnectionMonitor(self.bus.publish)])
-        self.bus.subscribe(ConnectionUnstableDetected, c.breaker.on_unstable, name="breaker.unstable")
 
     # -- streams (the DataSource and the private user stream) --
 
@@ -417,7 +332,7 @@ class Operation:
                     if c is None:  # stopped while the exchange was unreachable: nothing was built
                         raise _Stop
                     self.components = c
-                    self._wire(c)
+                    assembly.wire(self.bus, c)
                     tg.create_task(self.bus.run())
                     if not await self._subscribe_and_reconcile(tg, c):
                         await self._shutdown(c)  # a stop came while a stream was still unconfirmed

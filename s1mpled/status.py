@@ -5,13 +5,17 @@ the start waits for, since when, the next try); ``halt`` and ``resume`` work as 
 has loaded the breaker (a halt before trading begins keeps the strategies from ever starting to buy);
 ``reconcile`` needs a trading operation and runs through the daemon's own ReconciliationMonitor -- the
 systemd timer uses this, so there is never a second writer of the state.
+
+The commands see the operation through :class:`OperationView`, a narrow read-only Protocol (the
+Operation satisfies it; this module does not import s1mpled.operation). Their text for a terminal is
+in s1mpled.render.
 """
 
 from __future__ import annotations
 
 import os
 from collections.abc import Mapping
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, Protocol
 
 from s1mpled.control import Handler
 from s1mpled.errors import ControlError
@@ -20,9 +24,31 @@ from s1mpled.reconciliation import Report
 from s1mpled.strategy_worker import StrategyWorker
 
 if TYPE_CHECKING:
-    from s1mpled.operation import Components, Operation
+    from s1mpled.assembly import Components
+    from s1mpled.config import Config
+    from s1mpled.startup import Waiting
 
-__all__ = ["ControlCommands", "format_status"]
+__all__ = ["ControlCommands", "OperationView"]
+
+
+class OperationView(Protocol):
+    """What the control commands read of a running operation (they act only through its components)."""
+
+    @property
+    def config(self) -> Config: ...
+
+    @property
+    def phase(self) -> str: ...
+
+    @property
+    def waiting(self) -> Waiting | None: ...
+
+    @property
+    def components(self) -> Components | None: ...
+
+    def now_ms(self) -> int: ...
+
+    def steady_status(self) -> str: ...
 
 
 def _worker_status(w: StrategyWorker) -> dict[str, Any]:
@@ -66,9 +92,9 @@ def report_dict(report: Report) -> dict[str, Any]:
 
 
 class ControlCommands:
-    """Binds the control-socket commands to a running Operation."""
+    """Binds the control-socket commands to a running operation."""
 
-    def __init__(self, operation: Operation) -> None:
+    def __init__(self, operation: OperationView) -> None:
         self._op = operation
 
     def handlers(self) -> Mapping[str, Handler]:
@@ -136,44 +162,3 @@ class ControlCommands:
         """Close the breaker; a pending emergency exit is cancelled."""
         await self._built().breaker.resume("operator resume")
         return {"breaker": "closed"}
-
-
-def _money(value: Any) -> str:
-    """Amounts as exact plain decimals without trailing zeros ("0.39926762", not "0.399267620000000000")."""
-    if value is None:
-        return "-"
-    text = str(value)
-    if "." in text and "e" not in text.lower():
-        text = text.rstrip("0").rstrip(".")
-    return text or "0"
-
-
-def format_status(doc: Mapping[str, Any]) -> str:
-    """The human-readable `s1mpled status`."""
-    lines = [f"s1mpled {doc['operation']} ({doc['mode']}), pid {doc['pid']}: {doc['summary']}"]
-    if doc.get("disk_full"):
-        lines.append(f"DISK FULL: no new orders until space is freed in {doc['state_dir']} (saves are retried)")
-    waiting = doc.get("waiting")
-    if waiting:
-        lines.append(f"not trading: {waiting['text']} (last: {waiting['last_error'] or '-'})")
-    breaker = doc.get("breaker")
-    if breaker:
-        extra = f" ({breaker['reason']})" if breaker["state"] == "open" else ""
-        if breaker.get("emergency_exit"):
-            extra += "; emergency exit in progress (`s1mpled halt --keep-positions` or `resume` cancels it)"
-        lines.append(f"circuit breaker: {breaker['state']}{extra}")
-    rec = doc.get("last_reconciliation")
-    if rec:
-        lines.append(f"reconciliations: {rec['passes']}, last by {rec['trigger']}, {rec['corrections']} correction(s)")
-    for s in doc.get("strategies", []):
-        lines.append(
-            f"  {s['name']:<12} {s['strategy']:<6} {s['symbol']:<10} price {_money(s['last_price'])}  "
-            f"capital {_money(s['capital'])} {s['quote']}  holdings {_money(s['holdings'])} {s['base']}  "
-            f"pnl {_money(s['realized_pnl'])}  open orders {len(s['open_orders'])}"
-        )
-        for o in s["open_orders"]:
-            lines.append(
-                f"      {o['client_order_id']} {o['side']} {o['type']} {o['amount']} @ {_money(o['price'])} "
-                f"filled {o['filled']} {o['state']} {o['tag']}"
-            )
-    return "\n".join(lines)

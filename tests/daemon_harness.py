@@ -20,7 +20,7 @@ from typing import Any, ClassVar
 
 import yaml
 
-from s1mpled.builder import strategy_state_name
+from s1mpled.assembly import strategy_state_name
 from s1mpled.control import request
 from s1mpled.environments.paper import STATE_NAME as PAPER_STATE
 from s1mpled.environments.paper_exchange import SimulatedExchange

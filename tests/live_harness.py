@@ -21,12 +21,12 @@ from typing import Any
 
 import yaml
 
-from s1mpled.builder import strategy_state_name
+from s1mpled.assembly import strategy_state_name
 from s1mpled.environments.live import ccxt_urls
-from s1mpled.exchange_sim import DEFAULT_API_KEY, DEFAULT_API_SECRET
 from s1mpled.ledger import StrategyLedger
 from s1mpled.orders import OrderState, is_terminal, parse_client_order_id
 from s1mpled.state.inspect import inspect
+from s1mpled_sim import DEFAULT_API_KEY, DEFAULT_API_SECRET
 
 STRATEGIES = ("dca-btc", "grid-eth")
 CAPITAL = {"dca-btc": Decimal(1000), "grid-eth": Decimal(2000)}
@@ -35,7 +35,7 @@ OPENING = {"USDT": Decimal(100000), "BTC": Decimal(1), "ETH": Decimal(10)}
 
 
 class Simulator:
-    """``python -m s1mpled.exchange_sim`` as a process, driven over its admin endpoints.
+    """``python -m s1mpled_sim`` as a process, driven over its admin endpoints.
 
     ``balances`` replaces the simulator's opening account (assets not named start at 0; pass the same
     to :func:`assert_books_equal_exchange` as ``opening``); ``fee_model`` is ``"binance"`` (buy fees in
@@ -55,7 +55,7 @@ class Simulator:
         bnb_fees: bool = False,
     ) -> None:
         self._log = log.open("ab")
-        argv = [sys.executable, "-m", "s1mpled.exchange_sim", "--port", "0", "--seed", str(seed)]
+        argv = [sys.executable, "-m", "s1mpled_sim", "--port", "0", "--seed", str(seed)]
         argv += ["--tick-interval", str(tick)]
         for asset, amount in (balances or {}).items():
             argv += ["--balance", f"{asset}={amount}"]

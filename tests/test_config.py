@@ -11,7 +11,7 @@ import pytest
 from hypothesis import example, given
 from hypothesis import strategies as st
 
-from s1mpled.builder import build_strategy
+from s1mpled.assembly import build_strategy
 from s1mpled.cli import main as cli_main
 from s1mpled.config import (
     DEFAULT_CONFIG_PATH,

@@ -21,14 +21,14 @@ import yaml
 from hypothesis import given
 from hypothesis import strategies as st
 
-from s1mpled.builder import strategy_state_name
+from s1mpled.assembly import strategy_state_name
 from s1mpled.config import load_config
 from s1mpled.control import ControlServer, Handler, encode_request, parse_request, request
 from s1mpled.environments.paper import STATE_NAME as PAPER_STATE
 from s1mpled.errors import ControlError, StateError
 from s1mpled.operation import Operation
+from s1mpled.sd_notify import Notifier
 from s1mpled.state.inspect import inspect
-from s1mpled.systemd import Notifier
 from tests.daemon_harness import Daemon, write_config
 
 T = TypeVar("T")

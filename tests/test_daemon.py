@@ -18,7 +18,7 @@ from pathlib import Path
 
 import pytest
 
-from s1mpled.builder import strategy_state_name
+from s1mpled.assembly import strategy_state_name
 from tests.daemon_harness import (
     Daemon,
     assert_ledgers_equal_exchange,

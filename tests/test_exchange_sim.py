@@ -42,11 +42,11 @@ from ccxt.base.errors import (
 from hypothesis import given
 from hypothesis import strategies as st
 
-from s1mpled.exchange_sim import DEFAULT_API_KEY, DEFAULT_API_SECRET, ExchangeSimulator, SimConfig, SimMarket
-from s1mpled.exchange_sim.auth import BinanceError, Credentials, sign, verify_rest, verify_ws, ws_payload
-from s1mpled.exchange_sim.faults import FaultPlan, parse_fault
-from s1mpled.exchange_sim.venue import Venue
-from s1mpled.exchange_sim.wire import fmt
+from s1mpled_sim import DEFAULT_API_KEY, DEFAULT_API_SECRET, ExchangeSimulator, SimConfig, SimMarket
+from s1mpled_sim.auth import BinanceError, Credentials, sign, verify_rest, verify_ws, ws_payload
+from s1mpled_sim.faults import FaultPlan, parse_fault
+from s1mpled_sim.venue import Venue
+from s1mpled_sim.wire import fmt
 from tests.live_harness import Simulator
 
 BTC = "BTC/USDT"
@@ -516,9 +516,9 @@ def test_admin_http_endpoints() -> None:
 
 
 def test_cli_prints_urls_and_stops_on_sigterm() -> None:
-    """``python -m s1mpled.exchange_sim --port 0 --seed 1`` prints its URLs as JSON, serves, and exits 0 on SIGTERM."""
+    """``python -m s1mpled_sim --port 0 --seed 1`` prints its URLs as JSON, serves, and exits 0 on SIGTERM."""
     proc = subprocess.Popen(
-        [sys.executable, "-m", "s1mpled.exchange_sim", "--port", "0", "--seed", "1"],
+        [sys.executable, "-m", "s1mpled_sim", "--port", "0", "--seed", "1"],
         stdout=subprocess.PIPE,
         text=True,
         env={**os.environ, "PYTHONUNBUFFERED": "1"},

@@ -117,3 +117,20 @@ def test_a_pure_core_reads_no_clock(module: str) -> None:
     assert spec is not None and spec.origin is not None
     uses = _clock_uses(ast.parse(Path(spec.origin).read_text(encoding="utf-8")))
     assert not uses, f"{module} reads a clock: {'; '.join(uses)}"
+
+
+def test_the_runtime_never_imports_the_simulator() -> None:
+    """No module of the daemon (``s1mpled/``) imports ``s1mpled_sim``: the .deb does not ship the simulator."""
+    runtime = Path(__file__).resolve().parents[1] / "s1mpled"
+    found = []
+    for path in sorted(runtime.rglob("*.py")):
+        for node in ast.walk(ast.parse(path.read_text(encoding="utf-8"))):
+            if isinstance(node, ast.Import):
+                names = [a.name for a in node.names]
+            elif isinstance(node, ast.ImportFrom) and node.module and node.level == 0:
+                names = [node.module]
+            else:
+                continue
+            found += [f"{path.relative_to(runtime)}:{node.lineno}" for n in names if n.split(".")[0] == "s1mpled_sim"]
+    assert not found, f"the daemon imports the simulator: {found}"
+    assert not (runtime / "exchange_sim").exists()

@@ -15,9 +15,9 @@ from s1mpled.connection import Backoff
 from s1mpled.credentials import Credentials
 from s1mpled.environments.live import LiveEnvironment
 from s1mpled.events import Event
-from s1mpled.exchange_sim import DEFAULT_API_KEY, DEFAULT_API_SECRET, ExchangeSimulator, SimConfig
 from s1mpled.model import ExchangeOrder, ExchangeOrderStatus, OrderRequest, OrderType, Side, UnparsedOrder
 from s1mpled.orders import client_order_id, order_prefix
+from s1mpled_sim import DEFAULT_API_KEY, DEFAULT_API_SECRET, ExchangeSimulator, SimConfig
 
 T = TypeVar("T")
 BTC = "BTC/USDT"

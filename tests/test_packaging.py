@@ -35,7 +35,14 @@ SYSTEMD = ROOT / "systemd"
 DEBIAN = ROOT / "debian"
 PACKAGING = ROOT / "packaging"
 DAEMON_UNITS = ("s1mpled.service", "s1mpled@.service")
-ALL_UNITS = (*DAEMON_UNITS, "s1mpled-reconcile.service", "s1mpled-reconcile.timer", "s1mpled-alert@.service")
+ALL_UNITS = (
+    *DAEMON_UNITS,
+    "s1mpled-reconcile.service",
+    "s1mpled-reconcile.timer",
+    "s1mpled-metrics.service",
+    "s1mpled-metrics.timer",
+    "s1mpled-alert@.service",
+)
 VENV_BIN = "/opt/venvs/s1mpled/bin/s1mpled"
 MAX_EXPOSURE = 1.5
 
@@ -174,6 +181,20 @@ def test_units_that_run_our_code_are_sandboxed(name: str) -> None:
     assert u["Service"]["SystemCallFilter"] == ["@system-service", "~@privileged @resources"]
     families = set(one(u, "Service", "RestrictAddressFamilies").split())
     assert families <= {"AF_UNIX", "AF_INET", "AF_INET6"}
+
+
+def test_the_metrics_unit_is_sandboxed_but_may_write_node_exporters_directory() -> None:
+    """s1mpled-metrics.service runs as root with one capability (DAC_OVERRIDE: node_exporter's directory and the
+    daemon's socket belong to other users), can write only that directory, files readable by the collector,
+    and is skipped where node_exporter is not installed."""
+    u = parse_unit(SYSTEMD / "s1mpled-metrics.service")
+    differs = {"CapabilityBoundingSet": "CAP_DAC_OVERRIDE", "UMask": "0022"}
+    assert {key: one(u, "Service", key) for key in SANDBOX} == {**SANDBOX, **differs}
+    assert u["Service"]["SystemCallFilter"] == ["@system-service", "~@privileged @resources"]
+    assert one(u, "Service", "ReadWritePaths") == "/var/lib/prometheus/node-exporter"
+    assert one(u, "Service", "RestrictAddressFamilies") == "AF_UNIX" and one(u, "Service", "PrivateNetwork") == "yes"
+    assert one(u, "Unit", "ConditionPathIsDirectory") == "/var/lib/prometheus/node-exporter"
+    assert "User" not in u["Service"]
 
 
 def test_template_is_the_main_unit_per_instance() -> None:
@@ -546,6 +567,19 @@ def test_the_shipped_venv_has_no_installer_and_no_activate_scripts(deb_files: li
     assert not top & installers
     assert not [t for t in top if t.startswith(("pip-", "setuptools-"))]
     assert {"ccxt", "s1mpled", "systemd"} <= top
+
+
+def test_the_shipped_venv_has_no_exchange_simulator(deb: Path, deb_files: list[str], tmp_path: Path) -> None:
+    """The Binance-compatible simulator is test and demo tooling: debian/rules deletes it from the venv, so
+    no file of it (s1mpled_sim, or the old s1mpled/exchange_sim) ships, nor a line of it in s1mpled's dist-info."""
+    assert not [f for f in deb_files if "s1mpled_sim" in f or "exchange_sim" in f]
+    meta = f"{SITE}/s1mpled-{__version__}.dist-info"
+    wanted = [f"./{meta}/RECORD", f"./{meta}/top_level.txt"]
+    tar = subprocess.run(["dpkg-deb", "--fsys-tarfile", str(deb)], check=True, capture_output=True, timeout=300)
+    subprocess.run(["tar", "-x", "-C", str(tmp_path), *wanted], input=tar.stdout, check=True, timeout=120)
+    record = (tmp_path / meta / "RECORD").read_text()
+    assert "s1mpled/cli.py," in record and "s1mpled_sim" not in record
+    assert (tmp_path / meta / "top_level.txt").read_text().split() == ["s1mpled"]
 
 
 def _deb_copyright(deb: Path, tmp_path: Path) -> str:

@@ -18,7 +18,7 @@ from typing import Any
 import pytest
 import yaml
 
-from s1mpled.status import format_status
+from s1mpled.render import format_status
 from tests.daemon_harness import Daemon
 from tests.live_harness import Simulator, wait_until, write_live_config
 from tests.test_systemd_notify import NotifySocket

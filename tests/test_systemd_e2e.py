@@ -26,10 +26,10 @@ from typing import Any
 import pytest
 import yaml
 
-from s1mpled.builder import strategy_state_name
-from s1mpled.exchange_sim import DEFAULT_API_KEY, DEFAULT_API_SECRET
+from s1mpled.assembly import strategy_state_name
 from s1mpled.orders import parse_client_order_id
 from s1mpled.state.inspect import inspect
+from s1mpled_sim import DEFAULT_API_KEY, DEFAULT_API_SECRET
 from tests.container import (
     ROOTFS_PACKAGES,
     Container,
@@ -602,6 +602,33 @@ def test_doctor_on_the_installed_live_daemon_finds_it_healthy_then_names_what_br
     finally:
         sim.account(withdrawals=False)
         ct.systemctl("enable", "--now", TIMER)
+
+
+def test_the_metrics_timer_writes_node_exporters_textfile_and_says_when_the_daemon_is_down(stack: Stack) -> None:
+    """s1mpled-metrics.timer is enabled by the package; where node_exporter's directory exists its service
+    writes s1mpled-e2e.prom (readable by the collector) from the running daemon, and `s1mpled_up 0` with
+    no stale numbers once the daemon is stopped. Skipped (condition) without the directory."""
+    ct = stack.ct
+    assert ct.show("s1mpled-metrics.timer", "UnitFileState")["UnitFileState"] == "enabled"
+    textfiles = "/var/lib/prometheus/node-exporter"
+    ct.run("rm", "-rf", textfiles)
+    ct.systemctl("start", "s1mpled-metrics.service")
+    shown = ct.show("s1mpled-metrics.service", "ConditionResult", "Result")
+    assert shown == {"ConditionResult": "no", "Result": "success"}, shown
+    ct.run("mkdir", "-p", "-m", "0755", textfiles)
+    prom = ct.path(f"{textfiles}/s1mpled-e2e.prom")
+    ct.systemctl("start", "s1mpled-metrics.service")
+    text = prom.read_text()
+    assert 's1mpled_up{operation="e2e"} 1.0' in text and "s1mpled_strategy_equity{" in text, text
+    assert oct(prom.stat().st_mode & 0o777) == "0o644"
+    ct.systemctl("stop", UNIT)
+    try:
+        assert ct.systemctl("start", "s1mpled-metrics.service", check=False).returncode != 0
+        text = prom.read_text()
+        assert 's1mpled_up{operation="e2e"} 0.0' in text and "s1mpled_strategy" not in text, text
+    finally:
+        ct.systemctl("start", UNIT)
+        ct.systemctl("reset-failed", "s1mpled-metrics.service", check=False)
 
 
 def test_api_secret_never_reaches_the_journal(stack: Stack) -> None:

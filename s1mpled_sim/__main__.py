@@ -1,4 +1,4 @@
-"""``python -m s1mpled.exchange_sim --port 0 --seed 1``: serve until SIGTERM / SIGINT.
+"""``python -m s1mpled_sim --port 0 --seed 1``: serve until SIGTERM / SIGINT.
 
 Prints one JSON line on stdout once listening -- the base URLs (``http``, ``ws``, ``rest``,
 ``ws_api``, ``stream``, ``admin``), ``api_key``, ``api_secret`` and ``pid`` -- so a test in another
@@ -24,8 +24,8 @@ from collections.abc import Sequence
 from dataclasses import replace
 from decimal import Decimal, InvalidOperation
 
-from s1mpled.exchange_sim.config import DEFAULT_API_KEY, DEFAULT_API_SECRET, DEFAULT_FEE_MODEL, SimConfig
-from s1mpled.exchange_sim.server import ExchangeSimulator
+from s1mpled_sim.config import DEFAULT_API_KEY, DEFAULT_API_SECRET, DEFAULT_FEE_MODEL, SimConfig
+from s1mpled_sim.server import ExchangeSimulator
 
 
 def _balance(text: str) -> tuple[str, Decimal]:
@@ -50,7 +50,7 @@ def _decimal(text: str) -> Decimal:
 
 
 def parse_args(argv: Sequence[str] | None) -> SimConfig:
-    parser = argparse.ArgumentParser(prog="python -m s1mpled.exchange_sim", description=__doc__.splitlines()[0])
+    parser = argparse.ArgumentParser(prog="python -m s1mpled_sim", description=__doc__.splitlines()[0])
     parser.add_argument("--host", default="127.0.0.1")
     parser.add_argument("--port", type=int, default=0, help="0: any free port (printed)")
     parser.add_argument("--seed", type=int, default=1, help="seed of the synthetic price feed")

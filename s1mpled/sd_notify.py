@@ -1,4 +1,5 @@
 """systemd glue: sd_notify (READY, STATUS, WATCHDOG, STOPPING, RELOADING, EXTEND_TIMEOUT_USEC) through sdnotify.
+(The module is not called ``systemd``: that would shadow the python-systemd package.)
 
 Outside systemd (no ``$NOTIFY_SOCKET``) every call is a no-op, so the daemon runs the same in a
 terminal. READY=1 is sent only after recovery steps A and B; the watchdog is pinged from the event
@@ -22,7 +23,7 @@ import sdnotify
 
 __all__ = ["Notifier", "watchdog_interval"]
 
-log = logging.getLogger("s1mpled.systemd")
+log = logging.getLogger("s1mpled.systemd")  # the name the journal and log filters know it by
 
 
 def watchdog_interval(env: Mapping[str, str] | None = None) -> float | None:

@@ -27,10 +27,11 @@ from typing import Any
 from s1mpled.environments.feeds import SyntheticFeed
 from s1mpled.environments.paper_exchange import MarketSpec, SimulatedExchange
 from s1mpled.errors import ExchangeRejected
-from s1mpled.exchange_sim.auth import BinanceError, mandatory
-from s1mpled.exchange_sim.config import SimConfig, SimMarket
-from s1mpled.exchange_sim.marketdata import MarketStats, exchange_info
-from s1mpled.exchange_sim.wire import (
+from s1mpled.model import ExchangeOrder, ExchangeOrderStatus, Fill, OrderRequest, OrderType, Side
+from s1mpled_sim.auth import BinanceError, mandatory
+from s1mpled_sim.config import SimConfig, SimMarket
+from s1mpled_sim.marketdata import MarketStats, exchange_info
+from s1mpled_sim.wire import (
     OrderExtra,
     account_json,
     account_position,
@@ -43,7 +44,6 @@ from s1mpled.exchange_sim.wire import (
     trade_json,
     trade_state,
 )
-from s1mpled.model import ExchangeOrder, ExchangeOrderStatus, Fill, OrderRequest, OrderType, Side
 
 __all__ = ["PriceUpdate", "Venue"]
 

@@ -56,16 +56,16 @@ from typing import Any
 
 from aiohttp import web
 
-from s1mpled.exchange_sim.auth import Credentials
-from s1mpled.exchange_sim.config import SimConfig
-from s1mpled.exchange_sim.faults import FaultPlan, FaultSpec, parse_fault
-from s1mpled.exchange_sim.rest import RestApi
-from s1mpled.exchange_sim.venue import PriceUpdate, Venue
-from s1mpled.exchange_sim.ws import StreamHub
+from s1mpled_sim.auth import Credentials
+from s1mpled_sim.config import SimConfig
+from s1mpled_sim.faults import FaultPlan, FaultSpec, parse_fault
+from s1mpled_sim.rest import RestApi
+from s1mpled_sim.venue import PriceUpdate, Venue
+from s1mpled_sim.ws import StreamHub
 
 __all__ = ["ExchangeSimulator"]
 
-log = logging.getLogger("s1mpled.exchange_sim")
+log = logging.getLogger("s1mpled_sim")
 
 
 def wall_ms() -> int:
@@ -177,7 +177,7 @@ class ExchangeSimulator:
     # ----------------------------------------------------------------- the in-process test API
 
     async def inject(self, fault: str, **params: Any) -> None:
-        """Switch a fault on (see :mod:`s1mpled.exchange_sim.faults`); ValueError for a bad request."""
+        """Switch a fault on (see :mod:`s1mpled_sim.faults`); ValueError for a bad request."""
         spec = parse_fault(fault, params)
         log.info("fault %s %s", fault, params, extra={"EVENT": "SIM_FAULT"})
         if spec.name == "ws_drop":

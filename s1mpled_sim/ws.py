@@ -29,14 +29,14 @@ from typing import Any
 
 from aiohttp import WSMsgType, web
 
-from s1mpled.exchange_sim.auth import BinanceError, Credentials, verify_ws
-from s1mpled.exchange_sim.faults import FaultPlan
-from s1mpled.exchange_sim.marketdata import STREAM_KINDS
-from s1mpled.exchange_sim.rest import abort_connection
+from s1mpled_sim.auth import BinanceError, Credentials, verify_ws
+from s1mpled_sim.faults import FaultPlan
+from s1mpled_sim.marketdata import STREAM_KINDS
+from s1mpled_sim.rest import abort_connection
 
 __all__ = ["StreamHub"]
 
-log = logging.getLogger("s1mpled.exchange_sim.ws")
+log = logging.getLogger("s1mpled_sim.ws")
 Json = dict[str, Any]
 _WS_RATE_LIMITS = [
     {"rateLimitType": "REQUEST_WEIGHT", "interval": "MINUTE", "intervalNum": 1, "limit": 6000, "count": 2}

@@ -26,13 +26,13 @@ from typing import Any
 
 from aiohttp import web
 
-from s1mpled.exchange_sim.auth import BinanceError, Credentials, parse_params, verify_rest
-from s1mpled.exchange_sim.faults import FaultPlan, FaultSpec, HttpDecision
-from s1mpled.exchange_sim.venue import Venue
+from s1mpled_sim.auth import BinanceError, Credentials, parse_params, verify_rest
+from s1mpled_sim.faults import FaultPlan, FaultSpec, HttpDecision
+from s1mpled_sim.venue import Venue
 
 __all__ = ["RestApi", "abort_connection"]
 
-log = logging.getLogger("s1mpled.exchange_sim.rest")
+log = logging.getLogger("s1mpled_sim.rest")
 Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
 Command = Callable[[Mapping[str, str], int], tuple[Any, list[dict[str, Any]]]]
 _HTML_ERROR = "<html><head><title>{status}</title></head><body><h1>{status} Service Error</h1></body></html>"

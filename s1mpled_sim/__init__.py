@@ -9,16 +9,16 @@ as Binance charges them (buys in base, sells in quote, optionally BNB), IOC/FOK 
 and EXPIRED_IN_MATCH orders, raw statuses from the future, myTrades paging with Binance's rules.
 Faults (5xx, 429, slow, lost and late responses, resets, garbage bodies, dropped / closed /
 stalled / deafened / refused WebSockets, NaN frames, clock skew, the account moving between two
-requests) are injected in-process or over ``/__admin`` -- see :mod:`s1mpled.exchange_sim.faults`;
+requests) are injected in-process or over ``/__admin`` -- see :mod:`s1mpled_sim.faults`;
 deposits, hand-placed orders and fills in pieces are admin endpoints (:mod:`.server`).
 
 Modules: ``config`` (SimConfig), ``auth`` (signatures, Binance errors), ``wire`` / ``marketdata``
 (JSON shapes), ``venue`` (the account), ``faults``, ``rest``, ``ws``, ``server`` (ExchangeSimulator),
-``__main__`` (``python -m s1mpled.exchange_sim``). Never imported by paper mode or by the daemon.
+``__main__`` (``python -m s1mpled_sim``). Never imported by paper mode or by the daemon.
 """
 
-from s1mpled.exchange_sim.config import DEFAULT_API_KEY, DEFAULT_API_SECRET, SimConfig, SimMarket
-from s1mpled.exchange_sim.faults import FAULT_NAMES
-from s1mpled.exchange_sim.server import ExchangeSimulator
+from s1mpled_sim.config import DEFAULT_API_KEY, DEFAULT_API_SECRET, SimConfig, SimMarket
+from s1mpled_sim.faults import FAULT_NAMES
+from s1mpled_sim.server import ExchangeSimulator
 
 __all__ = ["DEFAULT_API_KEY", "DEFAULT_API_SECRET", "FAULT_NAMES", "ExchangeSimulator", "SimConfig", "SimMarket"]

@@ -13,8 +13,8 @@ from decimal import ROUND_HALF_EVEN, Context
 from decimal import Decimal as D
 from typing import Any
 
-from s1mpled.exchange_sim.config import SimMarket
-from s1mpled.exchange_sim.wire import fmt
+from s1mpled_sim.config import SimMarket
+from s1mpled_sim.wire import fmt
 
 __all__ = ["STREAM_KINDS", "MarketStats", "exchange_info", "symbol_info"]
 
