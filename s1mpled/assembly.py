@@ -92,8 +92,12 @@ def environment(
 
 
 def _identity(config: Config) -> dict[str, str]:
+    """Which books these are: a testnet's (its REST URL) are never the real exchange's (its name)."""
     live = config.live
-    venue = "paper" if config.mode == "paper" or live is None else live.urls.get("http", live.exchange)
+    if config.mode == "paper" or live is None:
+        venue = "paper"
+    else:
+        venue = live.urls.get("http") or live.urls.get("rest") or live.exchange
     return {"operation": config.operation, "mode": config.mode, "venue": venue}
 
 

@@ -850,3 +850,14 @@ def test_a_default_event_the_schedule_lacks_is_refused_when_the_strategy_is_buil
     assert "'strategy_tick'" in err.why and "hourly" in err.why
     ok = load_config(write(tmp_path, text, schedule.replace("hourly", "strategy_tick")), home_env(tmp_path))
     assert build_strategy(ok.strategies[0], ok.schedule).waits_for() == ("strategy_tick",)
+
+
+def test_testnet_books_are_never_the_real_exchanges(tmp_path: Path) -> None:
+    """The identity of the books names the venue: Binance's testnet (its REST URL) is not binance, so books
+    kept for the testnet are refused when the same configuration is pointed at the real exchange."""
+    from s1mpled.assembly import _identity
+
+    testnet = load(tmp_path, BASE.replace("mode: paper", "mode: live") + TESTNET)
+    real = load(tmp_path, BASE.replace("mode: paper", "mode: live") + "live:\n  exchange: binance\n  credentials: k\n")
+    assert _identity(testnet)["venue"] == "https://testnet.binance.vision"
+    assert _identity(real)["venue"] == "binance"
