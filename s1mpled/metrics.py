@@ -37,6 +37,14 @@ _SPECS: dict[str, tuple[str, tuple[str, ...]]] = {
     "s1mpled_reconciliation_last_timestamp_seconds": ("Unix time of the last successful reconciliation", _OP),
     "s1mpled_reconciliation_passes": ("reconciliation passes since the daemon started", _OP),
     "s1mpled_reconciliation_last_corrections": ("corrections the last reconciliation applied", _OP),
+    "s1mpled_reconciliation_last_compared": (
+        "what the last reconciliation compared, by kind (its receipt)",
+        (*_OP, "what"),
+    ),
+    "s1mpled_reconciliation_last_consistent": (
+        "1 if the last reconciliation's view held still (balances compared)",
+        _OP,
+    ),
     "s1mpled_strategy_trading": ("1 while the strategy may place orders", _STRATEGY),
     "s1mpled_strategy_capital": ("the strategy's free capital in its quote asset", _STRATEGY),
     "s1mpled_strategy_holdings": ("what the strategy holds of its base asset", _STRATEGY),
@@ -88,6 +96,12 @@ def registry_of(doc: Mapping[str, Any], *, up: bool = True) -> CollectorRegistry
         g["s1mpled_reconciliation_passes"].labels(op).set(rec["passes"])
     if isinstance(rec.get("corrections"), int):
         g["s1mpled_reconciliation_last_corrections"].labels(op).set(rec["corrections"])
+    receipts = doc.get("receipts") or []
+    if receipts:
+        last = receipts[0]  # newest first
+        for what, count in (last.get("compared") or {}).items():
+            g["s1mpled_reconciliation_last_compared"].labels(op, str(what)).set(count)
+        g["s1mpled_reconciliation_last_consistent"].labels(op).set(1 if last.get("consistent") else 0)
     for s in doc.get("strategies") or []:
         _strategy(g, op, s)
     return registry

@@ -14,7 +14,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
-from collections import defaultdict
+from collections import defaultdict, deque
 from collections.abc import Awaitable, Callable, Iterable, Mapping, Sequence
 from typing import Protocol
 
@@ -23,6 +23,7 @@ from s1mpled.errors import ExchangeError, RemoteStateError
 from s1mpled.events import ConnectionRestored, Event, ReconciliationCompleted, ScheduledEvent
 from s1mpled.ledger import StrategyLedger
 from s1mpled.model import Balance, ExchangeOrder, Fill, UnparsedOrder
+from s1mpled.receipts import KEEP, Receipt, receipt_of
 from s1mpled.reconciliation import (
     CONFIRM_AFTER_MS,
     Correction,
@@ -104,6 +105,7 @@ class ReconciliationMonitor(MonitorWorker):
         self.last_at_ms: int | None = None
         self.last_trigger: str | None = None
         self.passes = 0
+        self.receipts: deque[Receipt] = deque(maxlen=KEEP)  # the newest passes' receipts (status, metrics)
 
     def subscriptions(self) -> Sequence[Subscription]:
         return [Subscription(ScheduledEvent, self._on_schedule), Subscription(ConnectionRestored, self._on_reconnect)]
@@ -195,6 +197,7 @@ class ReconciliationMonitor(MonitorWorker):
             # moved while they were read is still to be read), and only of a pass that completed
             self._last_balances = self._baseline
             self._cool(self._moved)
+        self.receipts.append(receipt_of(trigger, self.last_at_ms or 0, len(self._workers), venue, report))
         self._plan_follow_up(report)
         self._summarize(trigger, report)
         if report.intruders and self._fence is not None:

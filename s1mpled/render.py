@@ -36,6 +36,14 @@ def format_status(doc: Mapping[str, Any]) -> str:
     rec = doc.get("last_reconciliation")
     if rec:
         lines.append(f"reconciliations: {rec['passes']}, last by {rec['trigger']}, {rec['corrections']} correction(s)")
+    receipts = doc.get("receipts") or []
+    if receipts:
+        r, c = receipts[0], receipts[0]["compared"]
+        view = "a consistent view" if r["consistent"] else "a moving view (balances not compared)"
+        lines.append(
+            f"last receipt: {c['open_orders']} open orders, {c['probed']} probed, {c['trades']} trades, "
+            f"{c['balances']} balances from {view}; sha256 {r['venue_sha256'][:16]}"
+        )
     for s in doc.get("strategies", []):
         lines.append(
             f"  {s['name']:<12} {s['strategy']:<6} {s['symbol']:<10} price {_money(s['last_price'])}  "

@@ -20,6 +20,7 @@ from typing import TYPE_CHECKING, Any, Protocol
 from s1mpled.control import Handler
 from s1mpled.errors import ControlError
 from s1mpled.failpoints import failpoint
+from s1mpled.receipts import receipts_doc
 from s1mpled.reconciliation import Report
 from s1mpled.strategy_worker import StrategyWorker
 
@@ -145,6 +146,7 @@ class ControlCommands:
                 "passes": r.passes,
                 "corrections": len(r.last_report.corrections) if r.last_report else None,
             }
+            doc["receipts"] = receipts_doc(r.receipts)  # newest first: what each pass compared and saw
         return doc
 
     async def reconcile(self, args: Mapping[str, Any]) -> dict[str, Any]:

@@ -24,6 +24,7 @@ PURE = [
     "s1mpled.ledger",
     "s1mpled.environments.paper_exchange",
     "s1mpled.in_flight",
+    "s1mpled.receipts",
     "s1mpled.startup",
     "s1mpled.errors",
     "s1mpled.events",

@@ -17,6 +17,7 @@ DOC: dict[str, Any] = {
     "disk_full": False,
     "breaker": {"state": "open", "manual": True, "emergency_exit": False, "streams_healthy_for_s": 12.5},
     "last_reconciliation": {"at_ms": 1_800_000_000_500, "passes": 7, "corrections": 2},
+    "receipts": [{"compared": {"open_orders": 4, "trades": 9}, "consistent": True}, {"compared": {"trades": 1}}],
     "strategies": [
         {
             "name": "grid-eth",
@@ -53,6 +54,8 @@ def test_the_status_document_becomes_labelled_gauges() -> None:
     assert got[("s1mpled_streams_healthy_seconds", (("operation", "demo"),))] == 12.5
     assert got[("s1mpled_reconciliation_last_timestamp_seconds", (("operation", "demo"),))] == 1_800_000_000.5
     assert got[("s1mpled_reconciliation_last_corrections", (("operation", "demo"),))] == 2
+    assert got[("s1mpled_reconciliation_last_compared", (("operation", "demo"), ("what", "trades")))] == 9  # newest
+    assert got[("s1mpled_reconciliation_last_consistent", (("operation", "demo"),))] == 1
     assert got[("s1mpled_strategy_trading", strategy)] == 0  # halted by the breaker
     assert got[("s1mpled_strategy_open_orders", strategy)] == 3
     assert got[("s1mpled_strategy_equity", strategy)] == 2000.39926762 + 1500
