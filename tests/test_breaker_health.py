@@ -9,23 +9,11 @@ restore -- closes a breaker the last one left open once its own streams are heal
 from __future__ import annotations
 
 import time
-from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
-import pytest
-
 from tests.daemon_harness import Daemon
 from tests.live_harness import Simulator, wait_until, write_live_config
-
-
-@pytest.fixture
-def sim(tmp_path: Path) -> Iterator[Simulator]:
-    s = Simulator(tmp_path / "sim.log")
-    try:
-        yield s
-    finally:
-        s.stop()
 
 
 def _open(doc: dict[str, Any]) -> bool:

@@ -6,11 +6,9 @@ import json
 import os
 import subprocess
 import sys
-from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
-import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
@@ -125,15 +123,6 @@ def _by_check(findings: list[dict[str, Any]]) -> dict[str, list[str]]:
     for f in findings:
         levels.setdefault(f["check"], []).append(f["level"])
     return levels
-
-
-@pytest.fixture
-def sim(tmp_path: Path) -> Iterator[Simulator]:
-    s = Simulator(tmp_path / "sim.log")
-    try:
-        yield s
-    finally:
-        s.stop()
 
 
 def test_doctor_against_the_exchange_finds_clock_maintenance_and_a_key_that_can_withdraw(

@@ -172,15 +172,6 @@ def test_an_order_whose_submit_is_unresolved_is_settled_not_cancelled(
 # ----------------------------------------------------------------------------- the daemon, live
 
 
-@pytest.fixture
-def sim(tmp_path: Path) -> Iterator[Simulator]:
-    s = Simulator(tmp_path / "sim.log")
-    try:
-        yield s
-    finally:
-        s.stop()
-
-
 def _exit_config(tmp_path: Path, sim: Simulator) -> Path:
     """Emergency exit on; the breaker stays open afterwards (no auto close), so nothing buys again."""
     path = write_live_config(tmp_path, sim)

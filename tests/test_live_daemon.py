@@ -11,7 +11,6 @@ import os
 import signal
 import subprocess
 import sys
-from collections.abc import Iterator
 from decimal import Decimal
 from pathlib import Path
 from typing import Any
@@ -27,15 +26,6 @@ from tests.live_harness import (
     wait_until,
     write_live_config,
 )
-
-
-@pytest.fixture
-def sim(tmp_path: Path) -> Iterator[Simulator]:
-    s = Simulator(tmp_path / "sim.log")
-    try:
-        yield s
-    finally:
-        s.stop()
 
 
 def _fills(sim: Simulator) -> int:

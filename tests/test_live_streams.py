@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import re
 import signal
-from collections.abc import Callable, Iterator, Mapping
+from collections.abc import Callable, Mapping
 from decimal import Decimal
 from pathlib import Path
 from typing import Any
@@ -30,15 +30,6 @@ from tests.live_harness import (
     wait_until,
     write_live_config,
 )
-
-
-@pytest.fixture
-def sim(tmp_path: Path) -> Iterator[Simulator]:
-    s = Simulator(tmp_path / "sim.log")
-    try:
-        yield s
-    finally:
-        s.stop()
 
 
 class BuyAtStart(Strategy):

@@ -8,7 +8,6 @@ import asyncio
 import logging
 import subprocess
 import sys
-from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -20,15 +19,6 @@ from s1mpled.errors import ControlError, ExchangeUnavailable, LocalStateError, S
 from s1mpled.events import ScheduledEvent
 from tests.daemon_harness import Daemon
 from tests.live_harness import Simulator, wait_until, write_live_config
-
-
-@pytest.fixture
-def sim(tmp_path: Path) -> Iterator[Simulator]:
-    s = Simulator(tmp_path / "sim.log")
-    try:
-        yield s
-    finally:
-        s.stop()
 
 
 def test_refused_handshakes_and_a_failed_reconcile_leave_no_traceback(tmp_path: Path, sim: Simulator) -> None:

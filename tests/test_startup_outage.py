@@ -25,15 +25,6 @@ from tests.test_systemd_notify import NotifySocket
 
 
 @pytest.fixture
-def sim(tmp_path: Path) -> Iterator[Simulator]:
-    s = Simulator(tmp_path / "sim.log")
-    try:
-        yield s
-    finally:
-        s.stop()
-
-
-@pytest.fixture
 def notify(tmp_path: Path) -> Iterator[NotifySocket]:
     ns = NotifySocket(tmp_path / "notify.sock")
     try:
