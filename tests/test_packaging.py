@@ -522,9 +522,10 @@ def test_postrm_purge_removes_the_links_of_enabled_instances(tmp_path: Path) -> 
 
 
 def test_rules_stop_the_services_for_the_unpack_instead_of_restarting_after_it() -> None:
-    """debhelper stops s1mpled.service and the timer before the unpack and starts them after it."""
+    """debhelper stops s1mpled.service and the timers before the unpack and starts them after it."""
     rules = (DEBIAN / "rules").read_text()
-    assert rules.count("dh_installsystemd --no-restart-after-upgrade") == 2
+    assert rules.count("dh_installsystemd --no-restart-after-upgrade") == 3
+    assert "dh_installsystemd --no-restart-after-upgrade s1mpled-metrics.timer\n" in rules
     assert "dh_installsystemd s1mpled" not in rules
 
 
