@@ -9,6 +9,7 @@ import pytest
 
 from tests.daemon_harness import Daemon
 from tests.live_harness import Simulator
+from tests.test_systemd_notify import NotifySocket
 
 
 @pytest.fixture(autouse=True)
@@ -26,3 +27,13 @@ def sim(tmp_path: Path) -> Iterator[Simulator]:
         yield s
     finally:
         s.stop()
+
+
+@pytest.fixture
+def notify(tmp_path: Path) -> Iterator[NotifySocket]:
+    """A datagram socket standing in for systemd's NOTIFY_SOCKET, closed whatever the test's outcome."""
+    ns = NotifySocket(tmp_path / "notify.sock")
+    try:
+        yield ns
+    finally:
+        ns.close()

@@ -11,26 +11,15 @@ from __future__ import annotations
 
 import signal
 import time
-from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
-import pytest
 import yaml
 
 from s1mpled.render import format_status
 from tests.daemon_harness import Daemon
 from tests.live_harness import Simulator, wait_until, write_live_config
 from tests.test_systemd_notify import NotifySocket
-
-
-@pytest.fixture
-def notify(tmp_path: Path) -> Iterator[NotifySocket]:
-    ns = NotifySocket(tmp_path / "notify.sock")
-    try:
-        yield ns
-    finally:
-        ns.close()
 
 
 def _config(tmp_path: Path, sim: Simulator, **sections: Any) -> Path:

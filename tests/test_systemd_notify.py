@@ -13,10 +13,7 @@ import subprocess
 import sys
 import threading
 import time
-from collections.abc import Iterator
 from pathlib import Path
-
-import pytest
 
 from tests.daemon_harness import Daemon, write_config
 
@@ -59,15 +56,6 @@ class NotifySocket:
         self._stop.set()
         self._thread.join(timeout=5)
         self.sock.close()
-
-
-@pytest.fixture
-def notify(tmp_path: Path) -> Iterator[NotifySocket]:
-    ns = NotifySocket(tmp_path / "notify.sock")
-    try:
-        yield ns
-    finally:
-        ns.close()
 
 
 def _daemon(tmp_path: Path, notify: NotifySocket, **env: str) -> Daemon:
