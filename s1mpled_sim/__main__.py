@@ -17,6 +17,7 @@ from __future__ import annotations
 import argparse
 import asyncio
 import json
+import logging
 import os
 import signal
 import sys
@@ -101,6 +102,10 @@ async def serve(config: SimConfig) -> None:
 
 
 def main(argv: Sequence[str] | None = None) -> int:
+    # INFO to stderr: what the simulator did on its own (a late execution, a refusal) is the evidence a
+    # failed test needs; without a handler Python would print only warnings.
+    logging.basicConfig(level=logging.INFO, stream=sys.stderr, format="%(asctime)s %(name)s %(message)s")
+    logging.getLogger("aiohttp.access").setLevel(logging.WARNING)  # not a line per request
     asyncio.run(serve(parse_args(argv)))
     return 0
 

@@ -37,6 +37,8 @@ and ``method`` (GET, POST, DELETE):
                    ``/api/v3/order`` and DELETE ``/api/v3/openOrders``; any other matching request
                    is only answered with the error. If the late execution is refused (the order
                    was by then a duplicate, or unaffordable) nothing happens, as on Binance.
+                   ``symbol`` (``BTC/USDT`` or ``BTCUSDT``) and ``side`` (``buy``/``sell``) narrow
+                   it to the orders of one market or side.
 =================  ====================================================================================
 
 WebSocket faults (``stream`` = ``user`` means the WebSocket API connections ``/ws-api/v3``,
@@ -142,7 +144,7 @@ _PARAMS: dict[str, set[str]] = {
     "reset": _HTTP_COMMON,
     "lost_response": _HTTP_COMMON,
     "malformed": _HTTP_COMMON | {"kind"},
-    "late_order": _HTTP_COMMON | {"status", "mode", "delay_ms", "hold_ms"},
+    "late_order": _HTTP_COMMON | {"status", "mode", "delay_ms", "hold_ms", "symbol", "side"},
     "clock_skew": {"ms"},
     "ws_drop": {"mode"},
     "ws_close": {"stream", "code"},
@@ -193,6 +195,7 @@ class FaultSpec:
     symbol: str | None = None
     amount: Decimal | None = None
     asset: str | None = None
+    side: str | None = None  # late_order: BUY or SELL
 
 
 def _int(params: Mapping[str, Any], name: str, default: int | None) -> int | None:
@@ -274,7 +277,14 @@ def _http_spec(name: str, params: Mapping[str, Any]) -> FaultSpec:
         mode=_choice(params, "mode", "error", ("error", "timeout")),
         delay_ms=delay_ms,
         hold_ms=hold_ms,
+        symbol=_wire_symbol(_opt_str(params, "symbol")),
+        side=None if params.get("side") is None else _choice(params, "side", "", ("buy", "sell")).upper(),
     )
+
+
+def _wire_symbol(symbol: str | None) -> str | None:
+    """``BTC/USDT`` or ``btcusdt`` as the REST parameter spells it: ``BTCUSDT``."""
+    return None if symbol is None else symbol.replace("/", "").upper()
 
 
 def _ws_malformed(params: Mapping[str, Any]) -> FaultSpec:
@@ -416,11 +426,20 @@ class _Rule:
     def live(self, now_ms: int) -> bool:
         return (self.remaining is None or self.remaining > 0) and (self.until_ms is None or now_ms < self.until_ms)
 
-    def matches(self, method: str, path: str, now_ms: int) -> bool:
+    def matches(self, method: str, path: str, now_ms: int, params: Mapping[str, str] | None = None) -> bool:
         return (
             self.live(now_ms)
             and (self.spec.method is None or self.spec.method == method)
             and (self.path is None or self.path.search(path) is not None)
+            and self._matches_params(params or {})
+        )
+
+    def _matches_params(self, params: Mapping[str, str]) -> bool:
+        """The ``symbol`` / ``side`` narrowing of a ``late_order`` (other faults carry none here)."""
+        if self.spec.name != "late_order":
+            return True
+        return (self.spec.symbol is None or params.get("symbol") == self.spec.symbol) and (
+            self.spec.side is None or params.get("side") == self.spec.side
         )
 
     def consume(self) -> None:
@@ -465,18 +484,20 @@ class FaultPlan:
         for rules in (self._rules, self._ws_garble, self._ws_nan, self._between):
             rules.clear()
 
-    def _take(self, names: tuple[str, ...], method: str, path: str, now_ms: int) -> FaultSpec | None:
+    def _take(
+        self, names: tuple[str, ...], method: str, path: str, now_ms: int, params: Mapping[str, str] | None = None
+    ) -> FaultSpec | None:
         for rule in self._rules:
-            if rule.spec.name in names and rule.matches(method, path, now_ms):
+            if rule.spec.name in names and rule.matches(method, path, now_ms, params):
                 rule.consume()
                 return rule.spec
         return None
 
-    def http(self, method: str, path: str, now_ms: int) -> HttpDecision:
-        """Decide (and count) the faults that hit this request."""
+    def http(self, method: str, path: str, now_ms: int, params: Mapping[str, str] | None = None) -> HttpDecision:
+        """Decide (and count) the faults that hit this request (``params``: its query and form fields)."""
         delay = self._take(("delay",), method, path, now_ms)
         delay_ms = delay.ms if delay else 0
-        before = self._take(("reset", "http_error", "rate_limit", "late_order"), method, path, now_ms)
+        before = self._take(("reset", "http_error", "rate_limit", "late_order"), method, path, now_ms, params)
         if before is not None:
             kind = {"reset": "reset", "late_order": "late"}.get(before.name, "error")
             late = before if before.name == "late_order" else None

@@ -83,6 +83,9 @@ class RestApi:
             ("DELETE", "/api/v3/openOrders"): venue.cancel_all,
         }
         self._late_tasks: set[asyncio.Task[None]] = set()
+        # What became of each late execution, in order (GET /__admin/state ``late``): a test asserts on
+        # the exchange's own record instead of guessing from the daemon's side.
+        self.late: list[dict[str, Any]] = []
         # What Binance says about the system and the key (POST /__admin/account changes them): normal,
         # and a key as it should be for a trading daemon -- trading on, withdrawals off.
         self.system_status: dict[str, Any] = {"status": 0, "msg": "normal"}
@@ -168,9 +171,8 @@ class RestApi:
         if not request.path.startswith("/api/"):
             return await handler(request)
         self.requests[request.method, request.path] += 1
-        decision = self._faults.http(request.method, request.path, self._wall_ms())
-        if request.can_read_body:
-            await request.read()  # a delayed request is executed even if the client gives up meanwhile
+        body = await request.read() if request.can_read_body else b""  # read now: a delayed request runs anyway
+        decision = self._faults.http(request.method, request.path, self._wall_ms(), _fields(request, body))
         if decision.delay_ms:
             await asyncio.sleep(decision.delay_ms / 1000)
         response = await self._respond(request, handler, decision)
@@ -224,8 +226,10 @@ class RestApi:
             _, events = command(params, self._now_ms())
         except BinanceError as exc:
             log.info("late %s %s refused: %s", path, cid, exc, extra={"EVENT": "SIM_LATE_REFUSED"})
+            self.late.append({"path": path, "client_order_id": cid, "outcome": "refused", "reason": str(exc)})
             return
         log.info("late %s %s executed", path, cid, extra={"EVENT": "SIM_LATE_EXECUTED"})
+        self.late.append({"path": path, "client_order_id": cid, "outcome": "executed"})
         self._push_user(events)
 
     def _fail_before(self, request: web.Request, decision: HttpDecision) -> web.StreamResponse:
@@ -240,3 +244,11 @@ class RestApi:
         return web.Response(
             text=_HTML_ERROR.format(status=decision.status), status=decision.status, content_type="text/html"
         )
+
+
+def _fields(request: web.Request, body: bytes) -> dict[str, str]:
+    """The request's parameters, for the faults narrowed by symbol/side (none if Binance would refuse them)."""
+    try:
+        return parse_params(request.rel_url.raw_query_string, body.decode("utf-8", "replace"))
+    except BinanceError:
+        return {}

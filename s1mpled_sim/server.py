@@ -14,7 +14,8 @@ amounts and prices may be JSON strings (exact) or numbers; a request that cannot
 HTTP 400 with the reason as text. Every change pushes the user-stream events Binance would send.
 
 * ``GET /__admin/state`` -- balances, open orders, all orders by client id (``status`` in ccxt's
-  vocabulary, ``wire_status`` the word REST and the stream use), all trades, last prices
+  vocabulary, ``wire_status`` the word REST and the stream use), all trades, last prices, and
+  ``late``: what became of each ``late_order`` execution (``executed`` or ``refused`` with the reason)
 * ``GET /__admin/faults`` -- the active faults and ``fired`` (the ``between_requests`` runs so far);
   ``DELETE /__admin/faults`` -- clear them
 * ``POST /__admin/faults`` -- ``{"fault": name, ...params}`` (names and params: :mod:`.faults`)
@@ -267,7 +268,12 @@ class ExchangeSimulator:
 
     def state(self) -> dict[str, Any]:
         """Balances, orders and trades as the exchange knows them (``GET /__admin/state``)."""
-        return {**self.venue.snapshot(self.now_ms()), "connections": self.hub.counts(), "feed_paused": self.feed_paused}
+        return {
+            **self.venue.snapshot(self.now_ms()),
+            "connections": self.hub.counts(),
+            "feed_paused": self.feed_paused,
+            "late": list(self._rest.late),
+        }
 
     # ----------------------------------------------------------------- routes
 

@@ -173,9 +173,18 @@ class Simulator:
 
 
 def write_live_config(
-    directory: Path, sim: Simulator, *, secret: str = DEFAULT_API_SECRET, frozen: bool = False
+    directory: Path,
+    sim: Simulator,
+    *,
+    secret: str = DEFAULT_API_SECRET,
+    frozen: bool = False,
+    dca_every: str | None = None,
 ) -> Path:
-    """A live-mode config pointing every ccxt endpoint at the simulator; fast clocks unless ``frozen``."""
+    """A live-mode config pointing every ccxt endpoint at the simulator; fast clocks unless ``frozen``.
+
+    ``dca_every``: the DCA buys on an event of its own at that period instead of every strategy tick
+    (which spends its whole capital in about 15 s), for a test that needs free money left on the account.
+    """
     key = directory / "exchange.key"
     key.write_text(yaml.safe_dump({"api_key": DEFAULT_API_KEY, "secret": secret}))
     os.chmod(key, 0o600)
@@ -217,6 +226,9 @@ def write_live_config(
         "five_minute_reconciliation_tick": {"every": slow or "1s"},
         "strategy_tick": {"every": slow or "300ms"},
     }
+    if dca_every is not None:
+        events["dca_tick"] = {"every": dca_every}
+        doc["strategies"][0]["params"]["every_event"] = "dca_tick"
     (directory / "schedule.yaml").write_text(yaml.safe_dump({"events": events}))
     path = directory / "s1mpled.yaml"
     path.write_text(yaml.safe_dump(doc, sort_keys=False))

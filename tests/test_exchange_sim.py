@@ -1135,6 +1135,26 @@ def test_late_order_timeout_mode_holds_the_answer() -> None:
     run(scenario)
 
 
+def test_late_order_narrowed_to_a_symbol_and_side_spares_the_others() -> None:
+    """symbol/side narrow late_order: an ETH buy and a BTC sell go through; the BTC buy is the late one, and the
+    simulator's record says what became of it."""
+
+    async def scenario(sim: ExchangeSimulator) -> None:
+        async with binance(sim) as ex:
+            await sim.inject("late_order", symbol="BTC/USDT", side="buy", delay_ms=500)
+            await ex.create_order("ETH/USDT", "limit", "buy", 0.01, 1000, {"clientOrderId": "eth-buy"})
+            await ex.create_order(BTC, "limit", "sell", 0.001, 90000, {"clientOrderId": "btc-sell"})
+            with pytest.raises(ExchangeNotAvailable):
+                await ex.create_order(BTC, "limit", "buy", 0.01, 20000, {"clientOrderId": "btc-buy"})
+            assert {"eth-buy", "btc-sell"} <= set(sim.state()["orders"]) and "btc-buy" not in sim.state()["orders"]
+            await until(lambda: "btc-buy" in sim.state()["orders"])
+            assert sim.state()["late"] == [
+                {"path": "/api/v3/order", "client_order_id": "btc-buy", "outcome": "executed"}
+            ]
+
+    run(scenario)
+
+
 # --------------------------------------------------------------------- trade histories longer than a page
 
 

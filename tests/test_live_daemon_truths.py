@@ -127,13 +127,21 @@ def test_an_order_answered_503_that_executes_later_is_revived_without_a_duplicat
     """Binance's 5xx means "execution status unknown": the order is written off after the in-flight window and
     then executes. It is revived into its strategy (CRITICAL) and no level ends up with two orders."""
     log = tmp_path / "daemon.log"
-    daemon = Daemon(write_live_config(tmp_path, sim), log)
+    # The late orders are the DCA's buys, every 5 s instead of every tick: free money stays on the account,
+    # so the exchange can carry them out (an unaffordable one is refused, as on Binance -- a grid sell whose
+    # level was re-placed meanwhile, say -- and then nothing is left to revive).
+    daemon = Daemon(write_live_config(tmp_path, sim, dca_every="5s"), log)
     daemon.wait_trading(timeout=60)
     wait_until(lambda: len(_ours(sim)) >= 1, 60, "trading")
     # written off once the in-flight window (7 s) has passed and a check found nothing (checks at 2, 4, 8 s);
     # executed 25 s after it was sent: well after the write-off, even on a loaded machine
-    sim.inject("late_order", delay_ms=25_000, times=2)
-    wait_until(lambda: "revived written-off order" in log.read_text(), 120, "a late order revived")
+    sim.inject("late_order", delay_ms=25_000, times=2, symbol="BTC/USDT", side="buy")
+    wait_until(lambda: len(sim.state()["late"]) == 2, 120, "both late orders carried out by the exchange")
+    late = sim.state()["late"]
+    assert [entry["outcome"] for entry in late] == ["executed", "executed"], late
+    for entry in late:
+        cid = entry["client_order_id"]
+        wait_until(lambda cid=cid: f"revived written-off order {cid}" in log.read_text(), 60, f"{cid} revived")
     passes = daemon.status()["last_reconciliation"]["passes"]
     daemon.wait_for(lambda d: d["last_reconciliation"]["passes"] >= passes + 2 and _settled(d), timeout=60)
     assert daemon.stop() == 0, daemon.log_tail()

@@ -186,7 +186,11 @@ def test_a_deafened_user_stream_is_detected_and_reconnected(tmp_path: Path, sim:
     sim.inject("ws_deafen", stream="user", seconds=120)
     lost = _fill(sim, daemon)
     _next_fill_is_pushed(tmp_path, sim, daemon, lost, since)
-    assert "the user stream is deaf: the account changed" in _log(daemon)
+    # Either proof condemns it: the account look disagreeing with the stream, or -- when another stream's
+    # reconnect (a slow machine's market heartbeat) caught the fill up first and the grid re-placed its
+    # level -- an acknowledged order the stream never reported.
+    deaf = re.findall(r"the user stream is deaf: (the account changed|order \S+ was acknowledged)", _log(daemon))
+    assert deaf, _log(daemon)[-3000:]
     _books_equal_exchange(tmp_path, sim, daemon)
 
 
