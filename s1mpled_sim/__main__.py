@@ -6,9 +6,8 @@ process can read where to connect; then serves until SIGTERM or SIGINT and exits
 
 Account options: ``--balance ASSET=AMOUNT`` (repeatable; when given it REPLACES the default opening
 balances entirely -- assets not named start at 0), ``--fee-model binance|quote`` (binance: buy fees
-in base, sell fees in quote; quote: every fee in quote, as paper mode; default: ``DEFAULT_FEE_MODEL``,
-quote for now), ``--bnb-fees`` (pay
-every fee in BNB while free BNB covers it), ``--bnb-price`` (BNB's price in quote without a BNB
+in base, sell fees in quote, the default, as Binance charges; quote: every fee in quote, as paper mode),
+``--bnb-fees`` (pay every fee in BNB while free BNB covers it), ``--bnb-price`` (BNB's price in quote without a BNB
 market, default 600), ``--fee-rate`` (default 0.001), ``--trades-kept`` (history the engine keeps).
 """
 
