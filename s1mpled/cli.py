@@ -118,12 +118,15 @@ def _cmd_check_config(args: argparse.Namespace) -> int:
 
 
 def _control(args: argparse.Namespace, cmd: str, payload: dict[str, Any] | None = None) -> Any:
+    """Ask the running daemon; only the socket's place is read of the configuration, so a config an edit
+    has just broken elsewhere (a strategy's params, the credentials) still lets the operator halt it."""
     import asyncio
 
+    from s1mpled.config import resolve_config_path, resolve_control_socket
     from s1mpled.control import request
 
-    config = _config(args)
-    return asyncio.run(request(config.control_socket, cmd, payload, timeout_s=args.timeout))
+    socket = resolve_control_socket(resolve_config_path(args.config, os.environ), os.environ)
+    return asyncio.run(request(socket, cmd, payload, timeout_s=args.timeout))
 
 
 def _cmd_metrics(args: argparse.Namespace) -> int:

@@ -92,15 +92,15 @@ def discover() -> list[tuple[str, str, str]]:
 
 
 async def _ask(unit: str, active: str, sub: str, timeout_s: float) -> Instance:
-    from s1mpled.config import load_config  # noqa: PLC0415
+    from s1mpled.config import resolve_control_socket  # noqa: PLC0415
     from s1mpled.control import request  # noqa: PLC0415
     from s1mpled.errors import S1mpledError  # noqa: PLC0415
 
     if active not in ("active", "activating", "reloading"):
         return Instance(unit, active, sub, error="not running")
     try:
-        config = await asyncio.to_thread(load_config, config_of(unit))
-        doc = await request(config.control_socket, "status", {}, timeout_s=timeout_s)
+        socket = await asyncio.to_thread(resolve_control_socket, config_of(unit))  # the socket only
+        doc = await request(socket, "status", {}, timeout_s=timeout_s)
     except S1mpledError as exc:
         return Instance(unit, active, sub, error=str(exc))
     return Instance(unit, active, sub, status=doc)

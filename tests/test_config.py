@@ -861,3 +861,25 @@ def test_testnet_books_are_never_the_real_exchanges(tmp_path: Path) -> None:
     real = load(tmp_path, BASE.replace("mode: paper", "mode: live") + "live:\n  exchange: binance\n  credentials: k\n")
     assert _identity(testnet)["venue"] == "https://testnet.binance.vision"
     assert _identity(real)["venue"] == "binance"
+
+
+@pytest.mark.parametrize(
+    ("value", "why"),
+    [('"a\\0b"', "NUL"), ('"\\ud800x"', "not encodable"), ("~nosuchuser-h3/x", "cannot expand '~nosuchuser-h3'")],
+)
+@pytest.mark.parametrize("key", ["state_dir", "control_socket", "schedule"])
+def test_a_path_the_system_cannot_take_is_a_config_error(tmp_path: Path, key: str, value: str, why: str) -> None:
+    """A NUL, an unpaired surrogate or an unknown ``~user`` in a path is refused at its line (once a traceback)."""
+    text = BASE + f"{key}: {value}\n"
+    err = error(tmp_path, text)
+    assert (err.key, err.line) == (key, len(text.splitlines())) and why in err.why, err
+
+
+def test_every_public_name_is_importable_from_the_package() -> None:
+    """``from s1mpled.config import X`` works for every name of ``__all__`` (they load on first use)."""
+    import s1mpled.config as package
+
+    assert all(getattr(package, name) is not None for name in package.__all__)
+    assert set(package.__all__) <= set(dir(package))
+    with pytest.raises(AttributeError):
+        _ = package.no_such_name

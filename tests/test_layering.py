@@ -12,6 +12,8 @@ from pathlib import Path
 
 import pytest
 
+from s1mpled.errors import EX_CONFIG, EX_SOFTWARE
+
 # The decision logic of the daemon: no I/O, no event loop, no clock (times are passed in).
 PURE = [
     "s1mpled.reconciliation",
@@ -29,6 +31,7 @@ PURE = [
     "s1mpled.errors",
     "s1mpled.events",
     "s1mpled.model",
+    "s1mpled.config.model",
 ]
 # Top-level modules a pure core must not load (``os`` and ``time`` are loaded by every interpreter anyway;
 # a clock read is caught in the source below). ``threading`` is allowed: ``logging`` imports it.
@@ -135,3 +138,43 @@ def test_the_runtime_never_imports_the_simulator() -> None:
             found += [f"{path.relative_to(runtime)}:{node.lineno}" for n in names if n.split(".")[0] == "s1mpled_sim"]
     assert not found, f"the daemon imports the simulator: {found}"
     assert not (runtime / "exchange_sim").exists()
+
+
+def test_the_config_model_loads_no_yaml(bare: frozenset[str]) -> None:
+    """``s1mpled.config.model`` (what the strategies import) loads neither PyYAML nor the loader's modules."""
+    probe = json.loads(_run("-c", _PROBE, "s1mpled.config.model"))
+    new = [m for m in probe["loaded"] if m not in bare]
+    offenders = [m for m in new if m.partition(".")[0] == "yaml" or m.startswith("s1mpled.config.")]
+    offenders.remove("s1mpled.config.model")
+    chains = [_chain(m, "s1mpled.config.model", probe["first"]) for m in offenders]
+    assert not offenders, "import s1mpled.config.model loads:\n  " + "\n  ".join(chains)
+
+
+# Runs `s1mpled <argv[1:]>` in this interpreter and prints its exit code and the modules it loaded.
+_CLI_PROBE = """
+import json, sys
+from s1mpled.cli import main
+code = main(sys.argv[1:])
+print(json.dumps({"code": code, "loaded": sorted(sys.modules)}))
+"""
+# A control command needs the socket only: the daemon's assembly, a strategy, ccxt or the full loader
+# would mean it reads (and can fail on) parts of the config it has no use for.
+_NOT_FOR_CONTROL = ("s1mpled.assembly", "s1mpled.operation", "s1mpled.strategies", "s1mpled.config.load", "ccxt")
+_BROKEN_STRATEGY = """\
+operation: layering
+strategies:
+  - {name: dca, class: "s1mpled.strategies.dca:DCA", symbol: BTC/USDT, capital: lots, params: {a: 1, a: 2}}
+control_socket: nobody.sock
+"""
+
+
+@pytest.mark.parametrize("command", [["status"], ["status", "--json"], ["halt"], ["resume"], ["reconcile"]])
+def test_a_control_command_loads_no_assembly_strategy_or_ccxt(command: list[str], tmp_path: Path) -> None:
+    """`s1mpled status / halt / resume / reconcile` against a config with a broken strategy: the command
+    fails only on the absent daemon, having loaded no assembly, strategy, ccxt or full config loader."""
+    config = tmp_path / "s1mpled.yaml"
+    config.write_text(_BROKEN_STRATEGY)
+    probe = json.loads(_run("-c", _CLI_PROBE, *command, "--config", str(config), "--timeout", "5"))
+    assert probe["code"] not in (0, EX_CONFIG, EX_SOFTWARE), probe["code"]  # no daemon; the config was not refused
+    loaded = [m for m in probe["loaded"] if m.startswith(_NOT_FOR_CONTROL)]
+    assert not loaded, f"s1mpled {' '.join(command)} loaded {loaded}"
