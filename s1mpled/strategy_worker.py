@@ -95,6 +95,7 @@ class StrategyWorker(ExecutionWorker, StatefulPlugin):
         new_epoch: Callable[[], str] = lambda: secrets.token_hex(3),
     ) -> None:
         StatefulPlugin.__init__(self, state_file)
+        state_file.use_log()  # a fill appends what changed, not the 500-order history and 10,000 trade ids
         self.strategy = strategy
         self.name, self.symbol = strategy.name, strategy.symbol
         self._base_prefix, self._new_epoch = prefix, new_epoch

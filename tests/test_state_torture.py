@@ -99,3 +99,58 @@ def test_sigkill_at_random_moments_never_loses_an_acknowledged_save(tmp_path: Pa
         assert value >= last_ack, f"lost an acknowledged save: loaded {value}, acknowledged {last_ack}"
         progressed = max(progressed, value)
     assert progressed > KILLS // 4, "the writer hardly ever completed a save; the test proves little"
+
+
+LOG_KILLS = int(os.environ.get("S1MPLED_TORTURE_LOG_KILLS", "300"))
+HISTORY = 300
+
+
+def _log_child(path: Path, ack_fd: int) -> None:
+    """Like _child, through the record log, with compactions every few saves and a bounded history."""
+    try:
+        from s1mpled.state import wal
+
+        wal.MIN_COMPACT_BYTES = 2048  # compact often, so kills land in compactions as well as appends
+        with StateDirectory.open(path) as sd:
+            f = sd.file(NAME)
+            f.use_log()
+            loaded = f.load().state
+            n = loaded["n"] if loaded else 0
+            pad = "p" * random.randrange(1, 2_000)
+            while True:
+                n += 1
+                f.save_sync({"n": n, "history": list(range(max(1, n - HISTORY + 1), n + 1)), "pad": pad})
+                os.write(ack_fd, b"%d\n" % n)
+    finally:
+        os._exit(1)
+
+
+def test_sigkill_of_a_log_writer_never_loses_an_acknowledged_record(tmp_path: Path) -> None:
+    """After each of LOG_KILLS SIGKILLs of a writer appending to the record log, load() returns >= the last ack."""
+    rng = random.Random(int(os.environ.get("S1MPLED_TORTURE_SEED", "20261121")))
+    last_ack = 0
+    progressed = 0
+    for _ in range(LOG_KILLS):
+        r, w = os.pipe()
+        pid = os.fork()
+        if pid == 0:
+            os.close(r)
+            _log_child(tmp_path, w)
+        os.close(w)
+        acks = _kill_moment(r, rng)
+        os.kill(pid, signal.SIGKILL)
+        os.waitpid(pid, 0)
+        acks += _drain(r)
+        os.close(r)
+        if acks.strip():
+            last_ack = int(acks.split()[-1])
+        with StateDirectory.open(tmp_path) as sd:
+            f = sd.file(NAME)
+            f.use_log()
+            state = f.load().state
+        value = state["n"] if state else 0
+        assert value >= last_ack, f"lost an acknowledged record: loaded {value}, acknowledged {last_ack}"
+        if state:
+            assert state["history"] == list(range(max(1, value - HISTORY + 1), value + 1))
+        progressed = max(progressed, value)
+    assert progressed > LOG_KILLS // 4, "the writer hardly ever completed a save; the test proves little"

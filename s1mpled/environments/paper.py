@@ -49,6 +49,7 @@ class PaperEnvironment(ExecutionEnvironment):
 
     def __init__(self, config: PaperConfig, state_file: StateFile, clock_ms: Callable[[], int] = wall_ms) -> None:
         self._config, self._file, self._clock_ms = config, state_file, clock_ms
+        state_file.use_log()  # a move of the exchange appends what changed, not its whole order/trade history
         self._exchange: SimulatedExchange | None = None
         self._step = 0
         self._replay_index = 0

@@ -34,10 +34,15 @@ from typing import Any
 
 from s1mpled.errors import StateEncodeError
 
-__all__ = ["FORMAT_VERSION", "MAGIC", "InvalidRecord", "Record", "decode", "encode", "peek_version"]
+__all__ = ["FORMAT_VERSION", "LOGGED_VERSION", "MAGIC", "InvalidRecord", "Record", "decode", "encode", "peek_version"]
 
 MAGIC = b"S1MPLED-STATE"
 FORMAT_VERSION = 1
+# The same record, written for a state whose record log (``NAME.wal``) continues it. Why a version of its
+# own: a s1mpled that predates the log would load the snapshot and ignore the newer records after it --
+# silently older books. It refuses an unknown version by name instead (a downgrade stops, loudly).
+LOGGED_VERSION = 2
+_READABLE = (FORMAT_VERSION, LOGGED_VERSION)
 _DECIMAL_TAG = "$decimal"
 _MAX_HEADER = 160  # magic + 4 integers + 64 hex digits fit comfortably
 
@@ -172,8 +177,8 @@ def _locate_unstorable(state: Any) -> str | None:
     return None
 
 
-def _digest(generation: int, length: int, payload: bytes) -> str:
-    h = hashlib.sha256(b"%d %d %d " % (FORMAT_VERSION, generation, length))
+def _digest(generation: int, length: int, payload: bytes, version: int = FORMAT_VERSION) -> str:
+    h = hashlib.sha256(b"%d %d %d " % (version, generation, length))
     h.update(payload)
     return h.hexdigest()
 
@@ -194,24 +199,25 @@ def encode_payload(state: Any) -> bytes:
         raise StateEncodeError("<state>", why) from None
 
 
-def frame(payload: bytes, generation: int) -> bytes:
-    """Put the header in front of an already serialized payload."""
+def frame(payload: bytes, generation: int, *, logged: bool = False) -> bytes:
+    """Put the header in front of an already serialized payload (``logged``: a record log continues it)."""
     if generation < 1:
         raise ValueError("generation starts at 1")
     length = len(payload)
+    version = LOGGED_VERSION if logged else FORMAT_VERSION
     header = b"%s %d %d %d %s\n" % (
         MAGIC,
-        FORMAT_VERSION,
+        version,
         generation,
         length,
-        _digest(generation, length, payload).encode(),
+        _digest(generation, length, payload, version).encode(),
     )
     return header + payload
 
 
-def encode(state: Any, generation: int) -> bytes:
-    """The complete record for ``state`` at ``generation``."""
-    return frame(encode_payload(state), generation)
+def encode(state: Any, generation: int, *, logged: bool = False) -> bytes:
+    """The complete record for ``state`` at ``generation`` (``logged``: of a state saved through a record log)."""
+    return frame(encode_payload(state), generation, logged=logged)
 
 
 def _split_header(data: bytes) -> tuple[list[bytes], int]:
@@ -236,9 +242,9 @@ def peek_version(data: bytes) -> int:
 def decode(data: bytes) -> Record:
     """Verify and decode a record; raises InvalidRecord saying what is wrong."""
     version = peek_version(data)
-    if version != FORMAT_VERSION:
+    if version not in _READABLE:
         raise InvalidRecord(
-            f"unknown format version {version} (this s1mpled reads version {FORMAT_VERSION})",
+            f"unknown format version {version} (this s1mpled reads versions {FORMAT_VERSION} and {LOGGED_VERSION})",
             unsupported_version=version,
         )
     fields, start = _split_header(data)
@@ -254,7 +260,7 @@ def decode(data: bytes) -> Record:
         raise InvalidRecord(f"truncated: header announces {length} payload bytes, file holds {len(payload)}")
     if len(payload) > length:
         raise InvalidRecord(f"{len(payload) - length} unexpected bytes after the payload")
-    if _digest(generation, length, payload) != checksum:
+    if _digest(generation, length, payload, version) != checksum:
         raise InvalidRecord("checksum mismatch: the file is damaged")
     try:
         state = json.loads(payload, object_hook=_object_hook, parse_float=_parse_float, parse_constant=_parse_constant)

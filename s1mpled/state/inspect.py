@@ -8,6 +8,8 @@ the daemon's files as root).
 
 from __future__ import annotations
 
+import copy
+import dataclasses
 import json
 import os
 from dataclasses import dataclass
@@ -16,7 +18,7 @@ from pathlib import Path
 from typing import Any
 
 from s1mpled.errors import StateCorruptError, StateError
-from s1mpled.state import codec, recovery
+from s1mpled.state import codec, recovery, wal
 from s1mpled.state.store import read_path, read_record
 
 __all__ = ["Inspection", "inspect", "to_display_json"]
@@ -61,7 +63,33 @@ def inspect(path: str | os.PathLike[str]) -> Inspection:
     except StateError as exc:  # a sibling load() would refuse (a symbolic link, a FIFO)
         return Inspection(p, record, recovery.Plan(error=str(exc)))
     plan = recovery.plan_load(name, main, journal, prev, stamp="<time>")
+    if p.name == name:
+        record = _with_log(p, record)
     return Inspection(p, record, plan)
+
+
+def _with_log(p: Path, record: codec.Record) -> codec.Record:
+    """The snapshot ``p`` with its record log (``NAME.wal``) replayed, as ``load()`` would: the newest state.
+
+    A log that does not continue this snapshot is left out (older: already in it) or refused (newer, or
+    damaged beyond a torn tail: StateCorruptError naming the log).
+    """
+    log_path = p.with_name(p.name + ".wal")
+    data = read_path(log_path)
+    if data is None:
+        return record
+    try:
+        parsed = wal.parse(data)
+        if parsed.base > record.generation:
+            raise wal.LogCorrupt(f"the log continues generation {parsed.base}, the snapshot is {record.generation}")
+        if parsed.base < record.generation:
+            return record
+        state = copy.deepcopy(record.state)
+        for one in parsed.records:
+            state = wal.apply(state, one.changes)
+    except wal.LogCorrupt as exc:
+        raise StateCorruptError(str(log_path), str(exc)) from None
+    return dataclasses.replace(record, generation=parsed.last_generation, state=state)
 
 
 def _plain(value: object) -> str:

@@ -10,6 +10,11 @@ talk about the same protocol.
     4. rename NAME.journal -> NAME            -- atomic switch
     5. fsync the directory                    -- the renames themselves survive a power cut
 
+With a record log (``s1mpled.state.wal``) a save is either one append (``AppendFile`` + ``FsyncFile`` of
+``NAME.wal``: the file exists, so no directory fsync) or a compaction (``compact_ops``): the steps above
+plus a fresh log ``NAME.wal.new`` holding only its base record, written and fsynced before the renames
+and renamed over ``NAME.wal`` before the one directory fsync.
+
 Step 5 is missing from the spec's §6.1; without it the renames can be lost on power failure
 (Pillai et al., "All File Systems Are Not Created Equal", OSDI'14). save() returns only after it.
 """
@@ -18,12 +23,20 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-__all__ = ["FsyncDir", "FsyncFile", "Op", "RenameFile", "WriteFile", "save_ops"]
+__all__ = ["AppendFile", "FsyncDir", "FsyncFile", "Op", "RenameFile", "WriteFile", "compact_ops", "save_ops"]
 
 
 @dataclass(frozen=True, slots=True)
 class WriteFile:
     """Create ``name`` afresh (never through a link) and write ``data`` to it (not yet durable)."""
+
+    name: str
+    data: bytes
+
+
+@dataclass(frozen=True, slots=True)
+class AppendFile:
+    """Append ``data`` to the existing regular file ``name`` (never through a link; not yet durable)."""
 
     name: str
     data: bytes
@@ -49,7 +62,7 @@ class FsyncDir:
     """Make the directory's entries (creations, renames) durable."""
 
 
-Op = WriteFile | FsyncFile | RenameFile | FsyncDir
+Op = WriteFile | AppendFile | FsyncFile | RenameFile | FsyncDir
 
 
 def save_ops(name: str, record: bytes, main_exists: bool) -> list[Op]:
@@ -59,4 +72,29 @@ def save_ops(name: str, record: bytes, main_exists: bool) -> list[Op]:
     if main_exists:
         ops.append(RenameFile(name, f"{name}.prev"))
     ops += [RenameFile(journal, name), FsyncDir()]
+    return ops
+
+
+def compact_ops(
+    name: str, record: bytes, main_exists: bool, log_base: bytes, *, tail: bytes | None = None, log_exists: bool = False
+) -> list[Op]:
+    """A snapshot save that also starts a fresh ``NAME.wal`` holding only ``log_base``.
+
+    ``tail`` (this save's change record) is first appended to the old log, which then becomes
+    ``NAME.wal.prev``: with ``NAME.prev`` it rebuilds the new snapshot should ``NAME`` be damaged. Every new
+    byte is durable before the first rename; any prefix of the renames that survives a crash leaves either
+    the old snapshot with a complete journal of the new one (recovery finishes it) or the new snapshot, and
+    a log that either continues it or is older than it (ignored).
+    """
+    journal, log, fresh = f"{name}.journal", f"{name}.wal", f"{name}.wal.new"
+    ops: list[Op] = [WriteFile(journal, record), FsyncFile(journal)]
+    if tail is not None:
+        ops += [AppendFile(log, tail), FsyncFile(log)]
+    ops += [WriteFile(fresh, log_base), FsyncFile(fresh)]
+    if main_exists:
+        ops.append(RenameFile(name, f"{name}.prev"))
+    ops.append(RenameFile(journal, name))
+    if log_exists:
+        ops.append(RenameFile(log, f"{log}.prev"))
+    ops += [RenameFile(fresh, log), FsyncDir()]
     return ops

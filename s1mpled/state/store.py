@@ -24,6 +24,11 @@ instead, for a caller that must not wait (an order whose intent cannot be record
 While any state waits, :attr:`StateDirectory.disk_full` is true; the episode is reported once
 (CRITICAL, and an alert under :meth:`StateDirectory.supervise`) and its end once.
 
+A StateFile that calls ``use_log()`` saves through a record log ``NAME.wal`` (``s1mpled.state.wal``):
+a save appends and fsyncs only its change, and the snapshot is rewritten by the protocol above once the
+log has outgrown it (a compaction). ``load()`` replays any log it finds, so nothing depends on the caller
+remembering ``use_log()``; an append on a file system without a free block is ENOSPC like a snapshot's.
+
 An error from fsync is different: the kernel may already have dropped the dirty pages and marked
 them clean, so the page cache no longer says what is on disk, and a retried fsync can "succeed"
 with the data lost (Rebello et al., USENIX ATC'20). Any fsync error -- EIO, and ENOSPC too, which
@@ -37,6 +42,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import copy
 import errno
 import fcntl
 import functools
@@ -61,7 +67,7 @@ from s1mpled.errors import (
     StateFsyncError,
     StateLockedError,
 )
-from s1mpled.state import codec, protocol, recovery
+from s1mpled.state import codec, protocol, recovery, wal
 
 __all__ = [
     "LOCK_NAME",
@@ -132,6 +138,7 @@ def _stamp() -> str:
 
 _READ_FLAGS = os.O_RDONLY | os.O_NOFOLLOW | os.O_NONBLOCK | os.O_CLOEXEC  # NONBLOCK: a planted FIFO cannot hang us
 _JOURNAL_FLAGS = os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW | os.O_CLOEXEC
+_APPEND_FLAGS = os.O_WRONLY | os.O_APPEND | os.O_NOFOLLOW | os.O_CLOEXEC
 
 
 class _Refused(Exception):
@@ -221,6 +228,18 @@ def observe(dirfd: int, name: str) -> tuple[recovery.Observation, codec.Record |
     if data is None:
         return recovery.Missing(), None
     return read_record(data)
+
+
+def _refuse_when_full(fd: int) -> None:
+    """ENOSPC for an append on a file system without a free block, although it might fit in the log's last one.
+
+    Why: a full disk must stop new orders as soon as it is full, as it did when every save needed new
+    blocks -- not at some later save that happens to cross a block boundary -- and the compaction that
+    follows would need space anyway. (The blocks reserved for root count as free for root.)
+    """
+    st = os.fstatvfs(fd)
+    if (st.f_bfree if os.geteuid() == 0 else st.f_bavail) == 0:
+        raise OSError(errno.ENOSPC, "No space left on device (no free block for the record log)")
 
 
 def _write_all(fd: int, data: bytes) -> None:
@@ -485,15 +504,18 @@ class StateDirectory:
         self._refuse_if_failed()
         self._raise_deferred()
         open_fds: dict[str, int] = {}
+        created: set[str] = set()  # files this call created (a failure may remove them: nothing acknowledged)
         try:
             for op in ops:
+                if isinstance(op, protocol.WriteFile):
+                    created.add(op.name)
                 try:
                     self._apply_one(op, open_fds)
                 except OSError as exc:
                     name = op.src if isinstance(op, protocol.RenameFile) else getattr(op, "name", "")
-                    if isinstance(op, protocol.WriteFile | protocol.FsyncFile):
+                    if isinstance(op, protocol.WriteFile | protocol.FsyncFile) and name in created:
                         with contextlib.suppress(OSError):
-                            os.unlink(op.name, dir_fd=self._dirfd)  # give the space back (ENOSPC)
+                            os.unlink(name, dir_fd=self._dirfd)  # give the space back (ENOSPC); never a log
                     path = str(self.path / name)
                     if isinstance(op, protocol.FsyncFile | protocol.FsyncDir):
                         raise self._fail_stop(path, exc) from None
@@ -511,6 +533,15 @@ class StateDirectory:
             fd = self._create(op.name)
             open_fds[op.name] = fd
             os.fchmod(fd, 0o600)  # whatever the umask
+            _write_all(fd, op.data)
+            self.stats.writes += 1
+        elif isinstance(op, protocol.AppendFile):
+            fd = os.open(op.name, _APPEND_FLAGS, dir_fd=d)
+            open_fds[op.name] = fd
+            why = _refusal(os.fstat(fd), check_owner=True)
+            if why is not None:
+                raise StateError(str(self.path / op.name), why)
+            _refuse_when_full(fd)
             _write_all(fd, op.data)
             self.stats.writes += 1
         elif isinstance(op, protocol.FsyncFile):
@@ -558,6 +589,15 @@ class StateDirectory:
         return await asyncio.get_running_loop().run_in_executor(self._executor, fn)
 
 
+@dataclass(frozen=True, slots=True)
+class _Write:
+    """One prepared save: its steps, and what to remember once they are durable."""
+
+    ops: list[protocol.Op]
+    record: bytes
+    append: bool
+
+
 @dataclass(slots=True)
 class _Batch:
     """Group-commit bookkeeping: the newest requested state and how far durability has got."""
@@ -566,6 +606,7 @@ class _Batch:
     requested: int = 0
     durable: int = 0
     lock: asyncio.Lock = field(default_factory=asyncio.Lock)
+    inflight: asyncio.Future[StateError | None] | None = None  # the write handed to the writer thread last
 
 
 class StateFile:
@@ -582,6 +623,116 @@ class StateFile:
         self._loaded = False
         self._main_exists = False
         self._batch = _Batch()
+        self._log = False  # saves append to NAME.wal (use_log)
+        self._base: Any = None  # with a log: the durable state, as decoded (owned here, never the caller's)
+        self._log_bytes: int | None = None  # length of a NAME.wal that continues ``generation``; None: compact next
+        self._snapshot_bytes = 0
+        self._prev_exists = False  # appends wait until NAME.prev exists: a damaged NAME can then fall back
+        self._log_exists = False
+
+    def use_log(self) -> None:
+        """Save through the record log (``s1mpled.state.wal``): a save appends only what changed.
+
+        For states with a large, slowly changing part (bounded histories, seen trade ids). ``load()``
+        always replays a log it finds, whether or not this was called, so a file once saved with a log
+        is never read without it. Called after ``load()``, the next save compacts (it has no base yet).
+        """
+        self._log = True
+
+    @property
+    def log_name(self) -> str:
+        return f"{self.name}.wal"
+
+    def _read_log(self, name: str) -> bytes | None:
+        try:
+            return _read(self.directory._dirfd, name)
+        except _Refused as exc:
+            raise StateError(str(self.directory.path / name), str(exc)) from None
+        except OSError as exc:
+            raise _os_error(str(self.directory.path / name), exc) from None
+
+    def _replay_prev_log(self, state: Any) -> Any:
+        """After a fallback to ``NAME.prev``: replay ``NAME.wal.prev``, the log that led from it to the lost ``NAME``.
+
+        A compaction appends its own change to the old log before it becomes ``NAME.wal.prev``, so this
+        chain reaches the damaged snapshot's generation and ``NAME.wal`` continues it: nothing is lost.
+        A chain that does not fit is left alone (the fallback is loud already).
+        """
+        name = f"{self.log_name}.prev"
+        data = self._read_log(name)
+        if data is None:
+            return state
+        try:
+            parsed = wal.parse(data)
+            if parsed.base != self.generation:
+                return state
+            replayed = copy.deepcopy(state)
+            for record in parsed.records:
+                replayed = wal.apply(replayed, record.changes)
+        except wal.LogCorrupt as exc:
+            log.critical("%s: not replayed after the fallback: %s", self.directory.path / name, exc,
+                         extra={"EVENT": "STATE_RECOVERY"})  # fmt: skip
+            return state
+        self.generation = parsed.last_generation
+        log.critical(
+            "%s: replayed %d records after the fallback: generation %d recovered",
+            self.directory.path / name, len(parsed.records), self.generation, extra={"EVENT": "STATE_RECOVERY"},
+        )  # fmt: skip
+        return replayed
+
+    def _replay_log(self, state: Any, fallback: bool) -> Any:
+        """Apply ``NAME.wal`` to the snapshot just loaded (at ``self.generation``); StateCorruptError if unusable."""
+        d, log_path = self.directory, str(self.directory.path / self.log_name)
+        self._log_bytes = None
+        if fallback and state is not None:
+            state = self._replay_prev_log(state)
+        data = self._read_log(self.log_name)
+        if data is None:
+            return state
+        try:
+            parsed = wal.parse(data)
+        except wal.LogCorrupt as exc:
+            raise StateCorruptError(log_path, f"{exc}; refusing to load without its acknowledged records") from None
+        if fallback and parsed.base > self.generation:
+            # NAME was damaged and the previous generation loaded (loudly, as without a log): the log
+            # continues the lost snapshot and cannot be applied to the older one. It is set aside, like
+            # the damaged NAME, and reconciliation catches the books up, as after any fallback.
+            aside = f"{self.log_name}.stale-{_stamp()}"
+            d.apply([protocol.RenameFile(self.log_name, aside)])
+            d.sync()
+            log.critical(
+                "%s: continues generation %d, but the previous generation %d loaded (fallback): its %d records "
+                "cannot be applied; set aside as %s",
+                log_path, parsed.base, self.generation, len(parsed.records), aside, extra={"EVENT": "STATE_RECOVERY"},
+            )  # fmt: skip
+            return state
+        if parsed.base > self.generation or (state is None and parsed.records):
+            raise StateCorruptError(
+                log_path,
+                f"the log continues generation {parsed.base} but the snapshot that loaded is generation "
+                f"{self.generation}{' (a fallback)' if fallback else ''}: its records cannot be applied; "
+                "refusing to load an older state",
+            )
+        if parsed.base < self.generation:
+            if parsed.last_generation > self.generation:
+                raise StateCorruptError(
+                    log_path,
+                    f"the log reaches generation {parsed.last_generation} from base {parsed.base}, past the "
+                    f"snapshot's {self.generation}: inconsistent, refusing to guess",
+                )
+            return state  # older than the snapshot (a compaction's leftover): the next save replaces it
+        for record in parsed.records:
+            state = wal.apply(state, record.changes)
+        self.generation = parsed.last_generation
+        if parsed.torn_bytes:
+            log.warning(
+                "%s: dropped a torn tail of %d bytes (%s) after generation %d: a save interrupted by a crash, "
+                "never acknowledged; the next save compacts the log",
+                log_path, parsed.torn_bytes, parsed.torn_why, self.generation, extra={"EVENT": "STATE_RECOVERY"},
+            )  # fmt: skip
+        else:
+            self._log_bytes = parsed.valid_length
+        return state
 
     @property
     def path(self) -> Path:
@@ -606,34 +757,71 @@ class StateFile:
             record = observed[origin[plan.source or "main"]][1]
             assert record is not None  # the plan only loads verified files
             state = record.state
+            self._snapshot_bytes = record.length
         self.generation = plan.generation
         self._main_exists = plan.source in ("main", "journal")
+        state = self._replay_log(state, plan.fallback)
+        self._prev_exists = d.exists(f"{self.name}.prev")
+        self._log_exists = d.exists(self.log_name)
+        self._base = copy.deepcopy(state) if self._log else None  # never shared with the caller (once, at start)
         self._loaded = True
-        return LoadResult(state, plan.generation, plan.source, plan.fresh, plan.fallback, plan.messages)
+        return LoadResult(state, self.generation, plan.source, plan.fresh, plan.fallback, plan.messages)
 
-    def _prepare(self, state: Any) -> list[protocol.Op]:
+    def _prepare(self, state: Any) -> _Write:
         if not self._loaded:
             raise LocalStateError(f"{self.path}: save() before load() would discard the stored state")
+        generation = self.generation + 1
         try:
-            record = codec.encode(state, self.generation + 1)
+            appendable = (  # a log continues NAME: after a fallback (NAME set aside) the next save writes NAME
+                self._log and self._main_exists and self._prev_exists and self._base is not None
+            ) and self._log_bytes is not None
+            if appendable and not wal.should_compact(self._log_bytes or 0, self._snapshot_bytes):
+                record = wal.encode_record(wal.diff(self._base, state), generation)
+                ops: list[protocol.Op] = [protocol.AppendFile(self.log_name, record), protocol.FsyncFile(self.log_name)]
+                self.generation = generation
+                return _Write(ops, record=record, append=True)
+            record = codec.encode(state, generation, logged=self._log)
         except StateEncodeError as exc:
             raise StateEncodeError(str(self.path), exc.why) from None
-        self.generation += 1
-        return protocol.save_ops(self.name, record, self._main_exists)
+        self.generation = generation
+        if self._log:
+            tail = None  # this save's change, appended to the old log too: NAME.wal.prev then reaches NAME
+            if self._base is not None and self._log_bytes is not None:
+                tail = wal.encode_record(wal.diff(self._base, state), generation)
+            base = wal.base_record(generation)
+            ops = protocol.compact_ops(
+                self.name, record, self._main_exists, base, tail=tail, log_exists=self._log_exists
+            )
+        else:
+            ops = protocol.save_ops(self.name, record, self._main_exists)
+        return _Write(ops, record=record, append=False)
 
-    def _commit(self, ops: list[protocol.Op]) -> None:
+    def _commit(self, write: _Write) -> None:
         try:
-            self.directory.apply(ops)
+            self.directory.apply(write.ops)
         except StateError:
             # Nothing was acknowledged: the generation is handed out again. A rename may have
             # happened before the failure (NAME -> NAME.prev), so look whether NAME is still there.
+            # An append may have left part of its record in the log: the next save compacts.
             self.generation -= 1
+            self._log_bytes = None
             with contextlib.suppress(OSError):
                 self._main_exists = self.directory.exists(self.name)
             raise
-        self._main_exists = True
+        if write.append:
+            assert self._log_bytes is not None
+            parsed = wal.parse(wal.base_record(self.generation - 1) + write.record)  # O(change): own copy
+            self._base = wal.apply(self._base, parsed.records[0].changes)
+            self._log_bytes += len(write.record)
+        else:
+            self._prev_exists = self._prev_exists or self._main_exists
+            self._main_exists = True
+            if self._log:
+                self._log_exists = True
+                self._base = codec.decode(write.record).state  # amortized: once per compaction
+                self._log_bytes, self._snapshot_bytes = len(wal.base_record(self.generation)), len(write.record)
 
-    def _try_commit(self, ops: list[protocol.Op]) -> StateError | None:
+    def _try_commit(self, ops: _Write) -> StateError | None:
         """``_commit`` for the writer thread: a failure is returned, not raised, so that a write whose saver
         was cancelled meanwhile (a shutdown, a fail-stop) never leaves an exception nobody retrieves."""
         try:
@@ -679,10 +867,16 @@ class StateFile:
                         raise StateDiskFullError(str(self.path), "not written: the disk is full (saves wait for space)")
                     if d._my_turn(self.name):
                         await asyncio.sleep(0)  # let the rest of this tick's saves join the write
+                        if b.inflight is not None and not b.inflight.done():
+                            # a write whose saver was cancelled is still running: the next record is computed
+                            # against what it leaves behind (the log's base), never against a half-updated one
+                            await asyncio.wait([b.inflight])
                         upto, ops = b.requested, self._prepare(b.latest)
                         try:
                             # shield: once handed to the writer thread the write completes even if we are cancelled
-                            failed = await asyncio.shield(d.run_in_writer(functools.partial(self._try_commit, ops)))
+                            commit = functools.partial(self._try_commit, ops)
+                            b.inflight = asyncio.ensure_future(d.run_in_writer(commit))
+                            failed = await asyncio.shield(b.inflight)
                             if failed is not None:
                                 raise failed
                         except StateDiskFullError as exc:
