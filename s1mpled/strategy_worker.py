@@ -6,6 +6,9 @@ It is the only writer of its ledger, and everything it does keeps one order of e
    sequence and is recorded PENDING -- together with the strategy's state, in one atomic save --
    *before* the request leaves. A crash at any point therefore leaves an order the next start can
    look up by client id, and never a second order (the exchange refuses a reused client id).
+   One reaction is one write: the fill (or order update) the strategy reacts to, every intent of
+   its decision and its new state are saved together before the first request leaves, and the
+   answers to those requests together after the last.
 2. **Ambiguity is a state.** A submit or cancel that fails without an answer leaves the order
    UNRESOLVED; a query by client id settles it (:meth:`check_in_flight`, seconds later, bounded by
    :mod:`s1mpled.in_flight`; else the next reconciliation). It is never re-sent blindly.
@@ -26,6 +29,7 @@ import asyncio
 import logging
 import secrets
 from collections.abc import Awaitable, Callable, Sequence
+from dataclasses import dataclass
 from decimal import Decimal
 from typing import Any
 
@@ -77,6 +81,15 @@ STATE_FORMAT = 1
 
 Publish = Callable[[Event], Awaitable[None]]
 Decision = Callable[[StrategyView], list[Signal]]
+
+
+@dataclass(frozen=True, slots=True)
+class _Intent:
+    """A recorded request of one decision: a cancel (no ``request``) or a new PENDING order."""
+
+    cid: str
+    reason: str
+    request: OrderRequest | None = None
 
 
 class StrategyWorker(ExecutionWorker, StatefulPlugin):
@@ -166,15 +179,17 @@ class StrategyWorker(ExecutionWorker, StatefulPlugin):
         self.strategy.restore_state(state["strategy"])
         self._saved_strategy = self.strategy.state_snapshot()
 
-    async def persist(self, reason: str, *, wait_for_space: bool = True) -> None:
-        """Durably save ledger + strategy state, then announce LedgerStateChanged.
+    async def persist(self, *reasons: str, wait_for_space: bool = True) -> None:
+        """Durably save ledger + strategy state, then announce LedgerStateChanged (once per reason: one
+        write can carry a fill and the intents it led to).
 
         On a full disk this waits until the state is written, unless ``wait_for_space=False``
         (StateDiskFullError: nothing was written).
         """
         generation = await self.save_state(wait_for_space=wait_for_space)
         self._saved_strategy = self.strategy.state_snapshot()
-        await self._publish(LedgerStateChanged(self.name, reason, generation))
+        for reason in reasons:
+            await self._publish(LedgerStateChanged(self.name, reason, generation))
 
     # -- what the strategy sees --
 
@@ -256,9 +271,8 @@ class StrategyWorker(ExecutionWorker, StatefulPlugin):
                     "fill %s: %s %s @ %s", fill.trade_id, fill.side, fill.amount, fill.price,
                     extra=self._extra(fill.client_order_id, "TRADE_EXECUTED"),
                 )  # fmt: skip
-                await self.persist("fill")
                 self.notify_fill(fill)
-                await self._flush()
+                await self._react("fill")
 
     async def on_order(self, event: OrderUpdated) -> None:
         order = event.order
@@ -277,10 +291,9 @@ class StrategyWorker(ExecutionWorker, StatefulPlugin):
                 log.critical("order %s: %s", cid, exc, extra=self._extra(cid))
                 return
             if (updated.state, updated.exchange_order_id) != (known.state, known.exchange_order_id):
-                await self.persist(f"order {updated.state}")
                 if is_terminal(updated.state) and updated.state is not OrderState.FILLED:
                     self.notify_closed(updated)
-                await self._flush()
+                await self._react(f"order {updated.state}")
 
     async def on_emergency_exit(self, event: ExecuteEmergencyExit) -> None:
         """Exit now: the strategy places nothing from here on, and the first :meth:`pursue_exit` step runs.
@@ -310,7 +323,7 @@ class StrategyWorker(ExecutionWorker, StatefulPlugin):
                 left = len(self.ledger.snapshot().open_orders)
                 return ExitProgress(done=not left, waiting=f"{left} order(s) still open" if left else None)
             before = self.ledger.snapshot().sequence
-            await self._place(PlaceOrder(Side.SELL, OrderType.MARKET, amount, tag=EXIT_TAG))
+            await self._place_exit(PlaceOrder(Side.SELL, OrderType.MARKET, amount, tag=EXIT_TAG))
             after = self.ledger.snapshot().sequence
             sent = self.ledger.order(client_order_id(self.prefix, after)) if after != before else None
             return ExitProgress(failed=exit_failure(sent))
@@ -382,43 +395,74 @@ class StrategyWorker(ExecutionWorker, StatefulPlugin):
         """Some state of the directory waits for space: no decisions (their orders' intents cannot be saved)."""
         return self.state_file.directory.disk_full
 
-    async def _flush(self) -> None:
+    async def _flush(self, pending: list[str] | None = None) -> None:
         """Run deferred notifications; ones they cause wait for the next event (no feedback loops).
 
         While the disk is full they stay deferred: the strategy hears of them once it can act again.
+        ``pending``: reasons for a change not yet saved; the first decision's write carries it (and clears it).
         """
         if not self.trading or self.disk_full:
             return
         batch, self._deferred = self._deferred, []
         for decision in batch:
-            await self._decide(decision)
+            await self._decide(decision, pending)
+
+    async def _react(self, reason: str) -> None:
+        """Save a change (``reason``) together with what the strategy decides about it: a fill and the next
+        order's intent are one durable write, made before that order's request leaves."""
+        pending = [reason]
+        await self._flush(pending)
+        if pending:  # nothing decided (not trading, disk full, no signal): the change is saved on its own
+            await self.persist(*pending)
 
     # -- turning signals into orders --
 
-    async def _decide(self, decision: Decision) -> None:
+    async def _decide(self, decision: Decision, pending: list[str] | None = None) -> None:
         signals = decision(self.view())
-        await self._execute(signals)
-        if self.strategy.state_snapshot() != self._saved_strategy:
-            await self.persist("strategy state")
+        await self._execute(signals, pending)
+        if pending or self.strategy.state_snapshot() != self._saved_strategy:
+            await self.persist(*(pending or ["strategy state"]))
+            if pending:
+                pending.clear()
 
-    async def _execute(self, signals: list[Signal]) -> None:
-        for signal in signals:
-            if isinstance(signal, CancelOrder):
-                await self._cancel(signal.client_order_id)
-            elif self.exiting:
-                log.warning("emergency exit: dropped %s signal %s", signal.side, signal.tag, extra=self._extra(""))
-                self._dropped(signal)
-            elif self.halted and signal.side is not Side.SELL:
-                log.warning("breaker open: dropped %s signal %s", signal.side, signal.tag, extra=self._extra(""))
-                self._dropped(signal)
-            else:
-                await self._place(signal)
-
-    async def _place(self, signal: PlaceOrder) -> None:
-        if self.disk_full:
-            log.warning("disk full: dropped %s signal %s", signal.side, signal.tag, extra=self._extra(""))
-            self._dropped(signal)
+    async def _execute(self, signals: list[Signal], pending: list[str] | None = None, *, exit_: bool = False) -> None:
+        """One decision's signals: every intent recorded and saved in one write (with ``pending``, the change
+        the decision reacts to) before the first request leaves; the requests in the signals' order; then
+        their answers saved in one write. ``exit_``: the emergency exit's own order (neither the exit nor an
+        open breaker drops it)."""
+        intents = [i for i in (self._intend(signal, exit_) for signal in signals) if i is not None]
+        if not intents:
             return
+        reasons = [*(pending or []), *dict.fromkeys(i.reason for i in intents)]
+        try:
+            # durable before the requests leave; an order intent must not wait for space (it would go stale)
+            await self.persist(*reasons, wait_for_space=not any(i.request for i in intents))
+        except StateDiskFullError as exc:
+            intents = self._not_sent(intents, exc.why)
+            await self.persist(*reasons, "order not sent")  # waits for space: written once it returns
+        if pending:
+            pending.clear()
+        for intent in intents:
+            await (self._send_cancel(intent.cid) if intent.request is None else self._send_order(intent.request))
+        if intents:
+            await self.persist(*dict.fromkeys("cancel sent" if i.request is None else "order sent" for i in intents))
+
+    async def _place_exit(self, signal: PlaceOrder) -> None:
+        await self._execute([signal], exit_=True)
+
+    def _intend(self, signal: Signal, exit_: bool = False) -> _Intent | None:
+        """Record what a signal asks for (a cancel request, or a PENDING order) -- or drop it, saying why."""
+        if isinstance(signal, CancelOrder):
+            order = self.ledger.order(signal.client_order_id)
+            if order is None or not can_cancel(order.state):
+                return None
+            self.ledger.on_order_event(signal.client_order_id, OrderEvent.CANCEL_REQUESTED, self._clock_ms())
+            return _Intent(signal.client_order_id, "cancel intent")
+        why = "disk full" if self.disk_full else None if exit_ else self._why_not(signal)
+        if why is not None:
+            log.warning("%s: dropped %s signal %s", why, signal.side, signal.tag, extra=self._extra(""))
+            self._dropped(signal)
+            return None
         cid = client_order_id(self.prefix, self.ledger.next_sequence())
         req = OrderRequest(cid, self.symbol, signal.side, signal.type, signal.amount, signal.price)
         try:
@@ -426,16 +470,31 @@ class StrategyWorker(ExecutionWorker, StatefulPlugin):
         except LocalStateError as exc:
             log.error("strategy asked for an invalid order: %s", exc, extra=self._extra(cid))
             self._dropped(signal)
-            return
-        try:
-            await self.persist("order intent", wait_for_space=False)  # durable before the request leaves
-        except StateDiskFullError as exc:
-            # Never sent, and never will be: what a query by client id would prove (PENDING -> NOT_PLACED).
-            self._event(cid, OrderEvent.PROBE_NOT_FOUND)
-            log.warning("order %s not sent: its intent cannot be saved (%s)", cid, exc.why, extra=self._extra(cid))
-            self._notify_closed_cid(cid)
-            await self.persist("order not sent")  # waits for space: written once it returns
-            return
+            return None
+        return _Intent(cid, "order intent", req)
+
+    def _why_not(self, signal: PlaceOrder) -> str | None:
+        if self.exiting:
+            return "emergency exit"
+        if self.halted and signal.side is not Side.SELL:
+            return "breaker open"
+        if self.disk_full:
+            return "disk full"
+        return None
+
+    def _not_sent(self, intents: list[_Intent], why: str) -> list[_Intent]:
+        """The disk filled up under the intents' write: their orders are never sent (what a query by client
+        id would prove: PENDING -> NOT_PLACED); the cancels still go out once the write has waited for space."""
+        for intent in intents:
+            if intent.request is not None:
+                self._event(intent.cid, OrderEvent.PROBE_NOT_FOUND)
+                log.warning("order %s not sent: its intent cannot be saved (%s)", intent.cid, why,
+                            extra=self._extra(intent.cid))  # fmt: skip
+                self._notify_closed_cid(intent.cid)
+        return [i for i in intents if i.request is None]
+
+    async def _send_order(self, req: OrderRequest) -> None:
+        cid = req.client_order_id
         failpoint("order.after_intent")
         try:
             placed = await self._env.create_order(req)
@@ -450,17 +509,11 @@ class StrategyWorker(ExecutionWorker, StatefulPlugin):
             failpoint("order.after_send")
             self._event(cid, OrderEvent.SUBMIT_ACK, placed.exchange_order_id)
             log.info(
-                "order %s placed: %s %s %s @ %s", cid, signal.side, signal.type, signal.amount, signal.price,
+                "order %s placed: %s %s %s @ %s", cid, req.side, req.type, req.amount, req.price,
                 extra=self._extra(cid, "ORDER_PLACED"),
             )  # fmt: skip
-        await self.persist("order sent")
 
-    async def _cancel(self, cid: str) -> None:
-        order = self.ledger.order(cid)
-        if order is None or not can_cancel(order.state):
-            return
-        self.ledger.on_order_event(cid, OrderEvent.CANCEL_REQUESTED, self._clock_ms())
-        await self.persist("cancel intent")
+    async def _send_cancel(self, cid: str) -> None:
         try:
             await self._env.cancel_order(self.symbol, cid)
         except ExchangeRejected as exc:
@@ -472,7 +525,6 @@ class StrategyWorker(ExecutionWorker, StatefulPlugin):
         else:
             if self._event(cid, OrderEvent.CANCEL_ACK):
                 self._notify_closed_cid(cid)
-        await self.persist("cancel sent")
 
     def _notify_closed_cid(self, cid: str) -> None:
         order = self.ledger.order(cid)
