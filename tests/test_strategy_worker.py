@@ -356,6 +356,49 @@ def test_a_fill_delivered_twice_is_applied_once(state_dir: StateDirectory) -> No
     assert sum(isinstance(e, LedgerStateChanged) and e.reason == "fill" for e in s.published) == 1
 
 
+class SellsWhatItBuys(Scripted):
+    """Reacts to each complete buy with a sell of the same amount (what a grid does)."""
+
+    def on_fill(self, fill: FillView, view: StrategyView) -> list[Signal]:
+        super().on_fill(fill, view)
+        if fill.side is Side.BUY and fill.order_complete:
+            return [PlaceOrder(Side.SELL, OrderType.LIMIT, fill.amount, D("150"), tag="sell")]
+        return []
+
+
+def test_a_fill_and_the_order_it_leads_to_are_one_write_before_the_request(state_dir: StateDirectory) -> None:
+    """One reaction, one write: when the sell's request leaves, the fill and the sell's intent are on disk,
+    written by one save since the fill arrived; the answer is the one save after it."""
+    s = Setup(state_dir, SellsWhatItBuys())
+    seen: list[tuple[int, dict[str, Any] | None, str]] = []
+    create_order = s.env.create_order
+    before = 0
+
+    async def watched(req: OrderRequest) -> Any:
+        if req.side is Side.SELL:
+            ledger = s.on_disk()["ledger"]
+            filled = next(o for o in [*ledger["open_orders"], *ledger["history"]] if o["client_order_id"] == cid(1))
+            seen.append((s.worker.state_file.generation - before, s.disk_order(req.client_order_id), filled["state"]))
+        return await create_order(req)
+
+    async def main() -> None:
+        nonlocal before
+        await s.start()
+        s.strategy.plan = [buy(amount="0.5", tag="entry")]
+        await s.tick()
+        s.env.create_order = watched  # type: ignore[method-assign,assignment]
+        before = s.worker.state_file.generation
+        await s.deliver_all()
+        assert s.worker.state_file.generation - before == 2  # fill + intent, then the answer
+
+    run(main)
+    assert len(seen) == 1
+    saves, intent, buy_state = seen[0]
+    assert saves == 1 and intent is not None and intent["state"] == "pending" and buy_state == "filled"
+    reasons = [e.reason for e in s.published if isinstance(e, LedgerStateChanged)][-3:]
+    assert reasons == ["fill", "order intent", "order sent"]
+
+
 def test_a_fill_from_both_stream_and_reconciliation_is_applied_once(state_dir: StateDirectory) -> None:
     """A fill reconciliation already applied is ignored when the stream delivers it late, and vice versa."""
     s = Setup(state_dir, Scripted())
