@@ -47,7 +47,7 @@ import asyncio
 import gc
 import sys
 import time
-from collections.abc import Awaitable, Callable
+from collections.abc import Callable
 from dataclasses import asdict, dataclass, field
 from decimal import Decimal
 from pathlib import Path
@@ -63,7 +63,7 @@ from s1mpled.bus import EventBus
 from s1mpled.config import LiveConfig
 from s1mpled.credentials import Credentials
 from s1mpled.environments.live import LiveEnvironment
-from s1mpled.events import Event, LedgerStateChanged, OrderUpdated, TradeExecuted
+from s1mpled.events import Event, LedgerStateChanged, OrderUpdated, Publish, TradeExecuted
 from s1mpled.model import ExchangeOrderStatus, Fill, OrderRequest, OrderType, Side
 from s1mpled.orders import OrderEvent, client_order_id, order_prefix
 from s1mpled.state import protocol
@@ -257,9 +257,7 @@ class Floor:
         self._dir.close()
 
 
-def make_worker(
-    env: LiveEnvironment, state_dir: StateDirectory, publish: Callable[[Event], Awaitable[None]]
-) -> StrategyWorker:
+def make_worker(env: LiveEnvironment, state_dir: StateDirectory, publish: Publish) -> StrategyWorker:
     worker = StrategyWorker(
         strategy=DCA("dca", SYMBOL, {"quote_per_buy": "10"}),
         capital=Decimal("1000000"),

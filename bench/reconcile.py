@@ -62,6 +62,7 @@ from s1mpled.reconciliation import (
     VenueSnapshot,
     facts_of,
     reconcile,
+    total_claims,
     with_applied,
 )
 from s1mpled.reconciliation_monitor import SWEEP_EVERY, ReconciliationMonitor
@@ -206,10 +207,7 @@ async def one_pass(
 
 def outside_money(sim: ExchangeSimulator, workers: Sequence[StrategyWorker]) -> dict[str, Decimal]:
     """Per asset, what the account holds beyond the strategies' claims (external orders' reservations)."""
-    claims: Counter[str] = Counter()
-    for w in workers:
-        for asset, amount in w.ledger.snapshot().claims().items():
-            claims[asset] += amount  # type: ignore[assignment]
+    claims = total_claims(w.ledger.snapshot() for w in workers)
     return {a: b.total - claims.get(a, Decimal(0)) for a, b in sim.venue.exchange.balances().items()}
 
 

@@ -9,7 +9,8 @@ PYTHON=${PYTHON:-python3}
 # libsystemd-dev + pkg-config: systemd-python compiles against libsystemd.
 # systemd (systemd-analyze), dpkg-dev, gnupg: tests/test_packaging.py checks the units and the apt repo script.
 # mmdebstrap, systemd-container, zstd + build-deb.sh's build deps: tests/test_systemd_e2e.py (container).
-APT_PACKAGES=(libsystemd-dev pkg-config gcc systemd dpkg-dev gnupg mmdebstrap systemd-container zstd git debhelper dh-virtualenv bash-completion python3 python3-dev python3-venv build-essential lintian)
+# chromium + chromium-driver: tests/test_dashboard_browser.py (the dashboard in a real headless browser).
+APT_PACKAGES=(libsystemd-dev pkg-config gcc systemd dpkg-dev gnupg mmdebstrap systemd-container zstd git debhelper dh-virtualenv bash-completion python3 python3-dev python3-venv build-essential lintian chromium chromium-driver)
 
 missing=()
 for p in "${APT_PACKAGES[@]}"; do

@@ -17,6 +17,7 @@ from dataclasses import dataclass
 
 from s1mpled.bus import EventBus
 from s1mpled.circuit_breaker_worker import CircuitBreakerWorker
+from s1mpled.clock import ClockMs
 from s1mpled.config import Config, ScheduleEntry, StrategyConfig
 from s1mpled.connection_monitor import ConnectionMonitor
 from s1mpled.credentials import load_credentials
@@ -24,18 +25,21 @@ from s1mpled.environments.base import ExecutionEnvironment
 from s1mpled.environments.paper import STATE_NAME as PAPER_STATE_NAME
 from s1mpled.environments.paper import PaperEnvironment
 from s1mpled.errors import ConfigError
-from s1mpled.events import Event
+from s1mpled.events import Publish
 from s1mpled.in_flight import InFlightChecks, QueryBudget
+from s1mpled.instruments import ClockWatch, Instruments
 from s1mpled.orders import order_prefix
-from s1mpled.reconciliation_monitor import ReconciliationMonitor
+from s1mpled.reconciliation_monitor import ReceiptLog, ReconciliationMonitor
 from s1mpled.state.store import StateDirectory
 from s1mpled.strategies.base import Strategy
 from s1mpled.strategy_worker import StrategyWorker
+from s1mpled.workers import Worker
 from s1mpled.workers import wire as wire_workers
 
 __all__ = [
     "BREAKER_STATE_NAME",
     "IDENTITY_STATE_NAME",
+    "RECEIPTS_STATE_NAME",
     "Components",
     "build",
     "build_strategy",
@@ -48,8 +52,7 @@ __all__ = [
 log = logging.getLogger("s1mpled.builder")  # the name the journal and log filters know it by
 BREAKER_STATE_NAME = "circuit-breaker.state.json"
 IDENTITY_STATE_NAME = "operation.state.json"  # which operation, mode and venue these books belong to
-
-Publish = Callable[[Event], Awaitable[None]]
+RECEIPTS_STATE_NAME = "reconciliation-receipts.state.json"  # the newest passes' receipts (an audit view)
 
 
 def strategy_state_name(name: str) -> str:
@@ -70,11 +73,16 @@ class Components:
 
 
 def environment(
-    config: Config, state_dir: StateDirectory, publish: Publish, clock_ms: Callable[[], int]
+    config: Config,
+    state_dir: StateDirectory,
+    publish: Publish,
+    clock_ms: ClockMs,
+    instruments: Instruments | None = None,
 ) -> ExecutionEnvironment:
-    """The configured environment, not started yet (live: ccxt is imported only here)."""
+    """The configured environment, not started yet (live: ccxt is imported only here; it reports its REST
+    requests, streams and the exchange's clock to ``instruments``). Its facts leave through ``publish`` only."""
     if config.mode == "paper" and config.paper is not None:
-        return PaperEnvironment(config.paper, state_dir.file(PAPER_STATE_NAME), clock_ms)
+        return PaperEnvironment(config.paper, state_dir.file(PAPER_STATE_NAME), clock_ms, publish=publish)
     live = config.live
     if live is None:
         raise ConfigError(str(config.path), "live", "mode is live but there is no live section")
@@ -88,6 +96,7 @@ def environment(
         request_timeout_s=live.request_timeout_s,
         heartbeat_s=live.heartbeat_s,
         rate_limit=live.rate_limit,
+        instruments=instruments,
     )
 
 
@@ -163,7 +172,7 @@ def _workers(
     state_dir: StateDirectory,
     env: ExecutionEnvironment,
     publish: Publish,
-    clock_ms: Callable[[], int],
+    clock_ms: ClockMs,
 ) -> list[StrategyWorker]:
     """One loaded StrategyWorker per configured strategy (all strategies are validated before any state is read)."""
     strategies = [build_strategy(cfg, config.schedule) for cfg in config.strategies]
@@ -198,7 +207,7 @@ def build(
     env: ExecutionEnvironment,
     *,
     publish: Publish,
-    clock_ms: Callable[[], int],
+    clock_ms: ClockMs,
     alert: Callable[[str], Awaitable[object]],
 ) -> Components:
     """Every worker of the operation over a started ``env``, each with its state loaded (recovery step A)."""
@@ -217,6 +226,8 @@ def build(
     for w in workers:
         w.halted, w.exiting = breaker.breaker.halted, breaker.breaker.exiting
         w.in_flight_checks = InFlightChecks(budget=budget)
+    receipts = ReceiptLog(state_dir.file(RECEIPTS_STATE_NAME), clock_ms)
+    receipts.recover()  # an audit view: a damaged file is logged and set aside, never a reason to stop
     reconciler = ReconciliationMonitor(
         env,
         workers,
@@ -224,10 +235,15 @@ def build(
         clock_ms,
         config.reconciliation.event,
         fence=lambda reason: breaker.halt(reason, manual=True),  # split brain: only an operator resumes
+        receipts=receipts,
     )
     return Components(env, workers, breaker, reconciler)
 
 
-def wire(bus: EventBus, c: Components) -> None:
-    """Subscribe every worker to the bus (before it runs)."""
-    wire_workers(bus, [*c.workers, c.reconciler, ConnectionMonitor(bus.publish), c.breaker])
+def wire(bus: EventBus, c: Components, instruments: Instruments | None = None) -> None:
+    """Subscribe every worker to the bus (before it runs), fills and order updates addressed to the strategy
+    that owns them (s1mpled.workers.OwnerRouting); with ``instruments``, the clock watch too."""
+    extra: list[Worker] = []
+    if instruments is not None:
+        extra.append(ClockWatch(instruments))
+    wire_workers(bus, [*c.workers, c.reconciler, ConnectionMonitor(bus.publish, instruments), c.breaker, *extra])

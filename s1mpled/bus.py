@@ -20,7 +20,10 @@ component can do to the others. The answer here is "as little as possible":
 * a handler that raises is logged and isolated: the other subscribers still get the event and the same
   subscriber still gets later events. Cancellation is never swallowed;
 * delivery is by exact event class, in publish order per publisher and subscriber (for conflated
-  events: in order of the newest per key).
+  events: in order of the newest per key);
+* an *addressed* class (:meth:`EventBus.address`: fills and order updates, addressed to the strategy that
+  owns the order) reaches the one subscriber registered under the event's address -- no other worker's
+  queue sees it -- and every subscriber registered without one (observers); same queues, same rules.
 
 Events published before :meth:`EventBus.run` starts wait in the queues. An event whose handler is
 interrupted by cancelling ``run()`` is not redelivered (at most once): durable facts live in the state
@@ -249,20 +252,39 @@ class EventBus:
             raise LocalStateError(f"EventBus queue_size must be at least 1, not {queue_size}")
         self._queue_size = queue_size
         self._conflate = dict(CONFLATED if conflate is None else conflate)
-        self._routes: dict[type[Event], list[_Subscriber]] = {}
+        self._routes: dict[type[Event], list[_Subscriber]] = {}  # subscribers without an address
+        self._addressing: dict[type[Event], Callable[[Event], Hashable | None]] = {}
+        self._addressed: dict[type[Event], dict[Hashable, list[_Subscriber]]] = {}
         self._subscribers: list[_Subscriber] = []
         self._consumers: set[asyncio.Task[None]] = set()
         self._running = False
         self._published = self._unrouted = self._overflowed = 0
 
-    def subscribe(self, event_type: type[E], handler: Handler[E], *, name: str | None = None) -> None:
-        """Deliver every event of exactly ``event_type`` to ``handler``; call before run(). ``name`` labels logs."""
+    def address(self, event_type: type[E], by: Callable[[E], Hashable | None]) -> None:
+        """Deliver events of exactly ``event_type`` only to the subscribers registered under ``by(event)`` (None:
+        none of them) and to those registered without an address; call before run(), once per class."""
+        if self._running or event_type in self._addressing:
+            raise LocalStateError(f"EventBus.address({event_type.TOPIC}) must be called once, before run()")
+        self._addressing[event_type] = cast("Callable[[Event], Hashable | None]", by)
+        self._addressed[event_type] = {}
+
+    def subscribe(
+        self, event_type: type[E], handler: Handler[E], *, name: str | None = None, address: Hashable | None = None
+    ) -> None:
+        """Deliver every event of exactly ``event_type`` to ``handler`` (of an addressed class: those addressed to
+        ``address``, or all of them without one); call before run(). ``name`` labels logs."""
         if self._running:
             raise LocalStateError("EventBus.subscribe() must be called before run()")
+        if address is not None and event_type not in self._addressed:
+            raise LocalStateError(f"subscribed to {event_type.TOPIC} at an address, but it is not addressed")
         label = name if name is not None else str(getattr(handler, "__qualname__", repr(handler)))
-        routes = self._routes.setdefault(event_type, [])
-        if any(sub.name == label for sub in routes):
+        if any(sub.name == label for sub in self._of_class(event_type)):
             raise LocalStateError(f"subscriber {label!r} already subscribes to {event_type.TOPIC}")
+        routes = (
+            self._routes.setdefault(event_type, [])
+            if address is None
+            else self._addressed[event_type].setdefault(address, [])
+        )
         # Safe: the bus only ever passes this handler instances of exactly event_type.
         key = self._conflate.get(event_type)
         queue: _Queue = _Fifo(self._queue_size) if key is None else ConflatingQueue(self._queue_size, key)
@@ -278,12 +300,12 @@ class EventBus:
 
     def publish_nowait(self, event: Event) -> None:
         """Queue ``event`` for every subscriber of its class now, or for none: raises BusOverflow if a queue is full."""
-        subs = self._routes.get(type(event), [])
+        subs = self._targets(event)
         for sub in subs:
             if sub.queue.blocks(event):
                 self._overflowed += 1
                 raise BusOverflow(sub.name, event.TOPIC, sub.queue.maxsize)
-        for sub in self._route(event):
+        for sub in self._counted(subs):
             sub.note_enqueued(sub.queue.put_nowait(event))
 
     async def run(self) -> None:
@@ -332,8 +354,24 @@ class EventBus:
             conflated=sum(s.conflated for s in subs),
         )
 
-    def _route(self, event: Event) -> list[_Subscriber]:
+    def _of_class(self, event_type: type[Event]) -> list[_Subscriber]:
+        """Every subscriber of ``event_type``, at an address or not."""
+        at = self._addressed.get(event_type, {})
+        return [*self._routes.get(event_type, ()), *(sub for subs in at.values() for sub in subs)]
+
+    def _targets(self, event: Event) -> list[_Subscriber]:
+        """The subscribers ``event`` goes to: of its class, those without an address and those at its address."""
         subs = self._routes.get(type(event), [])
+        by = self._addressing.get(type(event))
+        if by is None:
+            return subs
+        to = by(event)
+        return subs if to is None else [*subs, *self._addressed[type(event)].get(to, ())]
+
+    def _route(self, event: Event) -> list[_Subscriber]:
+        return self._counted(self._targets(event))
+
+    def _counted(self, subs: list[_Subscriber]) -> list[_Subscriber]:
         self._published += 1
         if not subs:
             self._unrouted += 1

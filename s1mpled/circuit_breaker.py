@@ -32,13 +32,14 @@ and alerts.
 from __future__ import annotations
 
 import enum
-from dataclasses import dataclass, replace
-from typing import Any
+from dataclasses import dataclass, field, replace
+from typing import Any, ClassVar
 
+from s1mpled import record
 from s1mpled.connection import Backoff
+from s1mpled.errors import RecordError
 from s1mpled.ledger import LedgerOrder
 from s1mpled.orders import OrderState
-from s1mpled.strategies.base import StateReader
 
 __all__ = [
     "EXIT_RETRY",
@@ -60,13 +61,19 @@ class BreakerState(enum.StrEnum):
 
 @dataclass(frozen=True, slots=True)
 class Breaker:
-    """The breaker's whole state: pure values, transitions return a new Breaker."""
+    """The breaker's whole state: pure values, transitions return a new Breaker; persisted as this record.
+
+    A snapshot written before the emergency exit was a goal has no ``exiting`` (none is pending), and its
+    ``stable_since_ms`` / ``reconciled_after_stable`` are ignored: health is read afresh.
+    """
+
+    RECORD_LEGACY_KEYS: ClassVar[frozenset[str]] = frozenset({"stable_since_ms", "reconciled_after_stable"})
 
     state: BreakerState = BreakerState.CLOSED
     reason: str = ""
     manual: bool = False  # opened by an operator (or a split-brain fence): only an operator closes it
     opened_ms: int = 0
-    exiting: bool = False  # the emergency exit's goal is pending
+    exiting: bool = field(default=False, metadata=record.OPTIONAL)  # the emergency exit's goal is pending
 
     def trip(self, reason: str, now_ms: int, *, manual: bool = False, exit: bool = False) -> Breaker:
         """Open (or stay open); a manual halt overrides an automatic one. ``exit``: an automatic opening
@@ -101,30 +108,15 @@ class Breaker:
         return self.state is BreakerState.OPEN
 
     def to_state(self) -> dict[str, Any]:
-        return {
-            "state": self.state.value,
-            "reason": self.reason,
-            "manual": self.manual,
-            "opened_ms": self.opened_ms,
-            "exiting": self.exiting,
-        }
+        return record.encode(self)
 
     @classmethod
     def from_state(cls, s: dict[str, Any]) -> Breaker:
-        """The breaker of a ``to_state()`` snapshot; ValueError("state.<key>: why") for anything else.
-
-        A snapshot written before the emergency exit was a goal has no ``exiting`` (none is pending), and
-        its ``stable_since_ms`` / ``reconciled_after_stable`` are ignored: health is read afresh.
-        """
-        r = StateReader(s)
-        state = r.string("state")
-        if state not in tuple(BreakerState):
-            raise ValueError(f"state.state: expected one of {', '.join(BreakerState)}, got {state!r}")
-        opened_ms = r.integer("opened_ms")
-        if opened_ms < 0:
-            raise ValueError(f"state.opened_ms: expected a time in ms >= 0, got {opened_ms}")
-        exiting = r.boolean("exiting") if "exiting" in s else False
-        return cls(BreakerState(state), r.string("reason"), r.boolean("manual"), opened_ms, exiting)
+        """The breaker of a ``to_state()`` snapshot; RecordError (a ValueError) "state.<key>: why" for anything else."""
+        breaker = record.decode(cls, s, where="state")
+        if breaker.opened_ms < 0:
+            raise RecordError(f"state.opened_ms: expected a time in ms >= 0, got {breaker.opened_ms}")
+        return breaker
 
 
 @dataclass(frozen=True, slots=True)

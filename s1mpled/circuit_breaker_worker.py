@@ -12,8 +12,15 @@ from collections.abc import Awaitable, Callable, Sequence
 from typing import Any, Protocol
 
 from s1mpled.circuit_breaker import EXIT_RETRY, Breaker, ExitProgress
+from s1mpled.clock import ClockMs
 from s1mpled.errors import ExchangeError
-from s1mpled.events import ConnectionUnstableDetected, Event, ExecuteEmergencyExit, HaltNewSignals, ResumeSignals
+from s1mpled.events import (
+    ConnectionUnstableDetected,
+    ExecuteEmergencyExit,
+    HaltNewSignals,
+    Publish,
+    ResumeSignals,
+)
 from s1mpled.state.plugin import StatefulPlugin
 from s1mpled.state.store import StateFile
 from s1mpled.workers import ExecutionWorker, Subscription
@@ -32,9 +39,6 @@ class Exiting(Protocol):
     async def pursue_exit(self) -> ExitProgress: ...
 
 
-Publish = Callable[[Event], Awaitable[None]]
-
-
 class CircuitBreakerWorker(ExecutionWorker, StatefulPlugin):
     """The ExecutionWorker that owns the breaker: persists every change before announcing it."""
 
@@ -44,7 +48,7 @@ class CircuitBreakerWorker(ExecutionWorker, StatefulPlugin):
         self,
         state_file: StateFile,
         publish: Publish,
-        clock_ms: Callable[[], int],
+        clock_ms: ClockMs,
         *,
         emergency_exit: bool,
         auto_close_after_s: float | None,

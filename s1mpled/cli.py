@@ -16,11 +16,11 @@ import dataclasses
 import json
 import os
 import sys
-import time
 from collections.abc import Callable, Sequence
 from typing import TYPE_CHECKING, Any
 
 from s1mpled import __version__
+from s1mpled.clock import wall_ms
 from s1mpled.errors import EX_SOFTWARE, S1mpledError
 
 if TYPE_CHECKING:
@@ -164,7 +164,7 @@ def _status_all(args: argparse.Namespace) -> int:
     if args.json:
         print(json.dumps([dataclasses.asdict(i) for i in instances], indent=2, default=str))
     else:
-        print(fleet.format_fleet(instances, int(time.time() * 1000)))
+        print(fleet.format_fleet(instances, wall_ms()))
     return 0 if instances and all(i.status is not None for i in instances) else 1
 
 
@@ -196,6 +196,25 @@ def _cmd_resume(args: argparse.Namespace) -> int:
     _control(args, "resume")
     print("circuit breaker closed: trading resumes (a pending emergency exit is cancelled)")
     return 0
+
+
+def _cmd_dashboard(args: argparse.Namespace) -> int:
+    """The live web page: a process of its own, a client of the instances' control sockets."""
+    from s1mpled.dashboard.server import main as dashboard
+
+    return dashboard(args.socket or [], args.config or [], args.listen, args.token_file, args.snapshot_every)
+
+
+def _add_dashboard(sub: Any) -> None:
+    p: argparse.ArgumentParser = sub.add_parser(
+        "dashboard", help="serve the live read-only web page of every instance (127.0.0.1:8787 by default)"
+    )
+    p.add_argument("--config", action="append", help="an instance's configuration (repeatable; default: all)")
+    p.add_argument("--socket", action="append", help="an instance's control socket (repeatable)")
+    p.add_argument("--listen", default="127.0.0.1:8787", help="HOST:PORT to serve on (default 127.0.0.1:8787)")
+    p.add_argument("--token-file", help="require this token (default: the credential dashboard_token, if any)")
+    p.add_argument("--snapshot-every", type=float, default=5.0, help="seconds between status snapshots (default 5)")
+    p.set_defaults(func=_cmd_dashboard)
 
 
 def _cmd_alert(args: argparse.Namespace) -> int:
@@ -286,6 +305,7 @@ def _parser() -> argparse.ArgumentParser:
     alert.add_argument("--unit", help="the systemd unit that failed (OnFailure=s1mpled-alert@%%n.service)")
     alert.add_argument("--message", help="the alert text (default: says the unit failed)")
     alert.set_defaults(func=_cmd_alert)
+    _add_dashboard(sub)
 
     state = sub.add_parser("state", help="inspect durable state files (read-only, safe next to a running daemon)")
     state_sub = state.add_subparsers(dest="state_command", required=True)

@@ -24,6 +24,14 @@ Nor can clients exhaust the daemon (a daemon out of file descriptors cannot save
 * what any client can provoke at will (bad requests, turned-away connections) is logged once, then
   at most once per ``log_window_s`` as a count -- never one line per request.
 
+A command may answer with a :class:`Stream` (``subscribe``): after its reply line the connection stays
+open and carries one JSON object per line -- whatever the daemon puts in the stream's
+:class:`EventQueue`, and every ``every_s`` the line its ``tick`` makes (a status snapshot). The
+daemon never waits for a subscriber: the queue is bounded and filled without waiting; a subscriber
+that falls behind by a full queue, or does not read within ``write_timeout_s``, is cut off (logged
+once per window). Subscriptions count against ``max_clients`` and take at most half of it, so
+``status`` always finds a slot.
+
 Parsing and encoding are pure functions (:func:`parse_request`, :func:`encode_reply`); the rest
 is the asyncio adapter.
 """
@@ -37,8 +45,9 @@ import logging
 import os
 import socket
 import stat
+from collections import deque
 from collections.abc import Awaitable, Callable, Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from decimal import Decimal
 from pathlib import Path
 from typing import Any
@@ -47,9 +56,12 @@ from s1mpled.errors import ControlError, LocalStateError, S1mpledError
 
 __all__ = [
     "ControlServer",
+    "EventQueue",
     "Handler",
     "Request",
+    "Stream",
     "decode_reply",
+    "encode_event",
     "encode_reply",
     "encode_request",
     "parse_request",
@@ -71,6 +83,7 @@ MAX_CLIENTS = 64  # open control connections at once (file descriptors: the daem
 IDLE_TIMEOUT_S = 30.0  # a connection without a complete request line for this long is closed
 WRITE_TIMEOUT_S = 10.0  # a client that does not read its reply for this long is cut off
 LOG_WINDOW_S = 60.0  # what clients can provoke at will is logged at most once per window (then as a count)
+STREAM_QUEUE = 1000  # event lines a subscriber may fall behind by before it is cut off
 
 
 @dataclass(frozen=True, slots=True)
@@ -120,6 +133,11 @@ def encode_reply(*, result: Any = None, error: str | None = None) -> bytes:
     """One reply line: the error if there is one, else the result (Decimal → string); TypeError if not JSON-able."""
     body = {"ok": False, "error": error} if error is not None else {"ok": True, "result": result}
     return json.dumps(body, default=_json_default, allow_nan=False).encode("ascii") + b"\n"
+
+
+def encode_event(doc: Mapping[str, Any]) -> bytes:
+    """One line of a stream (Decimal → string, like replies); TypeError/ValueError if not JSON-able."""
+    return json.dumps(doc, default=_json_default, allow_nan=False).encode("ascii") + b"\n"
 
 
 def encode_request(cmd: str, args: Mapping[str, Any] | None = None) -> bytes:
@@ -192,6 +210,66 @@ class _Quieted:
         self._say_count()
 
 
+class EventQueue:
+    """One subscriber's bounded queue of encoded lines: filled by the daemon without ever waiting, emptied
+    by the server writing to that subscriber. Full means the subscriber is too slow: the queue is closed
+    as ``overflowed`` (and ``on_overflow`` cuts the connection at once), so it never costs memory or time."""
+
+    def __init__(self, capacity: int = STREAM_QUEUE) -> None:
+        if capacity < 1:
+            raise ValueError("capacity must be positive")
+        self.capacity = capacity
+        self.closed = self.overflowed = False
+        self.on_overflow: Callable[[], None] | None = None
+        self._lines: deque[bytes] = deque()
+        self._ready = asyncio.Event()
+
+    def __len__(self) -> int:
+        return len(self._lines)
+
+    def offer(self, line: bytes) -> bool:
+        """Queue ``line`` now; False if the queue is closed, or full (then it closes as overflowed)."""
+        if self.closed:
+            return False
+        if len(self._lines) >= self.capacity:
+            self.overflowed = True
+            self.close()
+            if self.on_overflow is not None:
+                self.on_overflow()
+            return False
+        self._lines.append(line)
+        self._ready.set()
+        return True
+
+    def close(self) -> None:
+        """No more lines; a waiting :meth:`get` returns None."""
+        self.closed = True
+        self._ready.set()
+
+    async def get(self, timeout_s: float) -> bytes | None:
+        """The next line, or None after ``timeout_s`` without one, or once the queue is closed."""
+        if not self._lines and not self.closed:
+            self._ready.clear()
+            with contextlib.suppress(TimeoutError):
+                async with asyncio.timeout(max(timeout_s, 0.0)):
+                    await self._ready.wait()
+        if self.closed or not self._lines:
+            return None
+        return self._lines.popleft()
+
+
+@dataclass(eq=False, slots=True)
+class Stream:
+    """A command's answer that goes on: ``reply`` as usual, then the lines of ``queue`` and, every ``every_s``
+    (the first at once), the line ``tick()`` makes (encoded by the command: subscribers share one) -- until
+    either side closes."""
+
+    reply: Any
+    queue: EventQueue = field(default_factory=EventQueue)
+    tick: Callable[[], Awaitable[bytes]] | None = None
+    every_s: float = 5.0
+
+
 @dataclass(eq=False, slots=True)
 class _Client:
     """One open connection: since when it has been waiting for a request (None: busy in a command)."""
@@ -235,6 +313,8 @@ class ControlServer:
         self._crowded = _Quieted("CONTROL_CROWDED", log_window_s)
         self._bad = _Quieted("CONTROL_BAD_REQUEST", log_window_s)
         self._slow = _Quieted("CONTROL_SLOW_CLIENT", log_window_s)
+        self._slow_subscriber = _Quieted("CONTROL_SLOW_SUBSCRIBER", log_window_s)
+        self._streams = 0  # subscriptions open now (each is a client too)
 
     @property
     def clients(self) -> int:
@@ -274,7 +354,7 @@ class ControlServer:
         finally:
             sock.close()
             self._unlink_if_ours(inode)
-            for quieted in (self._crowded, self._bad, self._slow):
+            for quieted in (self._crowded, self._bad, self._slow, self._slow_subscriber):
                 quieted.close()
 
     def _evict_idlest(self) -> bool:
@@ -374,6 +454,9 @@ class ControlServer:
             while (line := await self._read_request(reader, writer)) is not None:
                 self._busy(writer, True)
                 reply = await self._answer(line)
+                if isinstance(reply, Stream):
+                    await self._stream(reader, writer, reply)
+                    break
                 if not await self._send(writer, reply):
                     break
                 self._busy(writer, False)
@@ -426,7 +509,56 @@ class ControlServer:
             await self._send(writer, encode_reply(error=f"request longer than {self.max_request_bytes} bytes"))
             return None
 
-    async def _answer(self, line: bytes) -> bytes:
+    async def _stream(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter, stream: Stream) -> None:
+        """Serve a subscription until the client leaves or falls behind (then the connection ends)."""
+        if self._streams >= max(1, self.max_clients // 2):
+            stream.queue.close()
+            self._crowded.warn("too many control subscriptions: refusing one", "control subscriptions refused")
+            await self._send(writer, encode_reply(error=f"too many subscriptions ({self.max_clients // 2})"))
+            return
+        self._streams += 1
+        stream.queue.on_overflow = writer.transport.abort
+        try:
+            if await self._send(writer, encode_reply(result=stream.reply)):
+                async with asyncio.TaskGroup() as tg:
+                    eof = tg.create_task(_until_eof(reader, stream.queue))
+                    try:
+                        await self._pump(writer, stream)
+                    except OSError as exc:  # the subscriber went away mid-write
+                        log.debug("control subscriber went away: %s", exc)
+                    finally:
+                        eof.cancel()
+        finally:
+            self._streams -= 1
+            stream.queue.close()
+        if stream.queue.overflowed:
+            self._slow_subscriber.warn(
+                f"a control subscriber fell {stream.queue.capacity} events behind; cut off",
+                "slow control subscribers cut off",
+            )
+
+    async def _pump(self, writer: asyncio.StreamWriter, stream: Stream) -> None:
+        """Write the stream's lines and ticks, each within the write deadline, until the queue closes."""
+        due = _now()
+        while not stream.queue.closed:
+            if stream.tick is not None and _now() >= due:
+                due = _now() + stream.every_s
+                line = await self._tick(stream)
+            else:
+                line = await stream.queue.get(due - _now() if stream.tick is not None else 3600.0)
+            if line is not None and not await self._send(writer, line):
+                return
+
+    async def _tick(self, stream: Stream) -> bytes | None:
+        """The periodic line; None (logged: a bug) if making it failed."""
+        assert stream.tick is not None
+        try:
+            return await stream.tick()
+        except Exception:
+            log.exception("a control stream's periodic document failed", extra={"EVENT": "CONTROL_STREAM_FAILED"})
+            return None
+
+    async def _answer(self, line: bytes) -> bytes | Stream:
         """The reply line for one request line; never raises except CancelledError."""
         try:
             req = parse_request(line, self._known)
@@ -436,8 +568,8 @@ class ControlServer:
         log.debug("control command %s", req.cmd, extra={"EVENT": "CONTROL_REQUEST"})
         return await self._run(req)
 
-    async def _run(self, req: Request) -> bytes:
-        """The reply line of one parsed request: the handler's result or why there is none."""
+    async def _run(self, req: Request) -> bytes | Stream:
+        """The reply line of one parsed request: the handler's result or why there is none (or a Stream)."""
         try:
             async with asyncio.timeout(self.request_timeout_s) as deadline:
                 result = await self.handlers[req.cmd](req.args)
@@ -451,10 +583,13 @@ class ControlServer:
             return encode_reply(error=str(exc))
         except Exception as exc:
             return self._failed(req.cmd, exc)
+        return result if isinstance(result, Stream) else self._encoded(req.cmd, result)
+
+    def _encoded(self, cmd: str, result: Any) -> bytes:
         try:
             return encode_reply(result=result)
         except (TypeError, ValueError) as exc:
-            return self._failed(req.cmd, exc, what="returned a result that is not JSON")
+            return self._failed(cmd, exc, what="returned a result that is not JSON")
 
     @staticmethod
     def _failed(cmd: str, exc: BaseException, what: str = "failed") -> bytes:
@@ -468,6 +603,17 @@ class ControlServer:
 
 def _now() -> float:
     return asyncio.get_running_loop().time()
+
+
+async def _until_eof(reader: asyncio.StreamReader, queue: EventQueue) -> None:
+    """A subscriber sends nothing after its request: read (and drop) until it leaves, then end its stream."""
+    try:
+        while await reader.read(4096):
+            pass
+    except OSError:
+        pass
+    finally:
+        queue.close()
 
 
 async def _close(writer: asyncio.StreamWriter) -> None:

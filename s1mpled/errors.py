@@ -13,6 +13,7 @@ it to an exit code and a one-line message in one place (``s1mpled.cli``). Third-
     │   ├── StateDiskFullError   ENOSPC/EDQUOT writing a state: nothing written, retried until space returns
     │   └── StateFsyncError      fsync failed: fail-stop (exit 70), recovery reloads from disk
     ├── LocalStateError          our own invariant broke (an illegal state transition): a bug
+    │   └── RecordError          a record does not read back (s1mpled.record): also a ValueError
     ├── RemoteStateError         the exchange contradicted itself or sent garbage
     ├── ExchangeError            talking to the exchange failed
     │   ├── ExchangeUnavailable  transient: network, 5xx, timeouts; retry with backoff
@@ -33,6 +34,7 @@ __all__ = [
     "ExchangeRejected",
     "ExchangeUnavailable",
     "LocalStateError",
+    "RecordError",
     "RemoteStateError",
     "S1mpledError",
     "StateCorruptError",
@@ -113,6 +115,15 @@ class StateFsyncError(StateError):
 
 class LocalStateError(S1mpledError):
     """Our own invariant broke (e.g. an illegal order-state transition): a bug, crash and recover."""
+
+
+class RecordError(LocalStateError, ValueError):
+    """A record does not read back as its dataclass (:mod:`s1mpled.record`); the message names the path.
+
+    A LocalStateError because the records read are ours (a state file our writer wrote, the simulator's
+    answer in a test); a ValueError too, because a plugin's ``restore_state()`` promises one for a
+    snapshot it cannot use.
+    """
 
 
 class RemoteStateError(S1mpledError):

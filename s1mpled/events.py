@@ -6,6 +6,7 @@ field. Subscribers subscribe to a class; the bus delivers instances of exactly t
 
 from __future__ import annotations
 
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 from typing import ClassVar
 
@@ -21,6 +22,7 @@ __all__ = [
     "LedgerStateChanged",
     "MarketData",
     "OrderUpdated",
+    "Publish",
     "ReconciliationCompleted",
     "ResumeSignals",
     "ScheduledEvent",
@@ -136,3 +138,7 @@ class ReconciliationCompleted(Event):
     trigger: str
     corrections: int
     at_ms: int = field(default=0)
+
+
+Publish = Callable[[Event], Awaitable[None]]
+"""How a component hands an event to the bus (``EventBus.publish``): the one signature every publisher takes."""

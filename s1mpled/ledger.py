@@ -23,8 +23,10 @@ Accounting (spot, average-cost method):
 * ``capital`` is all the quote the strategy owns, including what open buy orders reserve;
   ``reserved_quote`` (price times the unfilled amount of open limit buys) is informative.
 
-Arithmetic runs in a 60-digit context: sums and products of exchange amounts are exact, and only the
-released cost basis is rounded (to 1e-18), the same number going into basis and PnL.
+Arithmetic runs in the money context (:data:`s1mpled.model.MONEY`): sums and products of exchange amounts
+are exact, and only the released cost basis is rounded (to 1e-18), the same number going into basis and PnL.
+
+The persisted layout is :class:`LedgerRecord` (format 1), written and read by :mod:`s1mpled.record`.
 """
 
 from __future__ import annotations
@@ -32,12 +34,13 @@ from __future__ import annotations
 import heapq
 import logging
 from collections.abc import Mapping
-from dataclasses import dataclass, replace
-from decimal import Context, Decimal, DivisionByZero, InvalidOperation, Overflow, localcontext
-from typing import Any, TypeVar
+from dataclasses import dataclass, field, replace
+from decimal import Decimal, localcontext
+from typing import Any, ClassVar
 
+from s1mpled import record
 from s1mpled.errors import LocalStateError, RemoteStateError
-from s1mpled.model import ExchangeOrder, Fill, OrderRequest, OrderType, Side, split_symbol
+from s1mpled.model import MONEY, ExchangeOrder, Fill, OrderRequest, OrderType, Side, split_symbol, trade_number
 from s1mpled.orders import (
     BINANCE_CLIENT_ID_RE,
     EPOCH_RE,
@@ -54,8 +57,10 @@ __all__ = [
     "SEEN_TRADE_IDS_LIMIT",
     "STATE_FORMAT",
     "LedgerOrder",
+    "LedgerRecord",
     "LedgerSnapshot",
     "SeenTradeIds",
+    "SeenTradesRecord",
     "StrategyLedger",
 ]
 
@@ -65,7 +70,6 @@ SEEN_TRADE_IDS_LIMIT = 10_000  # trade ids kept for de-duplication
 HISTORY_LIMIT = 500  # terminal orders kept (newest first out of open_orders)
 STATE_FORMAT = 1  # version of the to_state() layout
 
-_CTX = Context(prec=60, traps=[InvalidOperation, DivisionByZero, Overflow])
 _BASIS_QUANTUM = Decimal("1e-18")
 _ZERO = Decimal(0)
 _FILL_EVENTS = frozenset({OrderEvent.PARTIAL_FILL, OrderEvent.FULL_FILL})
@@ -91,6 +95,23 @@ class LedgerOrder:
     created_ms: int
     updated_ms: int
     tag: str = ""
+
+    @classmethod
+    def unfilled(
+        cls,
+        src: OrderRequest | ExchangeOrder,
+        state: OrderState,
+        now_ms: int,
+        *,
+        exchange_order_id: str | None = None,
+        created_ms: int | None = None,
+        tag: str = "",
+    ) -> LedgerOrder:
+        """The order ``src`` describes (our request, or the exchange's order) with none of its fills applied,
+        known to the ledger from ``now_ms`` (created then, unless the exchange says when)."""
+        what = (src.client_order_id, src.symbol, src.side, src.type, src.amount, src.price)
+        created = now_ms if created_ms is None else created_ms
+        return cls(*what, _ZERO, state, exchange_order_id, created, now_ms, tag)
 
     @property
     def remaining(self) -> Decimal:
@@ -134,11 +155,14 @@ class LedgerSnapshot:
         return out
 
 
-def _integer_id(trade_id: str) -> int | None:
-    """The number of a canonical decimal trade id ("0", "17"; not "017", "-1", "T7"), else None."""
-    if trade_id.isascii() and trade_id.isdigit() and (trade_id == "0" or trade_id[0] != "0"):
-        return int(trade_id)
-    return None
+@dataclass(frozen=True, slots=True)
+class SeenTradesRecord:
+    """The persisted layout of :class:`SeenTradeIds`: kept integer ids (ascending), floor, last, other ids."""
+
+    ids: tuple[str, ...]
+    floor: str | None = field(default=None, metadata=record.OPTIONAL)
+    last: str | None = field(default=None, metadata=record.OPTIONAL)
+    others: tuple[str, ...] = ()
 
 
 class SeenTradeIds:
@@ -167,7 +191,7 @@ class SeenTradeIds:
     def __contains__(self, trade_id: object) -> bool:
         if not isinstance(trade_id, str):
             return False
-        number = _integer_id(trade_id)
+        number = trade_number(trade_id)
         if number is None:
             return trade_id in self._others
         return number in self._ints or (self._floor is not None and number <= self._floor)
@@ -189,7 +213,7 @@ class SeenTradeIds:
         """Remember ``trade_id`` (no-op if it already counts as seen)."""
         if trade_id in self:
             return
-        number = _integer_id(trade_id)
+        number = trade_number(trade_id)
         if number is None:
             self._others[trade_id] = None
             if len(self._others) > self._limit:
@@ -203,27 +227,56 @@ class SeenTradeIds:
             self._ints.discard(dropped)
             self._floor = dropped if self._floor is None else max(self._floor, dropped)
 
+    def to_record(self) -> SeenTradesRecord:
+        return SeenTradesRecord(tuple(str(n) for n in sorted(self._ints)), self.floor, self.last, tuple(self._others))
+
     def to_state(self) -> dict[str, Any]:
-        return {
-            "ids": [str(n) for n in sorted(self._ints)],
-            "floor": self.floor,
-            "last": self.last,
-            "others": list(self._others),
-        }
+        return record.encode(self.to_record())
 
     @classmethod
     def from_state(cls, state: Mapping[str, Any], limit: int = SEEN_TRADE_IDS_LIMIT) -> SeenTradeIds:
+        """The set :meth:`to_state` wrote; LocalStateError (a RecordError) naming the key if it is not one."""
+        return cls.from_record(record.decode(SeenTradesRecord, state, where="seen_trades"), limit)
+
+    @classmethod
+    def from_record(cls, rec: SeenTradesRecord, limit: int = SEEN_TRADE_IDS_LIMIT) -> SeenTradeIds:
         seen = cls(limit)
-        floor, last = _opt_str(state, "floor"), _opt_str(state, "last")
-        seen._floor = None if floor is None else _canonical_int(floor, "floor")
-        for trade_id in _str_list(state, "ids"):
+        seen._floor = None if rec.floor is None else _canonical_int(rec.floor, "floor")
+        for trade_id in rec.ids:
             seen.add(str(_canonical_int(trade_id, "ids")))
-        for trade_id in _str_list(state, "others"):
+        for trade_id in rec.others:
             seen.add(trade_id)
-        if last is not None:
-            number = _canonical_int(last, "last")
+        if rec.last is not None:
+            number = _canonical_int(rec.last, "last")
             seen._last = number if seen._last is None else max(seen._last, number)
         return seen
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class LedgerRecord:
+    """The persisted layout of a :class:`StrategyLedger`, in the order its keys are written (``format`` first).
+
+    The last three may be absent: books written before the reconciliation cursor, epochs or ``created_ms``
+    existed (``from_state`` then derives ``created_ms`` from the oldest order).
+    """
+
+    RECORD_FORMAT: ClassVar[int] = STATE_FORMAT
+
+    strategy: str
+    symbol: str
+    capital: Decimal
+    holdings: Decimal
+    cost_basis: Decimal
+    realized_pnl: Decimal
+    fees_paid: Decimal
+    other_fees: dict[str, Decimal]
+    sequence: int
+    open_orders: tuple[LedgerOrder, ...]
+    history: tuple[LedgerOrder, ...]
+    seen_trades: SeenTradesRecord
+    reconciled_trade_id: str | None = field(default=None, metadata=record.OPTIONAL)
+    epochs: tuple[str, ...] = field(default=(), metadata=record.OPTIONAL)
+    created_ms: int = field(default=0, metadata=record.OPTIONAL)
 
 
 class StrategyLedger:
@@ -264,20 +317,7 @@ class StrategyLedger:
         self._check_request(req)
         if self.order(req.client_order_id) is not None:
             raise LocalStateError(f"{self.strategy}: client order id {req.client_order_id} is already recorded")
-        order = LedgerOrder(
-            client_order_id=req.client_order_id,
-            symbol=req.symbol,
-            side=req.side,
-            type=req.type,
-            amount=req.amount,
-            price=req.price,
-            filled=_ZERO,
-            state=OrderState.PENDING,
-            exchange_order_id=None,
-            created_ms=now_ms,
-            updated_ms=now_ms,
-            tag=tag,
-        )
+        order = LedgerOrder.unfilled(req, OrderState.PENDING, now_ms, tag=tag)
         self._bump_sequence(order.client_order_id)
         self._put(order)
         return order
@@ -372,7 +412,7 @@ class StrategyLedger:
     def set_holdings(self, amount: Decimal) -> tuple[Decimal, Decimal]:
         """Overwrite the base holdings; the average entry price is kept (unknown -> a zero cost basis)."""
         before, amount = self._holdings, _finite(amount, "holdings")
-        with localcontext(_CTX):
+        with localcontext(MONEY):
             if before > 0 and amount > 0:
                 self._cost_basis = (self._cost_basis * amount / before).quantize(_BASIS_QUANTUM)
             else:
@@ -397,18 +437,12 @@ class StrategyLedger:
             raise LocalStateError(f"{self.strategy}: cannot adopt {order.client_order_id} on {order.symbol}")
         if self.order(order.client_order_id) is not None:
             raise LocalStateError(f"{self.strategy}: {order.client_order_id} is known: use set_order_state()")
-        adopted = LedgerOrder(
-            client_order_id=order.client_order_id,
-            symbol=order.symbol,
-            side=order.side,
-            type=order.type,
-            amount=order.amount,
-            price=order.price,
-            filled=_ZERO,
-            state=state_for_status(order.status),
+        adopted = LedgerOrder.unfilled(
+            order,
+            state_for_status(order.status),
+            now_ms,
             exchange_order_id=order.exchange_order_id,
             created_ms=order.timestamp_ms,
-            updated_ms=now_ms,
             tag="adopted",
         )
         self._bump_sequence(adopted.client_order_id)
@@ -421,8 +455,9 @@ class StrategyLedger:
         The REST catch-up starts after this cursor, not after the highest *applied* trade: the stream
         may deliver a later fill while losing an earlier one, and that earlier one must still be fetched.
         """
-        number = None if trade_id is None else _integer_id(trade_id)
-        if number is None or (self._reconciled is not None and number <= int(self._reconciled)):
+        number = None if trade_id is None else trade_number(trade_id)
+        current = None if self._reconciled is None else trade_number(self._reconciled)
+        if number is None or (current is not None and number <= current):
             return False
         self._reconciled = trade_id
         return True
@@ -443,7 +478,7 @@ class StrategyLedger:
 
     def snapshot(self) -> LedgerSnapshot:
         """A consistent read-only view of the ledger."""
-        with localcontext(_CTX):
+        with localcontext(MONEY):
             reserved = sum(
                 (o.price * o.remaining for o in self._open.values() if o.side is Side.BUY and o.price is not None),
                 _ZERO,
@@ -475,24 +510,27 @@ class StrategyLedger:
 
     def to_state(self) -> dict[str, Any]:
         """The complete ledger as JSON-shaped data (Decimals kept exact by the state codec)."""
-        return {
-            "format": STATE_FORMAT,
-            "strategy": self.strategy,
-            "symbol": self.symbol,
-            "capital": self._capital,
-            "holdings": self._holdings,
-            "cost_basis": self._cost_basis,
-            "realized_pnl": self._realized,
-            "fees_paid": self._fees,
-            "other_fees": dict(self._other_fees),
-            "sequence": self._sequence,
-            "open_orders": [_order_to_state(o) for o in self._open.values()],
-            "history": [_order_to_state(o) for o in self._history.values()],
-            "seen_trades": self._seen.to_state(),
-            "reconciled_trade_id": self._reconciled,
-            "epochs": list(self._epochs),
-            "created_ms": self.created_ms,
-        }
+        return record.encode(self.to_record())
+
+    def to_record(self) -> LedgerRecord:
+        """The complete ledger as its persisted record."""
+        return LedgerRecord(
+            strategy=self.strategy,
+            symbol=self.symbol,
+            capital=self._capital,
+            holdings=self._holdings,
+            cost_basis=self._cost_basis,
+            realized_pnl=self._realized,
+            fees_paid=self._fees,
+            other_fees=dict(self._other_fees),
+            sequence=self._sequence,
+            open_orders=tuple(self._open.values()),
+            history=tuple(self._history.values()),
+            seen_trades=self._seen.to_record(),
+            reconciled_trade_id=self._reconciled,
+            epochs=tuple(self._epochs),
+            created_ms=self.created_ms,
+        )
 
     @classmethod
     def from_state(
@@ -502,31 +540,27 @@ class StrategyLedger:
         seen_limit: int = SEEN_TRADE_IDS_LIMIT,
         history_limit: int = HISTORY_LIMIT,
     ) -> StrategyLedger:
-        """Rebuild a ledger from :meth:`to_state` output; malformed state is a LocalStateError (our writer)."""
-        if _get(state, "format", int) != STATE_FORMAT:
-            raise LocalStateError(f"ledger state: unsupported format {state.get('format')!r}")
-        ledger = cls(
-            _get(state, "strategy", str),
-            _get(state, "symbol", str),
-            _dec(state, "capital"),
-            seen_limit=seen_limit,
-            history_limit=history_limit,
-        )
-        ledger._holdings = _dec(state, "holdings")
-        ledger._cost_basis = _dec(state, "cost_basis")
-        ledger._realized = _dec(state, "realized_pnl")
-        ledger._fees = _dec(state, "fees_paid")
-        other = _get(state, "other_fees", dict)
-        ledger._other_fees = {_checked(k, str, "other_fees"): _dec(other, k) for k in other}
-        ledger._sequence = _get(state, "sequence", int)
-        for raw in [*_get(state, "open_orders", list), *_get(state, "history", list)]:
-            ledger._put(_order_from_state(raw))
-        ledger._seen = SeenTradeIds.from_state(_get(state, "seen_trades", dict), seen_limit)
-        ledger._reconciled = _opt_str(state, "reconciled_trade_id") if "reconciled_trade_id" in state else None
-        if "epochs" in state:  # books written before epochs existed have the one epoch ""
-            ledger._epochs = [_epoch(e) for e in _str_list(state, "epochs")] or [""]
+        """Rebuild a ledger from :meth:`to_state` output; malformed state is a LocalStateError (our writer).
+
+        Books from before a field existed load with its default: no reconciliation cursor, the one epoch
+        ``""``, and books that began with their oldest order.
+        """
+        rec = record.decode(LedgerRecord, state, where="ledger")
+        try:
+            ledger = cls(rec.strategy, rec.symbol, rec.capital, seen_limit=seen_limit, history_limit=history_limit)
+        except ValueError as exc:  # a symbol that is not BASE/QUOTE
+            raise LocalStateError(f"ledger state: {exc}") from None
+        ledger._holdings, ledger._cost_basis = rec.holdings, rec.cost_basis
+        ledger._realized, ledger._fees = rec.realized_pnl, rec.fees_paid
+        ledger._other_fees = dict(rec.other_fees)
+        ledger._sequence = rec.sequence
+        for order in (*rec.open_orders, *rec.history):
+            ledger._put(order)
+        ledger._seen = SeenTradeIds.from_record(rec.seen_trades, seen_limit)
+        ledger._reconciled = rec.reconciled_trade_id
+        ledger._epochs = [_epoch(e) for e in rec.epochs] or [""]
         known = [o.created_ms for o in (*ledger._open.values(), *ledger._history.values())]
-        ledger.created_ms = _get(state, "created_ms", int) if "created_ms" in state else min(known, default=0)
+        ledger.created_ms = rec.created_ms if "created_ms" in state else min(known, default=0)
         return ledger
 
     # ------------------------------------------------------------------ internals
@@ -578,7 +612,7 @@ class StrategyLedger:
 
     def _account(self, fill: Fill) -> None:
         """Move money for one fill (see the module docstring)."""
-        with localcontext(_CTX):
+        with localcontext(MONEY):
             quote_fee = fill.fee if fill.fee_asset == self.quote else _ZERO
             base_fee = fill.fee if fill.fee_asset == self.base else _ZERO
             if fill.fee_asset not in (self.base, self.quote):
@@ -623,8 +657,6 @@ class StrategyLedger:
 
 # ---------------------------------------------------------------------- helpers
 
-_T = TypeVar("_T")
-
 
 def _epoch(epoch: str) -> str:
     if not EPOCH_RE.fullmatch(epoch):
@@ -651,76 +683,7 @@ def _merge_exchange_id(order: LedgerOrder, exchange_order_id: str | None) -> str
 
 
 def _canonical_int(text: str, key: str) -> int:
-    number = _integer_id(text)
+    number = trade_number(text)
     if number is None:
-        raise LocalStateError(f"ledger state: {key}: {text!r} is not an integer trade id")
+        raise LocalStateError(f"ledger state: seen_trades.{key}: {text!r} is not an integer trade id")
     return number
-
-
-def _checked(value: object, kind: type[_T], key: str) -> _T:
-    if not isinstance(value, kind) or (kind is int and isinstance(value, bool)):
-        raise LocalStateError(f"ledger state: {key} must be {kind.__name__}, got {value!r}")
-    return value
-
-
-def _get(state: Mapping[str, Any], key: str, kind: type[_T]) -> _T:
-    return _checked(state.get(key), kind, key)
-
-
-def _dec(state: Mapping[str, Any], key: str) -> Decimal:
-    value = _get(state, key, Decimal)
-    if not value.is_finite():
-        raise LocalStateError(f"ledger state: {key} is not finite")
-    return value
-
-
-def _opt_dec(state: Mapping[str, Any], key: str) -> Decimal | None:
-    return None if state.get(key) is None else _dec(state, key)
-
-
-def _opt_str(state: Mapping[str, Any], key: str) -> str | None:
-    return None if state.get(key) is None else _get(state, key, str)
-
-
-def _str_list(state: Mapping[str, Any], key: str) -> list[str]:
-    return [_checked(item, str, key) for item in _get(state, key, list)]
-
-
-def _order_to_state(order: LedgerOrder) -> dict[str, Any]:
-    return {
-        "client_order_id": order.client_order_id,
-        "symbol": order.symbol,
-        "side": order.side.value,
-        "type": order.type.value,
-        "amount": order.amount,
-        "price": order.price,
-        "filled": order.filled,
-        "state": order.state.value,
-        "exchange_order_id": order.exchange_order_id,
-        "created_ms": order.created_ms,
-        "updated_ms": order.updated_ms,
-        "tag": order.tag,
-    }
-
-
-def _order_from_state(raw: object) -> LedgerOrder:
-    state = _checked(raw, dict, "orders")
-    try:
-        side, type_ = Side(_get(state, "side", str)), OrderType(_get(state, "type", str))
-        order_state = OrderState(_get(state, "state", str))
-    except ValueError as exc:
-        raise LocalStateError(f"ledger state: order: {exc}") from None
-    return LedgerOrder(
-        client_order_id=_get(state, "client_order_id", str),
-        symbol=_get(state, "symbol", str),
-        side=side,
-        type=type_,
-        amount=_dec(state, "amount"),
-        price=_opt_dec(state, "price"),
-        filled=_dec(state, "filled"),
-        state=order_state,
-        exchange_order_id=_opt_str(state, "exchange_order_id"),
-        created_ms=_get(state, "created_ms", int),
-        updated_ms=_get(state, "updated_ms", int),
-        tag=_get(state, "tag", str),
-    )

@@ -6,15 +6,26 @@ operator sees in Grafana is exactly what the control socket says, with no second
 the trading path. The exposition format is prometheus_client's (never written by hand); the file is
 replaced atomically (``write_to_textfile``: a temporary file, then rename), so the collector never
 reads half a file. Amounts become floats here -- fine for charts, never fed back into trading.
+
+What only the running process can measure (REST latency and errors, rate-limit weight, clock offset,
+state saves, the streams) comes from the daemon's own registry (s1mpled.instruments) through the
+control socket's ``metrics`` command: its exposition is parsed back into metric families and written
+into the same file, from one registry, in one atomic replace. A daemon too old to know the command
+still gets its status-derived metrics written.
 """
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Iterator, Mapping
 from decimal import Decimal
 from typing import TYPE_CHECKING, Any
 
 from prometheus_client import CollectorRegistry, Gauge, write_to_textfile
+from prometheus_client.core import Metric
+from prometheus_client.parser import text_string_to_metric_families
+from prometheus_client.registry import Collector
+
+from s1mpled.instruments import INSTRUMENT_NAMES
 
 if TYPE_CHECKING:
     from s1mpled.config import Config
@@ -58,7 +69,7 @@ _SPECS: dict[str, tuple[str, tuple[str, ...]]] = {
         _STRATEGY,
     ),
 }
-METRIC_NAMES = frozenset(_SPECS)
+METRIC_NAMES = frozenset(_SPECS) | INSTRUMENT_NAMES
 
 
 def _num(value: Any) -> float | None:
@@ -138,10 +149,25 @@ def _dec(value: Any) -> Decimal | None:
     return d if d.is_finite() else None
 
 
-def write_textfile(path: str, doc: Mapping[str, Any], *, up: bool = True) -> None:
-    """Replace ``path`` atomically with the metrics of ``doc`` (a temporary file in the same directory,
-    then a rename: node_exporter never reads half a file)."""
-    write_to_textfile(path, registry_of(doc, up=up))
+class _Exposition(Collector):
+    """The daemon's own exposition text, parsed back into metric families (a malformed text raises
+    ValueError here, before anything is written)."""
+
+    def __init__(self, text: str) -> None:
+        self._families = list(text_string_to_metric_families(text))
+
+    def collect(self) -> Iterator[Metric]:
+        return iter(self._families)
+
+
+def write_textfile(path: str, doc: Mapping[str, Any], *, up: bool = True, instruments: str = "") -> None:
+    """Replace ``path`` atomically with the metrics of ``doc`` and the daemon's own ``instruments`` (its
+    exposition text): a temporary file in the same directory, then a rename, so node_exporter never reads
+    half a file."""
+    registry = registry_of(doc, up=up)
+    if up and instruments:
+        registry.register(_Exposition(instruments))
+    write_to_textfile(path, registry)
 
 
 def default_textfile(operation: str) -> str:
@@ -160,14 +186,29 @@ def export(config: Config, textfile: str | None, timeout_s: float) -> tuple[str,
     """
     import asyncio  # noqa: PLC0415 -- the command's edge; the mapping above stays pure
 
-    from s1mpled.control import request  # noqa: PLC0415
     from s1mpled.errors import ControlError  # noqa: PLC0415
 
     path = textfile or default_textfile(config.operation)
     try:
-        doc = asyncio.run(request(config.control_socket, "status", {}, timeout_s=timeout_s))
+        doc, text = asyncio.run(_ask(config, timeout_s))
     except ControlError:
         write_textfile(path, {"operation": config.operation}, up=False)
         return path, False
-    write_textfile(path, doc)
+    write_textfile(path, doc, instruments=text)
     return path, True
+
+
+async def _ask(config: Config, timeout_s: float) -> tuple[Any, str]:
+    """The daemon's status document and its instruments' exposition ("" from a daemon without the command)."""
+    from s1mpled.control import request  # noqa: PLC0415
+    from s1mpled.errors import ControlError  # noqa: PLC0415
+
+    doc = await request(config.control_socket, "status", {}, timeout_s=timeout_s)
+    try:
+        answer = await request(config.control_socket, "metrics", {}, timeout_s=timeout_s)
+    except ControlError as exc:
+        if "unknown command" not in str(exc):
+            raise
+        return doc, ""
+    text = answer.get("text") if isinstance(answer, dict) else None
+    return doc, text if isinstance(text, str) else ""

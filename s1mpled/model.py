@@ -8,10 +8,13 @@ job is to translate its wire format into these -- and to refuse (RemoteStateErro
 from __future__ import annotations
 
 import enum
-from dataclasses import dataclass
-from decimal import Decimal
+from dataclasses import dataclass, field
+from decimal import ROUND_HALF_EVEN, Context, Decimal, DivisionByZero, Inexact, InvalidOperation, Overflow
+
+from s1mpled.record import OMIT_DEFAULT
 
 __all__ = [
+    "MONEY",
     "Balance",
     "ExchangeOrder",
     "ExchangeOrderStatus",
@@ -21,8 +24,47 @@ __all__ = [
     "OrderType",
     "Side",
     "UnparsedOrder",
+    "money_context",
     "split_symbol",
+    "trade_number",
+    "trade_order",
 ]
+
+MONEY = Context(prec=100, rounding=ROUND_HALF_EVEN, traps=[InvalidOperation, DivisionByZero, Overflow])
+"""The one Decimal context of money arithmetic (ledger, paper exchange, reconciliation, feeds, simulator).
+
+100 digits: sums and products of exchange amounts (at most a few dozen digits each) are exact, so the only
+roundings are the explicit ``quantize`` calls; an invalid operation, a division by zero or an overflow
+raises instead of producing NaN or infinity.
+"""
+
+
+def money_context(*, rounding: str | None = None, exact: bool = False) -> Context:
+    """A copy of :data:`MONEY` rounding another way, or (``exact``) trapping Inexact: a result that would
+    need rounding raises instead of silently losing money."""
+    ctx = MONEY.copy()
+    if rounding is not None:
+        ctx.rounding = rounding
+    if exact:
+        ctx.traps[Inexact] = True
+    return ctx
+
+
+def trade_number(trade_id: str) -> int | None:
+    """The number of a canonical decimal trade id ("0", "17"; not "017", "-1", "T7", "\u00b2"), else None.
+
+    The one trade-id parser: Binance and the paper exchange number trades upwards per symbol, and ids are
+    compared as these integers (never as text: "10" < "9"). Other venues' ids (UUIDs) have no order.
+    """
+    if trade_id.isascii() and trade_id.isdigit() and (trade_id == "0" or trade_id[0] != "0"):
+        return int(trade_id)
+    return None
+
+
+def trade_order(trade_id: str) -> tuple[int, str]:
+    """A sort key putting numbered trade ids in numeric order, the others (unordered) first."""
+    number = trade_number(trade_id)
+    return (-1 if number is None else number), trade_id
 
 
 class Side(enum.StrEnum):
@@ -82,7 +124,8 @@ class ExchangeOrder:
     filled: Decimal
     status: ExchangeOrderStatus
     timestamp_ms: int
-    raw_status: str = ""  # the exchange's own word for the status when it is UNKNOWN
+    # the exchange's own word for the status when it is UNKNOWN (records leave it out when empty)
+    raw_status: str = field(default="", metadata=OMIT_DEFAULT)
 
 
 @dataclass(frozen=True, slots=True)

@@ -28,7 +28,6 @@ import asyncio
 import logging
 import random
 import signal
-import time
 from collections.abc import Awaitable, Callable, Coroutine
 from dataclasses import replace
 from functools import partial
@@ -38,6 +37,7 @@ from s1mpled import assembly
 from s1mpled.alerts import Alerter
 from s1mpled.assembly import BREAKER_STATE_NAME, IDENTITY_STATE_NAME, Components
 from s1mpled.bus import EventBus
+from s1mpled.clock import ClockMs, wall_ms
 from s1mpled.config import Config, load_config
 from s1mpled.control import ControlServer
 from s1mpled.environments.base import ExecutionEnvironment, Stream
@@ -49,9 +49,8 @@ from s1mpled.errors import (
     S1mpledError,
     StateDiskFullError,
 )
-from s1mpled.events import MarketData, OrderUpdated, TradeExecuted
+from s1mpled.instruments import Instruments, MetricsServer
 from s1mpled.logs import setup_logging
-from s1mpled.model import Fill
 from s1mpled.scheduler import MonotonicClock, Schedule, Scheduler
 from s1mpled.sd_notify import Notifier, watchdog_interval
 from s1mpled.startup import STARTUP_BACKOFF, TRY_ALLOWANCE_S, Waiting
@@ -66,10 +65,6 @@ IN_FLIGHT_TICK_S = 1.0  # how often the strategies look for orders due for an in
 T = TypeVar("T")
 
 
-def wall_ms() -> int:
-    return time.time_ns() // 1_000_000
-
-
 class _Stop(Exception):
     """Raised inside the task group to end it (a requested shutdown, not a failure)."""
 
@@ -77,7 +72,7 @@ class _Stop(Exception):
 class Operation:
     """One operation: its state directory, its environment, its strategies."""
 
-    def __init__(self, config: Config, *, clock_ms: Callable[[], int] = wall_ms, notifier: Notifier | None = None):
+    def __init__(self, config: Config, *, clock_ms: ClockMs = wall_ms, notifier: Notifier | None = None):
         self.config = config
         self.phase = "starting"
         self.started_ms = clock_ms()
@@ -85,6 +80,7 @@ class Operation:
         self.notifier = notifier or Notifier()
         self.bus = EventBus()
         self.alerter = Alerter(config.alerts.apprise_urls)
+        self.instruments = Instruments(config.operation)  # what only this process measures (s1mpled.instruments)
         self.components: Components | None = None
         self._stop = asyncio.Event()
         self._reload = asyncio.Event()
@@ -122,7 +118,7 @@ class Operation:
 
     async def _started(self, state_dir: StateDirectory) -> ExecutionEnvironment:
         """A started environment (live: markets loaded, the API key proven, else ConfigError)."""
-        env = assembly.environment(self.config, state_dir, self.bus.publish, self._clock_ms)
+        env = assembly.environment(self.config, state_dir, self.bus.publish, self._clock_ms, self.instruments)
         try:
             await env.start()
         except BaseException:
@@ -191,18 +187,8 @@ class Operation:
             return False
         return True
 
-    # -- streams (the DataSource and the private user stream) --
-
-    async def _pump_market(self, c: Components) -> None:
-        symbols = tuple(sorted({w.symbol for w in c.workers}))
-        async for tick in c.env.market_data(symbols):
-            await self.bus.publish(MarketData(tick))
-        raise LocalStateError("the market data stream ended")  # it never should: crash and recover
-
-    async def _pump_user_stream(self, c: Components) -> None:
-        async for item in c.env.start_user_data_stream():
-            await self.bus.publish(TradeExecuted(item) if isinstance(item, Fill) else OrderUpdated(item))
-        raise LocalStateError("the user data stream ended")
+    # -- streams (the DataSource and the private user stream): the environment publishes what they carry on the
+    # bus it was built with (its one road out, s1mpled.environments.base); the operation owns their tasks --
 
     @staticmethod
     async def _guarded(name: str, work: Awaitable[None]) -> None:
@@ -276,7 +262,8 @@ class Operation:
         else:
             setup_logging(new.log_level, operation=new.operation)
             self.alerter.urls = new.alerts.apprise_urls
-            for field in ("mode", "state_dir", "strategies", "paper", "live", "schedule", "control_socket", "startup"):
+            restart = ("mode", "state_dir", "strategies", "paper", "live", "schedule", "control_socket", "startup")
+            for field in (*restart, "metrics"):
                 if getattr(new, field) != getattr(self.config, field):
                     log.warning("reload: %s changed; it takes effect after a restart", field, extra={"EVENT": "RELOAD"})
             log.info("configuration reloaded (log level, alert URLs)", extra={"EVENT": "RELOAD"})
@@ -322,6 +309,8 @@ class Operation:
         if self.config.state_dir_is_default:  # ~/.local/state may not exist yet on a fresh machine
             self.config.state_dir.parent.mkdir(mode=0o700, parents=True, exist_ok=True)
         with StateDirectory.open(self.config.state_dir) as state_dir:
+            state_dir.on_saved = self.instruments.state_saved
+            http = self._serve_metrics()
             try:
                 async with asyncio.TaskGroup() as tg:
                     tg.create_task(self._signals())
@@ -332,7 +321,7 @@ class Operation:
                     if c is None:  # stopped while the exchange was unreachable: nothing was built
                         raise _Stop
                     self.components = c
-                    assembly.wire(self.bus, c)
+                    assembly.wire(self.bus, c, self.instruments)
                     tg.create_task(self.bus.run())
                     if not await self._subscribe_and_reconcile(tg, c):
                         await self._shutdown(c)  # a stop came while a stream was still unconfirmed
@@ -354,16 +343,37 @@ class Operation:
                     raise _Stop
             except* _Stop:
                 pass
+            finally:
+                if http is not None:
+                    http.stop()  # the port is free again before the process says it stopped
         log.info("stopped", extra={"EVENT": "SHUTDOWN"})
+
+    def _serve_metrics(self) -> MetricsServer | None:
+        """The optional metrics HTTP endpoint (``metrics.listen``), serving from now on, in every phase. A port
+        that cannot be bound is logged: metrics never stop trading (and Prometheus reports the target down)."""
+        if self.config.metrics.listen is None:
+            return None
+        host, port = self.config.metrics.listen
+        server = MetricsServer(self.instruments, host, port)
+        try:
+            server.start()
+        except OSError as exc:
+            log.error(
+                "metrics: cannot listen on %s:%d (%s); they are still written by `s1mpled metrics`", host, port, exc,
+                extra={"EVENT": "METRICS_HTTP"},
+            )  # fmt: skip
+            return None
+        return server
 
     async def _subscribe_and_reconcile(self, tg: asyncio.TaskGroup, c: Components) -> bool:
         """The private stream first, confirmed; then B, which catches up what it could not deliver before;
         then market data, confirmed. False if a stop was requested while waiting."""
         try:
-            self._pumps.append(tg.create_task(self._guarded("user stream", self._pump_user_stream(c))))
+            self._pumps.append(tg.create_task(self._guarded("user stream", c.env.run_user_stream())))
             if not await self._confirmed(c.env, "user") or not await self._step_b(c):
                 return False
-            self._pumps.append(tg.create_task(self._guarded("market data", self._pump_market(c))))
+            symbols = tuple(sorted({w.symbol for w in c.workers}))
+            self._pumps.append(tg.create_task(self._guarded("market data", c.env.run_market_data(symbols))))
             return await self._confirmed(c.env, "market")
         except BaseException:
             await self._close_streams(c)  # release connections before the failure propagates

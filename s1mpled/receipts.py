@@ -5,6 +5,10 @@ A receipt lets an operator (status --json, the metrics) tell "reconciled, nothin
 the hash covers the venue view in a canonical order (orders by client id, trades by symbol and id,
 balances by asset, every amount as its exact Decimal text), so it is the same for the same view
 whatever order the exchange listed things in. Pure: no clock (the pass's time is passed in), no I/O.
+
+Receipts are persisted (the ReconciliationMonitor's ReceiptLog, a state file of their own) in the
+shape ``status --json`` shows, and read back with :meth:`Receipt.from_doc`, which refuses anything
+that is not exactly that shape (ValueError naming the key).
 """
 
 from __future__ import annotations
@@ -16,7 +20,7 @@ from typing import Any
 
 from s1mpled.reconciliation import Report, VenueSnapshot
 
-__all__ = ["KEEP", "Receipt", "receipt_of", "venue_hash"]
+__all__ = ["KEEP", "Receipt", "receipt_of", "receipts_doc", "venue_hash"]
 
 KEEP = 50  # receipts a monitor keeps (the newest): about four hours of five-minute passes
 
@@ -59,6 +63,46 @@ class Receipt:
             "unsettled": self.unsettled,
             "venue_sha256": self.venue_sha256,
         }
+
+    @classmethod
+    def from_doc(cls, doc: Mapping[str, Any]) -> Receipt:
+        """The receipt ``to_doc`` made (read back from its state file); ValueError("key: why") otherwise."""
+        compared = doc.get("compared")
+        if not isinstance(compared, Mapping):
+            raise ValueError("compared: not a mapping")
+        corrections = doc.get("corrections")
+        if not isinstance(corrections, list) or not all(isinstance(c, str) for c in corrections):
+            raise ValueError("corrections: not a list of strings")
+        consistent = doc.get("consistent")
+        if not isinstance(consistent, bool):
+            raise ValueError("consistent: not a boolean")
+        counts = {k: _count(compared, k) for k in ("strategies", "open_orders", "probed", "trades", "balances")}
+        return cls(
+            trigger=_text(doc, "trigger"),
+            at_ms=_count(doc, "at_ms"),
+            **counts,
+            unreadable=_count(compared, "unreadable"),
+            consistent=consistent,
+            corrections=tuple(corrections),
+            deferred_cuts=_count(doc, "deferred_cuts"),
+            external_orders=_count(doc, "external_orders"),
+            unsettled=_count(doc, "unsettled"),
+            venue_sha256=_text(doc, "venue_sha256"),
+        )
+
+
+def _count(doc: Mapping[str, Any], key: str) -> int:
+    value = doc.get(key)
+    if not isinstance(value, int) or isinstance(value, bool) or value < 0:
+        raise ValueError(f"{key}: not a count ({value!r})")
+    return value
+
+
+def _text(doc: Mapping[str, Any], key: str) -> str:
+    value = doc.get(key)
+    if not isinstance(value, str):
+        raise ValueError(f"{key}: not a string ({value!r})")
+    return value
 
 
 def _lines(venue: VenueSnapshot) -> Iterable[str]:

@@ -40,13 +40,14 @@ from __future__ import annotations
 from collections import defaultdict
 from collections.abc import Iterable, Mapping, Sequence, Set
 from dataclasses import dataclass, field, replace
-from decimal import Context, Decimal, localcontext
+from decimal import Decimal, localcontext
 from typing import Protocol
 
 from s1mpled.errors import LocalStateError
 from s1mpled.ledger import LedgerOrder, LedgerSnapshot, StrategyLedger
-from s1mpled.model import Balance, ExchangeOrder, ExchangeOrderStatus, Fill, Side, UnparsedOrder
+from s1mpled.model import MONEY, Balance, ExchangeOrder, ExchangeOrderStatus, Fill, Side, UnparsedOrder, trade_order
 from s1mpled.orders import OrderState, is_terminal, parse_client_order_id, progress, state_for_status
+from s1mpled.ownership import OwnershipTable
 
 __all__ = [
     "CONFIRM_AFTER_MS",
@@ -72,6 +73,7 @@ __all__ = [
     "orders_to_probe",
     "reconcile",
     "symbols_to_read",
+    "total_claims",
     "trade_cursors",
     "with_applied",
 ]
@@ -204,25 +206,15 @@ class Report:
 
 
 class _Owners:
-    """Which strategy a client order id belongs to, and whether it carries the current epoch.
-
-    One dict lookup per prefix length (two lengths exist), built once per pass.
-    """
+    """Which strategy a client order id belongs to, and whether it carries the current epoch: the daemon's one
+    :class:`~s1mpled.ownership.OwnershipTable` (the stream's fills are routed by it too), built once per pass."""
 
     def __init__(self, facts: Iterable[LedgerFacts]) -> None:
-        by_length: dict[int, dict[str, tuple[str, bool]]] = defaultdict(dict)
-        for f in facts:
-            by_length[len(f.prefix)][f.prefix] = (f.snapshot.strategy, True)
-            for old in f.old_prefixes:
-                by_length[len(old)][old] = (f.snapshot.strategy, False)
-        self._table = sorted(by_length.items())
+        self._table = OwnershipTable((f.snapshot.strategy, f.prefix, f.old_prefixes) for f in facts)
 
     def lookup(self, cid: str) -> tuple[str, bool]:
-        for length, owners in self._table:
-            found = owners.get(cid[:length])
-            if found is not None:
-                return found
-        return _FOREIGN, False
+        found = self._table.claim(cid)
+        return (_FOREIGN, False) if found is None else (found.strategy, found.current)
 
     def __call__(self, cid: str) -> str:
         return self.lookup(cid)[0]
@@ -230,8 +222,7 @@ class _Owners:
 
 def _trade_key(fill: Fill) -> tuple[str, int, str]:
     """Trades in the exchange's order: per symbol, by integer id (ids are compared as numbers)."""
-    tid = fill.trade_id
-    return fill.symbol, int(tid) if tid.isascii() and tid.isdigit() else -1, tid
+    return fill.symbol, *trade_order(fill.trade_id)
 
 
 def _is_intruder(cid: str, fact: LedgerFacts, listed: bool) -> bool:
@@ -411,14 +402,25 @@ def _flows(fill: Fill, base: str, quote: str) -> dict[str, Decimal]:
     return out
 
 
-_WIDE = Context(prec=60)  # like the ledger: sums of exchange amounts stay exact
-
-
 def _balance_corrections(
     facts: Mapping[str, LedgerFacts], venue: VenueSnapshot, fills: Sequence[ApplyFill]
 ) -> tuple[list[Cut], dict[str, Decimal]]:
-    with localcontext(_WIDE):
+    with localcontext(MONEY):  # like the ledger: sums of exchange amounts stay exact
         return _balance_corrections_exact(facts, venue, fills)
+
+
+def total_claims(snapshots: Iterable[LedgerSnapshot]) -> dict[str, Decimal]:
+    """Per asset, what the strategies claim together: holdings, capital, minus fee debts (exact sums).
+
+    What the balance check holds against the account (before missed fills); the harnesses that compare
+    books with an exchange use the same sum, so they check what reconciliation means by "claims".
+    """
+    totals: dict[str, Decimal] = {}
+    with localcontext(MONEY):
+        for snap in snapshots:
+            for asset, amount in snap.claims().items():
+                totals[asset] = totals.get(asset, _ZERO) + amount
+    return totals
 
 
 def _claims(facts: Mapping[str, LedgerFacts], fills: Sequence[ApplyFill]) -> dict[str, dict[str, Decimal]]:

@@ -6,7 +6,8 @@ comparison), pulls one view of the exchange (open orders, balances before and af
 of the symbols that need it, probes by client id), runs :func:`~s1mpled.reconciliation.reconcile` and
 :func:`~s1mpled.reconciliation.confirm_cuts`, hands each worker its corrections and lets the workers persist
 and notify their strategies. A current-epoch order no ledger explains fences the circuit breaker. See
-:mod:`s1mpled.reconciliation` for the rules.
+:mod:`s1mpled.reconciliation` for the rules. Each pass leaves a receipt (:mod:`s1mpled.receipts`); the
+newest :data:`~s1mpled.receipts.KEEP` are persisted by the :class:`ReceiptLog`.
 """
 
 from __future__ import annotations
@@ -16,13 +17,22 @@ import contextlib
 import logging
 from collections import defaultdict, deque
 from collections.abc import Awaitable, Callable, Iterable, Mapping, Sequence
-from typing import Protocol
+from datetime import UTC, datetime
+from typing import Any, Protocol
 
+from s1mpled.clock import ClockMs
 from s1mpled.environments.base import ExecutionEnvironment
-from s1mpled.errors import ExchangeError, RemoteStateError
-from s1mpled.events import ConnectionRestored, Event, ReconciliationCompleted, ScheduledEvent
+from s1mpled.errors import (
+    ExchangeError,
+    LocalStateError,
+    RemoteStateError,
+    StateCorruptError,
+    StateError,
+    StateFsyncError,
+)
+from s1mpled.events import ConnectionRestored, Publish, ReconciliationCompleted, ScheduledEvent
 from s1mpled.ledger import StrategyLedger
-from s1mpled.model import Balance, ExchangeOrder, Fill, UnparsedOrder
+from s1mpled.model import Balance, ExchangeOrder, Fill, UnparsedOrder, trade_number
 from s1mpled.receipts import KEEP, Receipt, receipt_of
 from s1mpled.reconciliation import (
     CONFIRM_AFTER_MS,
@@ -41,9 +51,12 @@ from s1mpled.reconciliation import (
     trade_cursors,
     with_applied,
 )
+from s1mpled.state import protocol
+from s1mpled.state.plugin import StatefulPlugin
+from s1mpled.state.store import StateFile
 from s1mpled.workers import MonitorWorker, Subscription
 
-__all__ = ["HISTORY_LAG_MS", "SWEEP_EVERY", "ReconciledWorker", "ReconciliationMonitor"]
+__all__ = ["HISTORY_LAG_MS", "SWEEP_EVERY", "ReceiptLog", "ReconciledWorker", "ReconciliationMonitor"]
 
 log = logging.getLogger("s1mpled.reconciliation")  # the name the journal and log filters know it by
 
@@ -73,6 +86,90 @@ def _split(
     return orders, tuple(o for o in listing if isinstance(o, UnparsedOrder))
 
 
+class ReceiptLog(StatefulPlugin):
+    """The newest KEEP receipts, persisted in a state file of their own so that status --json shows them
+    across a restart.
+
+    Receipts are an audit view, not trading state: nothing decides on them. So, unlike a ledger, a
+    receipts file that cannot be used never stops the daemon: it is logged once, set aside as
+    ``NAME.corrupt-<time>`` (nothing is deleted) and the log starts empty; a file that must not be
+    touched at all (a symbolic link, another user's) is left alone and receipts stay in memory for this
+    run. They are saved after each pass, once the ledgers' locks are released (never on the fill path);
+    a failed save is logged and costs only the audit trail.
+    """
+
+    def __init__(self, state_file: StateFile, clock_ms: ClockMs) -> None:
+        super().__init__(state_file)
+        self._clock_ms = clock_ms
+        self.receipts: deque[Receipt] = deque(maxlen=KEEP)
+        self._usable = False  # loaded (or set aside and started afresh): saving cannot overwrite unread history
+        self._save_failed = False
+
+    def state_snapshot(self) -> dict[str, Any]:
+        return {"receipts": [r.to_doc() for r in self.receipts]}  # oldest first
+
+    def restore_state(self, state: dict[str, Any]) -> None:
+        docs = state["receipts"]
+        if not isinstance(docs, list):
+            raise ValueError("receipts: not a list")
+        loaded = [Receipt.from_doc(d) for d in docs]
+        self.receipts.clear()
+        self.receipts.extend(loaded)
+
+    def recover(self) -> None:
+        """Recovery step A for the receipts: load them, or log why not and start with none."""
+        try:
+            result = self.state_file.load()
+        except StateCorruptError as exc:
+            self._unusable(f"{exc}; it is set aside and receipts start empty")
+            self._set_aside()
+            return
+        except StateError as exc:  # a link, a FIFO, another user's file: never touched
+            self._unusable(f"{exc}; left as it is, receipts are kept in memory only this run")
+            return
+        self._usable = True
+        if result.state is None:
+            return
+        try:
+            self.restore_state(result.state)
+        except (ValueError, LookupError, TypeError) as exc:
+            self._unusable(f"{self.state_file.path}: {exc}; it is set aside and receipts start empty")
+            self._set_aside()
+
+    def _unusable(self, why: str) -> None:
+        log.error("reconciliation receipts not restored: %s (trading is not affected)", why,
+                  extra={"EVENT": "RECEIPTS_UNREADABLE"})  # fmt: skip
+
+    def _set_aside(self) -> None:
+        """Rename every file of the receipts aside (never deleted, kept for forensics), then start afresh."""
+        self._usable = False
+        d, name = self.state_file.directory, self.state_file.name
+        stamp = datetime.fromtimestamp(self._clock_ms() / 1000, UTC).strftime("%Y%m%dT%H%M%S.%fZ")
+        try:
+            found = [n for n in (name, f"{name}.journal", f"{name}.prev") if d.exists(n)]
+            d.apply([protocol.RenameFile(n, f"{n}.corrupt-{stamp}") for n in found])
+            d.sync()
+            self.load_state()  # now a fresh start
+        except StateError as exc:
+            log.error("could not set the receipts file aside: %s; receipts are kept in memory only", exc)
+            return
+        self._usable = True
+
+    async def save(self) -> None:
+        """Persist the receipts (after a pass). A failed fsync is raised (fail-stop, as for every state);
+        any other failure is logged once and the receipts stay in memory."""
+        if not self._usable:
+            return
+        try:
+            await self.save_state()
+        except StateFsyncError:
+            raise
+        except (StateError, LocalStateError) as exc:
+            if not self._save_failed:
+                log.error("could not save the reconciliation receipts: %s", exc, extra={"EVENT": "RECEIPTS_UNSAVED"})
+            self._save_failed = True
+
+
 class ReconciliationMonitor(MonitorWorker):
     """Pulls the exchange's truth and force-corrects the ledgers (at startup, on schedule, after reconnects)."""
 
@@ -82,11 +179,12 @@ class ReconciliationMonitor(MonitorWorker):
         self,
         env: ExecutionEnvironment,
         workers: Sequence[ReconciledWorker],
-        publish: Callable[[Event], Awaitable[None]],
-        clock_ms: Callable[[], int],
+        publish: Publish,
+        clock_ms: ClockMs,
         schedule_event: str,
         *,
         fence: Callable[[str], Awaitable[None]] | None = None,
+        receipts: ReceiptLog | None = None,
     ) -> None:
         self._env, self._workers, self._publish, self._clock_ms = env, workers, publish, clock_ms
         self._event = schedule_event
@@ -105,7 +203,9 @@ class ReconciliationMonitor(MonitorWorker):
         self.last_at_ms: int | None = None
         self.last_trigger: str | None = None
         self.passes = 0
-        self.receipts: deque[Receipt] = deque(maxlen=KEEP)  # the newest passes' receipts (status, metrics)
+        self._receipt_log = receipts  # None: receipts are kept in memory only
+        # the newest passes' receipts (status, metrics), restored at step A when they are persisted
+        self.receipts: deque[Receipt] = deque(maxlen=KEEP) if receipts is None else receipts.receipts
 
     def subscriptions(self) -> Sequence[Subscription]:
         return [Subscription(ScheduledEvent, self._on_schedule), Subscription(ConnectionRestored, self._on_reconnect)]
@@ -203,6 +303,8 @@ class ReconciliationMonitor(MonitorWorker):
         if report.intruders and self._fence is not None:
             await self._fence(_intrusion(report.intruders))
         await self._publish(ReconciliationCompleted(trigger, len(report.corrections), self.last_at_ms or 0))
+        if self._receipt_log is not None:
+            await self._receipt_log.save()  # last: the locks are free, the fence and the event are out
         return report
 
     async def startup(self, *, confirm_after_s: float = CONFIRM_AFTER_MS / 1000) -> Report:
@@ -239,7 +341,8 @@ class ReconciliationMonitor(MonitorWorker):
         for c in report.corrections:
             by_strategy[c.strategy].append(c)
         for w in self._workers:
-            ids = [int(t.trade_id) for t in venue.trades if t.symbol == w.symbol and t.trade_id.isdigit()]
+            numbers = (trade_number(t.trade_id) for t in venue.trades if t.symbol == w.symbol)
+            ids = [n for n in numbers if n is not None]
             cursor = str(max(ids)) if ids else None
             if w.apply_corrections(by_strategy.get(w.name, []), now, cursor):
                 await w.persist("reconciliation")

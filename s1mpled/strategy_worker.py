@@ -28,12 +28,13 @@ from __future__ import annotations
 import asyncio
 import logging
 import secrets
-from collections.abc import Awaitable, Callable, Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from decimal import Decimal
 from typing import Any
 
 from s1mpled.circuit_breaker import EXIT_TAG, ExitProgress, exit_failure
+from s1mpled.clock import ClockMs
 from s1mpled.environments.base import ExecutionEnvironment
 from s1mpled.errors import (
     ConfigError,
@@ -44,12 +45,12 @@ from s1mpled.errors import (
     StateDiskFullError,
 )
 from s1mpled.events import (
-    Event,
     ExecuteEmergencyExit,
     HaltNewSignals,
     LedgerStateChanged,
     MarketData,
     OrderUpdated,
+    Publish,
     ResumeSignals,
     ScheduledEvent,
     TradeExecuted,
@@ -79,7 +80,6 @@ log = logging.getLogger("s1mpled.strategy_worker")
 _UNRESOLVED = (OrderState.PENDING, OrderState.UNRESOLVED)
 STATE_FORMAT = 1
 
-Publish = Callable[[Event], Awaitable[None]]
 Decision = Callable[[StrategyView], list[Signal]]
 
 
@@ -104,7 +104,7 @@ class StrategyWorker(ExecutionWorker, StatefulPlugin):
         state_file: StateFile,
         prefix: str,
         publish: Publish,
-        clock_ms: Callable[[], int],
+        clock_ms: ClockMs,
         new_epoch: Callable[[], str] = lambda: secrets.token_hex(3),
     ) -> None:
         StatefulPlugin.__init__(self, state_file)
@@ -138,6 +138,8 @@ class StrategyWorker(ExecutionWorker, StatefulPlugin):
         return tuple(self._prefix_of(e) for e in self.ledger.epochs[:-1])
 
     def owns(self, client_order_id: str) -> bool:
+        """The id carries one of our epochs' prefixes. The bus routes fills and order updates by the same rule
+        (s1mpled.ownership); the handlers check it too, for a caller that drives them directly."""
         return any(client_order_id.startswith(self._prefix_of(e)) for e in self.ledger.epochs)
 
     # -- persistence --
@@ -217,8 +219,8 @@ class StrategyWorker(ExecutionWorker, StatefulPlugin):
     def subscriptions(self) -> Sequence[Subscription]:
         return [
             Subscription(MarketData, self.on_market),
-            Subscription(TradeExecuted, self.on_trade),
-            Subscription(OrderUpdated, self.on_order),
+            Subscription(TradeExecuted, self.on_trade, owned=True),  # routed by the ownership table: ours only
+            Subscription(OrderUpdated, self.on_order, owned=True),
             Subscription(ScheduledEvent, self.on_schedule),
             Subscription(HaltNewSignals, self.on_halt),
             Subscription(ResumeSignals, self.on_resume),

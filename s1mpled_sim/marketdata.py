@@ -9,17 +9,16 @@ times come in as ``now_ms``.
 from __future__ import annotations
 
 from dataclasses import dataclass
-from decimal import ROUND_HALF_EVEN, Context
 from decimal import Decimal as D
 from typing import Any
 
+from s1mpled.model import MONEY
 from s1mpled_sim.config import SimMarket
 from s1mpled_sim.wire import fmt
 
 __all__ = ["STREAM_KINDS", "MarketStats", "exchange_info", "symbol_info"]
 
 STREAM_KINDS = ("trade", "aggTrade", "ticker", "miniTicker", "bookTicker")
-_WIDE = Context(prec=100, rounding=ROUND_HALF_EVEN)
 _PERCENT = D("0.001")
 
 
@@ -108,8 +107,8 @@ class MarketStats:
         qty = self.market.liquidity
         self.last, self.last_qty = price, qty
         self.high, self.low = max(self.high, price), min(self.low, price)
-        self.volume = _WIDE.add(self.volume, qty)
-        self.quote_volume = _WIDE.add(self.quote_volume, _WIDE.multiply(price, qty))
+        self.volume = MONEY.add(self.volume, qty)
+        self.quote_volume = MONEY.add(self.quote_volume, MONEY.multiply(price, qty))
         self.count += 1
         self.last_trade_id += 1
         self.first_trade_id = self.first_trade_id or self.last_trade_id
@@ -139,14 +138,14 @@ class MarketStats:
         ]
 
     def _change(self) -> tuple[D, D]:
-        change = _WIDE.subtract(self.last, self.open_price)
-        percent = _WIDE.multiply(_WIDE.divide(change, self.open_price), 100).quantize(_PERCENT, context=_WIDE)
+        change = MONEY.subtract(self.last, self.open_price)
+        percent = MONEY.multiply(MONEY.divide(change, self.open_price), 100).quantize(_PERCENT, context=MONEY)
         return change, percent
 
     def _average(self) -> D:
         if not self.volume:
             return self.last
-        return _WIDE.divide(self.quote_volume, self.volume).quantize(self.market.price_step, context=_WIDE)
+        return MONEY.divide(self.quote_volume, self.volume).quantize(self.market.price_step, context=MONEY)
 
     def ticker_event(self, now_ms: int) -> dict[str, Any]:
         """A ``24hrTicker`` stream event."""

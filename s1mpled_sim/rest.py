@@ -10,6 +10,11 @@ to the server right after the request was handled (before its answer is sent).
 Endpoints: GET ping, time, exchangeInfo, ticker/price, ticker/24hr, ticker/bookTicker (public);
 GET account, POST order, GET order, DELETE order, GET openOrders, DELETE openOrders, GET myTrades
 (signed, ``X-MBX-APIKEY``).
+
+Every ``/api`` answer carries ``X-MBX-USED-WEIGHT-1M`` as Binance's does: the request weight used in
+the current minute of the server's clock (a fixed window), each request counted on arrival with
+Binance's weight for it (:func:`request_weight`), refused and faulted ones too. ``GET
+/__admin/weight`` says what the last delivered answer carried (``last_sent``) and the count now.
 """
 
 from __future__ import annotations
@@ -26,6 +31,7 @@ from typing import Any
 
 from aiohttp import web
 
+from s1mpled.clock import ClockMs
 from s1mpled_sim.auth import BinanceError, Credentials, parse_params, verify_rest
 from s1mpled_sim.faults import FaultPlan, FaultSpec, HttpDecision
 from s1mpled_sim.venue import Venue
@@ -55,6 +61,36 @@ def abort_connection(request: web.Request, rst: bool) -> None:
     transport.abort()
 
 
+# Binance spot's documented request weights (the default, for what is not listed, is 1).
+_WEIGHTS: dict[tuple[str, str], int] = {
+    ("GET", "/api/v3/exchangeInfo"): 20,
+    ("GET", "/api/v3/account"): 20,
+    ("GET", "/api/v3/order"): 4,
+    ("GET", "/api/v3/myTrades"): 20,
+}
+_ALL_SYMBOLS: dict[tuple[str, str], int] = {  # without ``symbol`` (with one: the second table)
+    ("GET", "/api/v3/openOrders"): 80,
+    ("GET", "/api/v3/ticker/price"): 4,
+    ("GET", "/api/v3/ticker/24hr"): 80,
+    ("GET", "/api/v3/ticker/bookTicker"): 4,
+}
+_ONE_SYMBOL: dict[tuple[str, str], int] = {
+    ("GET", "/api/v3/openOrders"): 6,
+    ("GET", "/api/v3/ticker/price"): 2,
+    ("GET", "/api/v3/ticker/24hr"): 2,
+    ("GET", "/api/v3/ticker/bookTicker"): 2,
+}
+WEIGHT_HEADER = "X-MBX-USED-WEIGHT-1M"
+
+
+def request_weight(method: str, path: str, query: Mapping[str, str]) -> int:
+    """What Binance charges for one request (``symbols`` counts as all symbols here: an upper bound)."""
+    key = (method, path)
+    if key in _ALL_SYMBOLS:
+        return _ONE_SYMBOL[key] if "symbol" in query else _ALL_SYMBOLS[key]
+    return _WEIGHTS.get(key, 1)
+
+
 def _json(data: object, status: int = 200) -> web.Response:
     return web.Response(text=json.dumps(data), status=status, content_type="application/json")
 
@@ -69,8 +105,8 @@ class RestApi:
         creds: Credentials,
         *,
         push_user: Callable[[list[dict[str, Any]]], None],
-        now_ms: Callable[[], int],
-        wall_ms: Callable[[], int],
+        now_ms: ClockMs,
+        wall_ms: ClockMs,
         between: Callable[[FaultSpec], None] = lambda spec: None,
     ) -> None:
         self._venue, self._faults, self._creds = venue, faults, creds
@@ -83,6 +119,8 @@ class RestApi:
             ("DELETE", "/api/v3/openOrders"): venue.cancel_all,
         }
         self._late_tasks: set[asyncio.Task[None]] = set()
+        self._weight_minute, self._weight_used = -1, 0  # the current minute (server clock) and its weight
+        self.last_sent_weight: int | None = None  # X-MBX-USED-WEIGHT-1M of the last answer delivered
         # What became of each late execution, in order (GET /__admin/state ``late``): a test asserts on
         # the exchange's own record instead of guessing from the daemon's side.
         self.late: list[dict[str, Any]] = []
@@ -127,7 +165,27 @@ class RestApi:
             web.get("/api/v3/openOrders", signed(lambda p, now: venue.open_orders(p))),
             web.delete("/api/v3/openOrders", signed(self._with_events(venue.cancel_all))),
             web.get("/api/v3/myTrades", signed(lambda p, now: venue.my_trades(p))),
+            web.get("/__admin/weight", self._admin_weight),
         ]
+
+    async def _admin_weight(self, request: web.Request) -> web.Response:
+        return _json({"last_sent": self.last_sent_weight, "used_1m": self._used_weight(self._now_ms())})
+
+    def _used_weight(self, now_ms: int, add: int = 0) -> int:
+        """The weight used in the minute of ``now_ms`` (after adding ``add``): a window per clock minute."""
+        minute = now_ms // 60_000
+        if minute != self._weight_minute:
+            self._weight_minute, self._weight_used = minute, 0
+        self._weight_used += add
+        return self._weight_used
+
+    def _stamp(self, response: web.StreamResponse, decision: HttpDecision) -> None:
+        """Put the minute's used weight on an answer that reaches the client (as Binance does)."""
+        if decision.before == "reset" or decision.after == "lost" or response.prepared:
+            return
+        used = self._used_weight(self._now_ms())
+        response.headers[WEIGHT_HEADER] = str(used)
+        self.last_sent_weight = used
 
     def _with_events(
         self, command: Callable[[Mapping[str, str], int], tuple[Any, list[dict[str, Any]]]]
@@ -171,6 +229,7 @@ class RestApi:
         if not request.path.startswith("/api/"):
             return await handler(request)
         self.requests[request.method, request.path] += 1
+        self._used_weight(self._now_ms(), request_weight(request.method, request.path, request.rel_url.query))
         body = await request.read() if request.can_read_body else b""  # read now: a delayed request runs anyway
         decision = self._faults.http(request.method, request.path, self._wall_ms(), _fields(request, body))
         if decision.delay_ms:
@@ -178,6 +237,7 @@ class RestApi:
         response = await self._respond(request, handler, decision)
         for spec in self._faults.answered(request.method, request.path, self._wall_ms()):
             self._between(spec)
+        self._stamp(response, decision)
         return response
 
     async def _respond(self, request: web.Request, handler: Handler, decision: HttpDecision) -> web.StreamResponse:

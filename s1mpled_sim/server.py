@@ -48,7 +48,6 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
-import time
 from collections import Counter
 from collections.abc import Callable
 from decimal import Decimal, InvalidOperation
@@ -57,6 +56,7 @@ from typing import Any
 
 from aiohttp import web
 
+from s1mpled.clock import wall_ms
 from s1mpled_sim.auth import Credentials
 from s1mpled_sim.config import SimConfig
 from s1mpled_sim.faults import FaultPlan, FaultSpec, parse_fault
@@ -67,10 +67,6 @@ from s1mpled_sim.ws import StreamHub
 __all__ = ["ExchangeSimulator"]
 
 log = logging.getLogger("s1mpled_sim")
-
-
-def wall_ms() -> int:
-    return time.time_ns() // 1_000_000
 
 
 class ExchangeSimulator:

@@ -20,14 +20,14 @@ import json
 import re
 from collections.abc import Mapping
 from dataclasses import dataclass, field, replace
-from decimal import ROUND_DOWN, Context, InvalidOperation
+from decimal import ROUND_DOWN, InvalidOperation
 from decimal import Decimal as D
 from typing import Any
 
 from s1mpled.environments.feeds import SyntheticFeed
 from s1mpled.environments.paper_exchange import MarketSpec, SimulatedExchange
 from s1mpled.errors import ExchangeRejected
-from s1mpled.model import ExchangeOrder, ExchangeOrderStatus, Fill, OrderRequest, OrderType, Side
+from s1mpled.model import MONEY, ExchangeOrder, ExchangeOrderStatus, Fill, OrderRequest, OrderType, Side, trade_order
 from s1mpled_sim.auth import BinanceError, mandatory
 from s1mpled_sim.config import SimConfig, SimMarket
 from s1mpled_sim.marketdata import MarketStats, exchange_info
@@ -48,7 +48,6 @@ from s1mpled_sim.wire import (
 __all__ = ["PriceUpdate", "Venue"]
 
 Json = dict[str, Any]
-_WIDE = Context(prec=100)
 _NUMBER = re.compile(r"[0-9]{1,20}(\.[0-9]{1,20})?")
 _CLIENT_ID = re.compile(r"[.A-Z:/a-z0-9_-]{1,36}")
 _INSUFFICIENT = "Account has insufficient balance for requested action."
@@ -278,14 +277,14 @@ class Venue:
             return quantity
         assert quote_qty is not None
         last = self.exchange.last_price(market.symbol) or market.start_price
-        units = _WIDE.divide(quote_qty, _WIDE.multiply(last, market.amount_step)).to_integral_value(ROUND_DOWN)
-        return _WIDE.multiply(units, market.amount_step)
+        units = MONEY.divide(quote_qty, MONEY.multiply(last, market.amount_step)).to_integral_value(ROUND_DOWN)
+        return MONEY.multiply(units, market.amount_step)
 
     @staticmethod
     def _check_filters(market: SimMarket, amount: D, price: D | None) -> None:
-        if price is not None and (price <= 0 or _WIDE.remainder(price, market.price_step) != 0):
+        if price is not None and (price <= 0 or MONEY.remainder(price, market.price_step) != 0):
             raise BinanceError(-1013, "Filter failure: PRICE_FILTER")
-        if amount < market.amount_step or _WIDE.remainder(amount, market.amount_step) != 0:
+        if amount < market.amount_step or MONEY.remainder(amount, market.amount_step) != 0:
             raise BinanceError(-1013, "Filter failure: LOT_SIZE")
 
     def _place_answer(self, order: ExchangeOrder, fills: list[Fill], resp_type: str, now_ms: int) -> Json:
@@ -395,7 +394,7 @@ class Venue:
             f
             for f in self.exchange.trades(market.symbol)
             if (order_id is None or int(f.exchange_order_id) == order_id)
-            and (from_id is None or int(f.trade_id) >= from_id)
+            and (from_id is None or trade_order(f.trade_id)[0] >= from_id)
             and (start is None or f.timestamp_ms >= start)
             and (end is None or f.timestamp_ms <= end)
         ]
@@ -449,7 +448,7 @@ class Venue:
         market = self._markets.get(symbol)
         if market is None:
             raise ValueError(f"unknown symbol {symbol!r}")
-        if price <= 0 or _WIDE.remainder(price, market.price_step) != 0:
+        if price <= 0 or MONEY.remainder(price, market.price_step) != 0:
             raise ValueError(f"{symbol}: price {price} is not a positive multiple of {market.price_step}")
         stats = self._stats[symbol]
         down = price < stats.last
@@ -471,13 +470,13 @@ class Venue:
         for fill in fills:
             self._maker[fill.trade_id] = maker
             extra = self._extra[fill.client_order_id]
-            quote = _WIDE.add(extra.quote_qty, _WIDE.multiply(fill.price, fill.amount))
+            quote = MONEY.add(extra.quote_qty, MONEY.multiply(fill.price, fill.amount))
             extra = replace(extra, quote_qty=quote, update_ms=now_ms)
             self._extra[fill.client_order_id] = extra
             final = self.exchange.order(fill.client_order_id)
             assert final is not None
             # the order as it was right after this fill (one order may fill several times in one batch)
-            filled = _WIDE.add(self._filled.get(fill.client_order_id, D(0)), fill.amount)
+            filled = MONEY.add(self._filled.get(fill.client_order_id, D(0)), fill.amount)
             self._filled[fill.client_order_id] = filled
             status = ExchangeOrderStatus.OPEN if filled < final.amount else ExchangeOrderStatus.CLOSED
             at_fill = replace(final, filled=filled, status=status)
@@ -593,13 +592,13 @@ class Venue:
         market = self._markets[order.symbol]
         total = order.amount - order.filled if amount is None else amount
         step = market.amount_step
-        piece = _WIDE.multiply(_WIDE.divide(total, _WIDE.multiply(step, pieces)).to_integral_value(ROUND_DOWN), step)
+        piece = MONEY.multiply(MONEY.divide(total, MONEY.multiply(step, pieces)).to_integral_value(ROUND_DOWN), step)
         if pieces < 1 or piece < step:
             raise ValueError(f"{cid!r}: {total} cannot be filled in {pieces} pieces of at least {step}")
         fills: list[Fill] = []
         try:
             for i in range(pieces):
-                size = piece if i < pieces - 1 else _WIDE.subtract(total, _WIDE.multiply(piece, pieces - 1))
+                size = piece if i < pieces - 1 else MONEY.subtract(total, MONEY.multiply(piece, pieces - 1))
                 fills.append(self.exchange.fill_order(cid, now_ms, size))
         except ExchangeRejected as exc:
             if not fills:
@@ -630,8 +629,8 @@ class Venue:
             raise ValueError(f"unknown symbol {symbol!r}")
         if amount is None:
             free = self.exchange.balances()[market.symbol.split("/")[0]].free
-            amount = _WIDE.multiply(
-                _WIDE.divide(free, market.amount_step).to_integral_value(ROUND_DOWN), market.amount_step
+            amount = MONEY.multiply(
+                MONEY.divide(free, market.amount_step).to_integral_value(ROUND_DOWN), market.amount_step
             )
         if amount <= 0:
             return None

@@ -17,6 +17,7 @@ from dataclasses import dataclass
 from decimal import Decimal as D
 from typing import Any
 
+from s1mpled import record
 from s1mpled.model import Balance, ExchangeOrder, ExchangeOrderStatus, Fill, OrderType
 
 __all__ = [
@@ -207,33 +208,11 @@ def account_json(balances: Iterable[Balance], fee_rate: D, now_ms: int) -> dict[
 def order_state(order: ExchangeOrder, wire_status: str | None = None) -> dict[str, Any]:
     """An order in the domain vocabulary (ccxt's unified status), for ``GET /__admin/state``; ``wire_status``
     is the word Binance's REST and WebSocket answers use for it (NEW, FILLED, PENDING_NEW, ...)."""
-    return {
-        "client_order_id": order.client_order_id,
-        "exchange_order_id": order.exchange_order_id,
-        "symbol": order.symbol,
-        "side": order.side.value,
-        "type": order.type.value,
-        "amount": str(order.amount),
-        "price": None if order.price is None else str(order.price),
-        "filled": str(order.filled),
-        "status": order.status.value,
-        "wire_status": wire_status or binance_status(order),
-        "timestamp_ms": order.timestamp_ms,
-    }
+    fields = record.encode(order, record.JSON)
+    timestamp_ms = fields.pop("timestamp_ms")
+    return {**fields, "wire_status": wire_status or binance_status(order), "timestamp_ms": timestamp_ms}
 
 
 def trade_state(fill: Fill, maker: bool) -> dict[str, Any]:
     """A fill in the domain vocabulary, for ``GET /__admin/state``."""
-    return {
-        "trade_id": fill.trade_id,
-        "client_order_id": fill.client_order_id,
-        "exchange_order_id": fill.exchange_order_id,
-        "symbol": fill.symbol,
-        "side": fill.side.value,
-        "price": str(fill.price),
-        "amount": str(fill.amount),
-        "fee": str(fill.fee),
-        "fee_asset": fill.fee_asset,
-        "timestamp_ms": fill.timestamp_ms,
-        "maker": maker,
-    }
+    return {**record.encode(fill, record.JSON), "maker": maker}

@@ -29,6 +29,7 @@ from typing import Any
 
 from aiohttp import WSMsgType, web
 
+from s1mpled.clock import ClockMs
 from s1mpled_sim.auth import BinanceError, Credentials, verify_ws
 from s1mpled_sim.faults import FaultPlan
 from s1mpled_sim.marketdata import STREAM_KINDS
@@ -73,8 +74,8 @@ class StreamHub:
         market_ids: list[str],
         faults: FaultPlan,
         creds: Credentials,
-        now_ms: Callable[[], int],
-        wall_ms: Callable[[], int],
+        now_ms: ClockMs,
+        wall_ms: ClockMs,
     ) -> None:
         self._ids = {m.lower() for m in market_ids}
         self._faults, self._creds, self._now_ms, self._wall_ms = faults, creds, now_ms, wall_ms

@@ -25,6 +25,7 @@ from s1mpled.assembly import strategy_state_name
 from s1mpled.environments.live import ccxt_urls
 from s1mpled.ledger import StrategyLedger
 from s1mpled.orders import OrderState, is_terminal, parse_client_order_id
+from s1mpled.reconciliation import total_claims
 from s1mpled.state.inspect import inspect
 from s1mpled_sim import DEFAULT_API_KEY, DEFAULT_API_SECRET
 
@@ -277,9 +278,8 @@ def assert_books_equal_exchange(
     totals: dict[str, Decimal] = defaultdict(Decimal, OPENING if opening is None else opening)
     totals["USDT"] -= sum(CAPITAL.values())
     external_flow(ex, totals)
-    for ledger in ledgers.values():
-        for asset, claim in ledger.snapshot().claims().items():  # holdings, capital, minus fee debts
-            totals[asset] += claim
+    for asset, claim in total_claims(lg.snapshot() for lg in ledgers.values()).items():  # minus fee debts
+        totals[asset] += claim
     for asset, believed in totals.items():
         if asset in skip_assets:
             continue

@@ -23,6 +23,7 @@ PURE = [
     "s1mpled.state.recovery",
     "s1mpled.state.protocol",
     "s1mpled.orders",
+    "s1mpled.ownership",
     "s1mpled.ledger",
     "s1mpled.environments.paper_exchange",
     "s1mpled.in_flight",
@@ -31,7 +32,9 @@ PURE = [
     "s1mpled.errors",
     "s1mpled.events",
     "s1mpled.model",
+    "s1mpled.record",
     "s1mpled.config.model",
+    "s1mpled.dashboard.view",
 ]
 # Top-level modules a pure core must not load (``os`` and ``time`` are loaded by every interpreter anyway;
 # a clock read is caught in the source below). ``threading`` is allowed: ``logging`` imports it.
@@ -178,3 +181,35 @@ def test_a_control_command_loads_no_assembly_strategy_or_ccxt(command: list[str]
     assert probe["code"] not in (0, EX_CONFIG, EX_SOFTWARE), probe["code"]  # no daemon; the config was not refused
     loaded = [m for m in probe["loaded"] if m.startswith(_NOT_FOR_CONTROL)]
     assert not loaded, f"s1mpled {' '.join(command)} loaded {loaded}"
+
+
+def _dashboard_imports(path: Path) -> list[tuple[int, str]]:
+    """(line, enclosing function or "") of every import of ``s1mpled.dashboard`` in the file at ``path``."""
+    tree = ast.parse(path.read_text(encoding="utf-8"))
+    owner = {id(n): f.name for f in ast.walk(tree) if isinstance(f, ast.FunctionDef) for n in ast.walk(f)}
+    found = []
+    for node in ast.walk(tree):
+        if isinstance(node, ast.Import):
+            names = [a.name for a in node.names]
+        elif isinstance(node, ast.ImportFrom) and node.module and node.level == 0:
+            names = [node.module, *(f"{node.module}.{a.name}" for a in node.names)]
+        else:
+            continue
+        if any(n == "s1mpled.dashboard" or n.startswith("s1mpled.dashboard.") for n in names):
+            found.append((node.lineno, owner.get(id(node), "")))
+    return found
+
+
+def test_the_daemon_never_imports_the_dashboard() -> None:
+    """The dashboard is a process of its own: no module outside ``s1mpled/dashboard/`` imports it, except the
+    CLI's ``dashboard`` command inside its function; and the daemon's modules, imported in a fresh interpreter,
+    load neither the dashboard nor ``websockets`` (the trading process serves no HTTP)."""
+    runtime = Path(__file__).resolve().parents[1] / "s1mpled"
+    found = []
+    for path in sorted(runtime.rglob("*.py")):
+        rel = path.relative_to(runtime)
+        if rel.parts[0] != "dashboard":
+            found += [(str(rel), fn or f"module level, line {line}") for line, fn in _dashboard_imports(path)]
+    assert found == [("cli.py", "_cmd_dashboard")], found
+    loaded = json.loads(_run("-c", _PROBE, "s1mpled.operation"))["loaded"]
+    assert not [m for m in loaded if m.startswith(("s1mpled.dashboard", "websockets"))]

@@ -8,6 +8,7 @@ from typing import Any
 from prometheus_client import generate_latest
 from prometheus_client.parser import text_string_to_metric_families
 
+from s1mpled.instruments import Instruments
 from s1mpled.metrics import METRIC_NAMES, registry_of, write_textfile
 from tests.daemon_harness import Daemon, write_config
 
@@ -95,8 +96,28 @@ def test_the_textfile_of_a_running_paper_daemon_parses_and_replaces_the_old_one(
         assert daemon.stop() == 0, daemon.log_tail()
 
 
+def test_the_textfile_holds_the_status_gauges_and_the_daemons_own_instruments_in_one_file(tmp_path: Path) -> None:
+    """The daemon's exposition (the ``metrics`` command's text) is parsed back and written beside the gauges;
+    a daemon that is down writes neither."""
+    instruments = Instruments("demo")
+    instruments.rest("GET /api/v3/account", 0.02, None, {"X-MBX-USED-WEIGHT-1M": "41"})
+    instruments.state_saved("strategy-grid-eth.state.json", 2048, 0.001)
+    path = tmp_path / "s1mpled-demo.prom"
+    write_textfile(str(path), DOC, instruments=instruments.exposition())
+    got = _samples(path.read_text())
+    assert got[("s1mpled_rate_limit_weight_used", (("interval", "1m"), ("operation", "demo")))] == 41
+    account = (("endpoint", "GET /api/v3/account"), ("operation", "demo"))
+    assert got[("s1mpled_rest_request_duration_seconds_count", account)] == 1
+    assert got[("s1mpled_breaker_open", (("operation", "demo"),))] == 1
+    write_textfile(str(path), {"operation": "demo"}, up=False, instruments=instruments.exposition())
+    assert _samples(path.read_text()) == {("s1mpled_up", (("operation", "demo"),)): 0}
+
+
 GRAFANA = Path(__file__).resolve().parents[1] / "packaging" / "grafana" / "s1mpled.json"
-_PROMQL_WORDS = {"max", "by", "time", "sum", "rate", "label_values", "operation", "phase", "on", "without"}
+_PROMQL_WORDS = {
+    *("max", "by", "time", "sum", "rate", "increase", "histogram_quantile", "label_values", "on", "without"),
+    *("operation", "phase", "le", "endpoint", "error", "file", "stream", "interval"),  # label names
+}
 
 
 def test_every_expression_of_the_shipped_grafana_dashboard_names_a_metric_the_daemon_exports() -> None:
@@ -106,9 +127,9 @@ def test_every_expression_of_the_shipped_grafana_dashboard_names_a_metric_the_da
     dashboard = json.loads(GRAFANA.read_text())
     exprs = [t["expr"] for p in dashboard["panels"] for t in p["targets"]]
     exprs += [v["query"] for v in dashboard["templating"]["list"] if v["type"] == "query"]
-    assert len(exprs) >= 10
+    assert len(exprs) >= 18
     for expr in exprs:
-        bare = re.sub(r'\{[^}]*\}|"[^"]*"', "", expr)  # label matchers and strings name no metric
+        bare = re.sub(r'\{[^}]*\}|"[^"]*"|\[[^\]]*\]', "", expr)  # label matchers, strings, ranges name no metric
         names = {w for w in re.findall(r"[a-zA-Z_:][a-zA-Z0-9_:]*", bare) if w not in _PROMQL_WORDS}
         assert names, expr
         assert names <= METRIC_NAMES, f"{expr!r} names {sorted(names - METRIC_NAMES)}, not exported"

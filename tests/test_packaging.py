@@ -42,7 +42,9 @@ ALL_UNITS = (
     "s1mpled-metrics.service",
     "s1mpled-metrics.timer",
     "s1mpled-alert@.service",
+    "s1mpled-dashboard.service",
 )
+DASHBOARD = "s1mpled-dashboard.service"
 VENV_BIN = "/opt/venvs/s1mpled/bin/s1mpled"
 MAX_EXPOSURE = 1.5
 
@@ -265,18 +267,37 @@ def test_systemd_verify_reports_a_broken_unit(tmp_path: Path) -> None:
     assert "bogus" in out.stderr
 
 
-@pytest.mark.parametrize("name", ["s1mpled.service", "s1mpled@.service", "s1mpled-reconcile.service"])
+@pytest.mark.parametrize("name", ["s1mpled.service", "s1mpled@.service", "s1mpled-reconcile.service", DASHBOARD])
 def test_security_exposure_is_low(name: str) -> None:
     """systemd-analyze security --offline rates every service at most 1.5 (an unhardened unit is 9.6)."""
     assert exposure(SYSTEMD / name) <= MAX_EXPOSURE
 
 
-def test_documented_exposure_is_the_measured_one() -> None:
-    """The exposure written in s1mpled.service's header comment is what systemd-analyze measures now."""
-    text = (SYSTEMD / "s1mpled.service").read_text()
+@pytest.mark.parametrize("name", ["s1mpled.service", DASHBOARD])
+def test_documented_exposure_is_the_measured_one(name: str) -> None:
+    """The exposure written in the unit's header comment is what systemd-analyze measures now."""
+    text = (SYSTEMD / name).read_text()
     documented = re.search(r"^# exposure (\d+\.\d) ", text, re.MULTILINE)
-    assert documented, "s1mpled.service should say '# exposure N.N ...' in its header"
-    assert float(documented.group(1)) == exposure(SYSTEMD / "s1mpled.service")
+    assert documented, f"{name} should say '# exposure N.N ...' in its header"
+    assert float(documented.group(1)) == exposure(SYSTEMD / name)
+
+
+def test_the_dashboard_unit_is_a_sandboxed_localhost_client_of_the_sockets() -> None:
+    """s1mpled-dashboard.service: the full sandbox, TCP to and from localhost only, a user of its own in the
+    daemons' group (their sockets are 0660, their configs 0640 root:s1mpled), blind to the state and the keys,
+    its token an optional credential, and installable by the operator (WantedBy=)."""
+    u = parse_unit(SYSTEMD / DASHBOARD)
+    assert {key: one(u, "Service", key) for key in SANDBOX} == SANDBOX
+    assert u["Service"]["SystemCallFilter"] == ["@system-service", "~@privileged @resources"]
+    assert one(u, "Service", "ExecStart") == f"{VENV_BIN} dashboard --listen 127.0.0.1:8787"
+    assert (one(u, "Service", "IPAddressDeny"), one(u, "Service", "IPAddressAllow")) == ("any", "localhost")
+    assert set(one(u, "Service", "RestrictAddressFamilies").split()) == {"AF_UNIX", "AF_INET", "AF_INET6"}
+    assert (one(u, "Service", "DynamicUser"), one(u, "Service", "SupplementaryGroups")) == ("yes", "s1mpled")
+    assert set(one(u, "Service", "InaccessiblePaths").split()) == {"-/var/lib/s1mpled", "-/etc/s1mpled/credentials"}
+    assert one(u, "Service", "LoadCredential") == "dashboard:/etc/s1mpled/dashboard"
+    assert not {"StateDirectory", "RuntimeDirectory", "ReadWritePaths", "User"} & u["Service"].keys()
+    assert one(u, "Service", "RestartPreventExitStatus") == "78"
+    assert one(u, "Install", "WantedBy") == "multi-user.target"
 
 
 def test_sysusers_creates_the_unit_user() -> None:
@@ -358,6 +379,19 @@ def test_package_metadata() -> None:
     assert "dh_installsystemd --no-restart-after-upgrade s1mpled.service\n" in rules
     assert "dh_installsystemd --no-restart-after-upgrade s1mpled-reconcile.timer\n" in rules
     assert "--python $(PYTHON)" in rules and "PYTHON := /usr/bin/python3" in rules
+
+
+def test_the_dashboard_ships_disabled_with_its_token_directory_root_only() -> None:
+    """debian/rules installs the dashboard unit with --no-enable (an operator enables it), stopped for an
+    upgrade's unpack like the daemon; its token directory ships empty and root-only, as the keys' does."""
+    rules = (DEBIAN / "rules").read_text()
+    assert f"\tdh_installsystemd --no-enable --no-restart-after-upgrade {DASHBOARD}\n" in rules
+    assert rules.count(DASHBOARD) == 2  # that line and its comment: never in an enabling call
+    assert "\tchmod 0700 debian/s1mpled/etc/s1mpled/dashboard\n" in rules
+    assert "etc/s1mpled/dashboard" in (DEBIAN / "s1mpled.dirs").read_text().split()
+    assert "[etc/s1mpled/dashboard/]" in (DEBIAN / "s1mpled.lintian-overrides").read_text()
+    # the build fails if the page is not in the venv
+    assert "for a in index.html app.js style.css; do test -s $(SITE)/s1mpled/dashboard/assets/$$a; done" in rules
 
 
 def test_every_lintian_override_is_justified() -> None:
@@ -824,3 +858,21 @@ def test_a_daemon_that_fails_for_good_sends_the_alert(name: str) -> None:
     alert = parse_unit(SYSTEMD / "s1mpled-alert@.service")
     assert one(alert, "Service", "Type") == "oneshot"
     assert one(alert, "Service", "ExecStart") == "/opt/venvs/s1mpled/bin/s1mpled alert --unit %i"
+
+
+def test_the_built_package_ships_the_dashboard_and_never_enables_it(
+    deb: Path, deb_files: list[str], tmp_path: Path
+) -> None:
+    """The .deb has the dashboard unit and its page (package data, no CDN); on a fresh install its postinst
+    enables the daemon but not the dashboard (debhelper's dont-enable snippet: only an operator's enable
+    survives upgrades), and the prerm stops the dashboard on remove."""
+    assert f"lib/systemd/system/{DASHBOARD}" in deb_files
+    assert {f"{SITE}/s1mpled/dashboard/assets/{a}" for a in ("index.html", "app.js", "style.css")} <= set(deb_files)
+    control = tmp_path / "control"
+    subprocess.run(["dpkg-deb", "-e", str(deb), str(control)], check=True, timeout=120)
+    postinst = (control / "postinst").read_text()
+    assert f"deb-systemd-helper debian-installed '{DASHBOARD}'" in postinst  # a fresh install: never enabled
+    assert "deb-systemd-helper debian-installed 's1mpled.service'" not in postinst  # the daemon: enabled
+    assert f"deb-systemd-invoke start '{DASHBOARD}'" in postinst  # which starts only an enabled unit
+    calls = _run_on_systemd(tmp_path, control / "prerm", "remove")
+    assert f"deb-systemd-invoke stop {DASHBOARD}" in calls

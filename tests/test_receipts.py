@@ -1,16 +1,21 @@
-"""Reconciliation receipts: counts, corrections and a view hash independent of listing order."""
+"""Reconciliation receipts: counts, corrections and a view hash independent of listing order; persisted
+across restarts, and a damaged receipts file never stops trading."""
 
 from __future__ import annotations
 
 from decimal import Decimal
 from pathlib import Path
+from typing import Any
 
+import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
+from s1mpled.assembly import RECEIPTS_STATE_NAME
 from s1mpled.model import Balance, ExchangeOrder, ExchangeOrderStatus, Fill, OrderType, Side
-from s1mpled.receipts import receipt_of, venue_hash
+from s1mpled.receipts import Receipt, receipt_of, venue_hash
 from s1mpled.reconciliation import Report, SetHoldings, VenueSnapshot
+from s1mpled.state.inspect import inspect
 from tests.daemon_harness import Daemon, write_config
 
 
@@ -82,3 +87,99 @@ def test_the_running_daemon_keeps_a_receipt_per_pass_newest_first(tmp_path: Path
         assert later[0]["at_ms"] >= first[0]["at_ms"]
     finally:
         assert daemon.stop() == 0, daemon.log_tail()
+
+
+_COUNT = st.integers(min_value=0, max_value=10**9)
+RECEIPTS = st.builds(
+    Receipt,
+    trigger=st.sampled_from(["startup", "schedule", "reconnect:market", "control", "follow-up"]),
+    at_ms=st.integers(min_value=0, max_value=2**53),
+    strategies=_COUNT, open_orders=_COUNT, probed=_COUNT, trades=_COUNT, balances=_COUNT, unreadable=_COUNT,
+    consistent=st.booleans(),
+    corrections=st.lists(st.text(max_size=40), max_size=3).map(tuple),
+    deferred_cuts=_COUNT, external_orders=_COUNT, unsettled=_COUNT,
+    venue_sha256=st.text("0123456789abcdef", min_size=64, max_size=64),
+)  # fmt: skip
+
+
+@given(RECEIPTS)
+def test_a_receipt_reads_back_exactly_from_its_document(receipt: Receipt) -> None:
+    """What is persisted (``to_doc``, the status --json shape) restores the same receipt."""
+    assert Receipt.from_doc(receipt.to_doc()) == receipt
+
+
+@pytest.mark.parametrize(
+    ("key", "value"),
+    [("at_ms", -1), ("at_ms", True), ("trigger", 3), ("consistent", "yes"), ("corrections", [1]), ("compared", [])],
+)
+def test_a_receipt_document_of_the_wrong_shape_is_refused_naming_the_key(key: str, value: Any) -> None:
+    """A persisted receipt that is not exactly the shape ``to_doc`` writes is a ValueError naming the key."""
+    doc = receipt_of("schedule", 1, 2, VenueSnapshot(tuple(ORDERS), {}, tuple(TRADES), BALANCES), Report(())).to_doc()
+    with pytest.raises(ValueError, match=key):
+        Receipt.from_doc({**doc, key: value})
+
+
+def _stamps(doc: dict[str, Any]) -> list[tuple[str, int, str]]:
+    return [(r["trigger"], r["at_ms"], r["venue_sha256"]) for r in doc["receipts"]]
+
+
+def test_receipts_survive_a_restart_of_the_paper_daemon(tmp_path: Path) -> None:
+    """The receipts of one run are in status --json after a restart, behind the new run's own (newest first),
+    and in their own state file."""
+    config = write_config(tmp_path, reconcile="300ms")
+    daemon = Daemon(config, tmp_path / "daemon.log")
+    try:
+        before = _stamps(daemon.wait_for(lambda d: d["phase"] == "trading" and len(d["receipts"]) >= 3))
+    finally:
+        assert daemon.stop() == 0, daemon.log_tail()
+    persisted = inspect(tmp_path / "state" / RECEIPTS_STATE_NAME).record.state["receipts"]
+    assert [(r["trigger"], r["at_ms"], r["venue_sha256"]) for r in reversed(persisted)][-len(before) :] == before
+    daemon = Daemon(config, tmp_path / "daemon2.log")
+    try:
+        after = _stamps(daemon.wait_for(lambda d: d["phase"] == "trading" and len(d["receipts"]) > len(before)))
+        assert after[-len(before) :] == before  # the first run's receipts, unchanged, behind the new ones
+        assert after[0][0].startswith("startup") or after[0][1] >= before[0][1]
+    finally:
+        assert daemon.stop() == 0, daemon.log_tail()
+
+
+def test_a_damaged_receipts_file_is_reported_set_aside_and_the_daemon_still_trades(tmp_path: Path) -> None:
+    """Receipts are an audit view: a garbled file is one ERROR line, kept as ``.corrupt-*``, and the daemon
+    reconciles, trades and persists new receipts as if it had none."""
+    config = write_config(tmp_path, reconcile="300ms")
+    daemon = Daemon(config, tmp_path / "daemon.log")
+    try:
+        daemon.wait_trading()
+    finally:
+        assert daemon.stop() == 0, daemon.log_tail()
+    state = tmp_path / "state"
+    (state / RECEIPTS_STATE_NAME).write_bytes(b"S1MPLED-STATE 1 7 99 deadbeef\n{not json")
+    (state / f"{RECEIPTS_STATE_NAME}.prev").unlink(missing_ok=True)
+    generations = {s["name"]: s["state_generation"] for s in _last_status(tmp_path)}
+    daemon = Daemon(config, tmp_path / "daemon2.log")
+    try:
+        doc = daemon.wait_for(
+            lambda d: (
+                d["phase"] == "trading"
+                and len(d["receipts"]) >= 2
+                and any(s["state_generation"] > generations.get(s["name"], 0) + 2 for s in d["strategies"])
+            )
+        )
+        assert all(r["at_ms"] > 0 for r in doc["receipts"]) and doc["receipts"][-1]["trigger"].startswith("startup")
+        log = (tmp_path / "daemon2.log").read_text()
+        assert log.count("reconciliation receipts not restored") == 1, log
+        assert sorted(p.name.split(".corrupt-")[0] for p in state.glob(f"{RECEIPTS_STATE_NAME}*.corrupt-*")) == [
+            RECEIPTS_STATE_NAME
+        ]
+    finally:
+        assert daemon.stop() == 0, daemon.log_tail()
+    assert inspect(state / RECEIPTS_STATE_NAME).record.state["receipts"]  # new receipts persisted again
+
+
+def _last_status(directory: Path) -> list[dict[str, Any]]:
+    """The strategies' state generations as their files say (the daemon is stopped)."""
+    out = []
+    for path in (directory / "state").glob("strategy-*.state.json"):
+        name = path.name.removeprefix("strategy-").removesuffix(".state.json")
+        out.append({"name": name, "state_generation": inspect(path).record.generation})
+    return out

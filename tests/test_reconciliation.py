@@ -16,7 +16,6 @@ from hypothesis import event, given, settings
 from hypothesis import strategies as st
 
 from s1mpled.config import PaperConfig, PaperMarketConfig
-from s1mpled.environments.paper import PaperEnvironment
 from s1mpled.environments.paper_exchange import MarketSpec, SimulatedExchange
 from s1mpled.errors import ExchangeRejected, ExchangeUnavailable, LocalStateError
 from s1mpled.events import Event, LedgerStateChanged, ReconciliationCompleted, ScheduledEvent
@@ -29,7 +28,6 @@ from s1mpled.model import (
     OrderRequest,
     OrderType,
     Side,
-    UnparsedOrder,
     split_symbol,
 )
 from s1mpled.orders import OrderEvent, OrderState, can_cancel, client_order_id, order_prefix
@@ -53,6 +51,7 @@ from s1mpled.state import StateDirectory
 from s1mpled.state.inspect import inspect
 from s1mpled.strategies.base import Signal, Strategy, StrategyView
 from s1mpled.strategy_worker import StrategyWorker
+from tests.moving_paper import MovingPaper
 
 T = TypeVar("T")
 BTC, ETH = "BTC/USDT", "ETH/USDT"
@@ -699,43 +698,6 @@ class Clock:
         return self.now
 
 
-class CountingPaper(PaperEnvironment):
-    """The real paper environment, counting the requests reconciliation makes (and the orders it probes)."""
-
-    def __init__(self, *args: Any, **kwargs: Any) -> None:
-        super().__init__(*args, **kwargs)
-        self.calls: Counter[str] = Counter()
-        self.probes: Counter[str] = Counter()
-
-    async def get_open_orders(self) -> list[ExchangeOrder | UnparsedOrder]:
-        self.calls["get_open_orders"] += 1
-        return await super().get_open_orders()
-
-    async def get_balances(self) -> dict[str, Balance]:
-        self.calls["get_balances"] += 1
-        return await super().get_balances()
-
-    async def fetch_trades(self, symbol: str, after_trade_id: str | None, since_ms: int = 0) -> list[Fill]:
-        self.calls[f"fetch_trades {symbol}"] += 1
-        return await super().fetch_trades(symbol, after_trade_id, since_ms)
-
-    async def fetch_order(self, symbol: str, client_order_id: str) -> ExchangeOrder | None:
-        self.calls["fetch_order"] += 1
-        self.probes[client_order_id] += 1
-        return await super().fetch_order(symbol, client_order_id)
-
-
-class FailingPaper(CountingPaper):
-    """A paper environment whose open-orders query fails (after the exchange started)."""
-
-    failing = False
-
-    async def get_open_orders(self) -> list[ExchangeOrder | UnparsedOrder]:
-        if self.failing:
-            raise ExchangeUnavailable("GET /api/v3/openOrders: 503")
-        return await super().get_open_orders()
-
-
 def paper_config() -> PaperConfig:
     def market(symbol: str, price: str, step: str) -> PaperMarketConfig:
         return PaperMarketConfig(
@@ -761,9 +723,9 @@ def paper_config() -> PaperConfig:
 class Rig:
     """A started paper environment, three StrategyWorkers (a, b on BTC/USDT; c on ETH/USDT) and a monitor."""
 
-    def __init__(self, state_dir: StateDirectory, env_class: type[CountingPaper] = CountingPaper) -> None:
+    def __init__(self, state_dir: StateDirectory) -> None:
         self.dir, self.clock = state_dir, Clock()
-        self.env = env_class(paper_config(), state_dir.file("paper-exchange.state.json"), self.clock)
+        self.env = MovingPaper(paper_config(), state_dir.file("paper-exchange.state.json"), self.clock)
         self.published: list[Event] = []
         self.workers = [self._worker(name, symbol) for name, symbol in (("a", BTC), ("b", BTC), ("c", ETH))]
         self.monitor = ReconciliationMonitor(self.env, self.workers, self.publish, self.clock, "tick")
@@ -839,7 +801,7 @@ def test_monitor_makes_one_request_of_each_kind_per_pass(state_dir: StateDirecto
 
     report = run(main)
     assert rig.env.calls == Counter(
-        {"get_open_orders": 1, "get_balances": 2, f"fetch_trades {BTC}": 1, f"fetch_trades {ETH}": 1, "fetch_order": 2}
+        {"openOrders": 1, "account": 2, f"myTrades {BTC}": 1, f"myTrades {ETH}": 1, "order": 2}
     )
     assert [type(c).__name__ for c in report.corrections] == ["AdoptOrder", "ApplyFill", "SettleOrder", "SettleOrder"]
 
@@ -931,15 +893,14 @@ def test_monitor_second_pass_corrects_nothing(state_dir: StateDirectory, caplog:
 
 def test_failing_query_raises_and_changes_nothing(state_dir: StateDirectory) -> None:
     """A failed query aborts the pass: it raises, no ledger changes, nothing is saved or published."""
-    rig = Rig(state_dir, FailingPaper)
+    rig = Rig(state_dir)
     env = rig.env
-    assert isinstance(env, FailingPaper)
 
     async def main() -> None:
         await rig.scenario()
         before = [w.ledger.to_state() for w in rig.workers]
         generations = [inspect(w.state_file.path).record.generation for w in rig.workers]
-        env.failing = True
+        env.failing = {"openOrders"}
         with pytest.raises(ExchangeUnavailable):
             await rig.monitor.reconcile("startup")
         assert [w.ledger.to_state() for w in rig.workers] == before
@@ -954,16 +915,15 @@ def test_scheduled_pass_failure_is_logged_not_raised(
     state_dir: StateDirectory, caplog: pytest.LogCaptureFixture
 ) -> None:
     """A periodic pass whose query fails logs an error and leaves the next pass to try again."""
-    rig = Rig(state_dir, FailingPaper)
+    rig = Rig(state_dir)
     env = rig.env
-    assert isinstance(env, FailingPaper)
 
     async def main() -> None:
         await rig.scenario()
-        env.failing = True
+        env.failing = {"openOrders"}
         with caplog.at_level(logging.ERROR, "s1mpled.reconciliation"):
             await rig.monitor._on_schedule(ScheduledEvent("tick", NOW))
-        env.failing = False
+        env.failing = set()
         await rig.monitor._on_schedule(ScheduledEvent("other", NOW))  # not our schedule: no pass
         assert rig.monitor.passes == 0
         await rig.monitor._on_schedule(ScheduledEvent("tick", NOW))

@@ -44,7 +44,7 @@ import os
 import tempfile
 from collections import defaultdict
 from collections.abc import Callable, Coroutine, Iterator, Mapping
-from decimal import ROUND_DOWN, Context, localcontext
+from decimal import ROUND_DOWN, localcontext
 from decimal import Decimal as D
 from functools import partial
 from pathlib import Path
@@ -63,21 +63,21 @@ from hypothesis.stateful import (
 )
 
 from s1mpled.config import PaperConfig, PaperMarketConfig
-from s1mpled.environments.paper import STATE_NAME, PaperEnvironment
+from s1mpled.environments.paper import STATE_NAME
 from s1mpled.environments.paper_exchange import MarketSpec, SimulatedExchange
 from s1mpled.errors import ExchangeError, ExchangeRejected, ExchangeUnavailable
 from s1mpled.events import Event, ExecuteEmergencyExit, OrderUpdated, ScheduledEvent, TradeExecuted
 from s1mpled.ledger import LedgerOrder
 from s1mpled.model import (
-    Balance,
+    MONEY,
     ExchangeOrder,
     ExchangeOrderStatus,
     Fill,
     OrderRequest,
     OrderType,
     Side,
-    UnparsedOrder,
     split_symbol,
+    trade_order,
 )
 from s1mpled.orders import OrderEvent, OrderState, can_cancel, client_order_id, is_terminal, order_prefix, progress
 from s1mpled.reconciliation import (
@@ -87,11 +87,13 @@ from s1mpled.reconciliation import (
     SetCapital,
     SetHoldings,
     SettleOrder,
+    total_claims,
 )
 from s1mpled.reconciliation_monitor import ReconciliationMonitor
-from s1mpled.state import StateDirectory, StateFile
+from s1mpled.state import StateDirectory
 from s1mpled.strategies.base import CancelOrder, PlaceOrder, Signal, Strategy, StrategyView
 from s1mpled.strategy_worker import StrategyWorker
+from tests.moving_paper import MovingPaper
 
 T = TypeVar("T")
 S = OrderState
@@ -105,7 +107,6 @@ FEE_RATE = D("0.001")
 CAPITAL = D(20)  # each strategy's; orders are worth 0.5 to 6.5 USDT, so capital runs out now and then
 OUTSIDE = {"USDT": D(15), "BTC": D("0.05"), "ETH": D("0.5"), "BNB": D(1)}  # someone else's money, some runs
 START = 1_000_000
-_WIDE = Context(prec=60)
 _DEAD = (S.NOT_PLACED, S.REJECTED)
 
 _SIM = inspect.signature(SimulatedExchange.__init__).parameters
@@ -152,96 +153,6 @@ class Scripted(Strategy):
 
     def restore_state(self, state: Mapping[str, Any]) -> None:
         del state
-
-
-class Interleaved(PaperEnvironment):
-    """The paper environment with the test's hands in it.
-
-    ``moves[n]`` run right after the n-th query of a pass (open orders, balances, trades, order) has been
-    answered, so the exchange moves between any two requests; query number ``fail_at`` fails instead; the trade
-    history lags ``lag_ms`` behind the balances.
-    ``create_fates`` / ``cancel_fates`` decide what the next request of a worker suffers: answered (``ack``),
-    timed out after or before it reached the exchange, or (orders) delayed in the network to land whenever the
-    ``land`` move says.
-    """
-
-    def __init__(self, config: PaperConfig, state_file: StateFile, clock: Clock, in_flight_ms: int) -> None:
-        super().__init__(config, state_file, clock)
-        self.in_flight_ms = in_flight_ms
-        self.requests = 0
-        self.lag_ms = 0  # the trade history shows a trade this long after the balances do
-        self.fail_at: int | None = None
-        self.moves: dict[int, list[Callable[[], object]]] = defaultdict(list)
-        self.create_fates: list[str] = []
-        self.cancel_fates: list[str] = []
-        self.delayed: list[OrderRequest] = []
-        self.delayed_cancels: list[tuple[str, str]] = []
-        self.sent: list[str] = []  # every client id a create request carried
-
-    def _request(self, what: str) -> None:
-        """A query of a pass is made: the ``fail_at``-th fails (a 5xx, a 429, a timeout) instead of answering."""
-        self.requests += 1
-        if self.requests == self.fail_at:
-            self.fail_at = None
-            raise ExchangeUnavailable(f"{what}: 503 Service Unavailable")
-
-    def _answered(self) -> None:
-        for move in self.moves.pop(self.requests, []):
-            move()
-
-    async def get_open_orders(self) -> list[ExchangeOrder | UnparsedOrder]:
-        self._request("GET /api/v3/openOrders")
-        try:
-            return await super().get_open_orders()
-        finally:
-            self._answered()
-
-    async def get_balances(self) -> dict[str, Balance]:
-        self._request("GET /api/v3/account")
-        try:
-            return await super().get_balances()
-        finally:
-            self._answered()
-
-    async def fetch_trades(self, symbol: str, after_trade_id: str | None, since_ms: int = 0) -> list[Fill]:
-        self._request("GET /api/v3/myTrades")
-        try:
-            trades = await super().fetch_trades(symbol, after_trade_id, since_ms)
-            return [t for t in trades if t.timestamp_ms <= self._clock_ms() - self.lag_ms]  # the history lags
-        finally:
-            self._answered()
-
-    async def fetch_order(self, symbol: str, client_order_id: str) -> ExchangeOrder | None:
-        self._request("GET /api/v3/order")
-        try:
-            return await super().fetch_order(symbol, client_order_id)
-        finally:
-            self._answered()
-
-    async def create_order(self, request: OrderRequest) -> ExchangeOrder:
-        fate = self.create_fates.pop(0) if self.create_fates else "ack"
-        self.sent.append(request.client_order_id)
-        if fate == "delayed":
-            self.delayed.append(request)
-            raise ExchangeUnavailable(f"POST /order {request.client_order_id}: timeout (still in the network)")
-        if fate == "timeout_unsent":
-            raise ExchangeUnavailable(f"POST /order {request.client_order_id}: connection reset before sending")
-        placed = await super().create_order(request)
-        if fate == "timeout_placed":
-            raise ExchangeUnavailable(f"POST /order {request.client_order_id}: timeout (the exchange got it)")
-        return placed
-
-    async def cancel_order(self, symbol: str, client_order_id: str) -> ExchangeOrder:
-        fate = self.cancel_fates.pop(0) if self.cancel_fates else "ack"
-        if fate == "timeout_unsent":
-            raise ExchangeUnavailable(f"DELETE /order {client_order_id}: connection reset before sending")
-        if fate == "delayed":
-            self.delayed_cancels.append((symbol, client_order_id))
-            raise ExchangeUnavailable(f"DELETE /order {client_order_id}: timeout (still in the network)")
-        canceled = await super().cancel_order(symbol, client_order_id)
-        if fate == "timeout_done":
-            raise ExchangeUnavailable(f"DELETE /order {client_order_id}: timeout (the exchange canceled it)")
-        return canceled
 
 
 class Records(logging.Handler):
@@ -314,7 +225,7 @@ class Account:
         state_file = self.dir.file(STATE_NAME)
         state_file.load()
         state_file.save_sync({"exchange": exchange.to_state(), "step": 0, "replay_index": 0})
-        self.env = Interleaved(_config(), state_file, self.clock, in_flight_ms)
+        self.env = MovingPaper(_config(), state_file, self.clock, in_flight_ms=in_flight_ms)
         self.scripts: dict[str, Scripted] = {}
         self.workers: list[StrategyWorker] = []
         for (name, symbol), epoch in zip(specs, epochs or ["0a0b0c"] * len(specs), strict=True):
@@ -417,7 +328,7 @@ class ReconciliationModel(RuleBasedStateMachine):
         return self.account
 
     @property
-    def env(self) -> Interleaved:
+    def env(self) -> MovingPaper:
         return self.acct.env
 
     @property
@@ -820,7 +731,9 @@ class ReconciliationModel(RuleBasedStateMachine):
         cursor = None if w is None else w.ledger.snapshot().reconciled_trade_id
         shown = self.clock.now - self.env.lag_ms
         return any(
-            t.client_order_id == cid and (cursor is None or int(t.trade_id) > int(cursor)) and t.timestamp_ms <= shown
+            t.client_order_id == cid
+            and (cursor is None or trade_order(t.trade_id) > trade_order(cursor))
+            and t.timestamp_ms <= shown
             for t in self.ex.trades()
         )
 
@@ -871,11 +784,7 @@ class ReconciliationModel(RuleBasedStateMachine):
 
     def _check_claims(self) -> None:
         """What the strategies claim of each asset is what the account holds (at most, where outside money is)."""
-        claims: dict[str, D] = defaultdict(D)
-        with localcontext(_WIDE):
-            for w in self.workers:
-                for asset, amount in w.ledger.snapshot().claims().items():
-                    claims[asset] += amount
+        claims = total_claims(w.ledger.snapshot() for w in self.workers)
         balances = self.ex.balances()
         for asset in sorted(set(balances) | set(claims)):
             total = balances[asset].total if asset in balances else D(0)
@@ -895,7 +804,7 @@ class ReconciliationModel(RuleBasedStateMachine):
         for w in self.workers:
             capital, holdings, fees = CAPITAL, D(0), D(0)
             debts: dict[str, D] = defaultdict(D)
-            with localcontext(_WIDE):
+            with localcontext(MONEY):
                 for t in trades:
                     if w.owns(t.client_order_id) and w.ledger.has_applied(t.trade_id):
                         dc, dh, dd, df = _flows(t, w.symbol)

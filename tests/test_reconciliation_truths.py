@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import logging
 from collections import Counter
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from dataclasses import replace
 from decimal import Decimal as D
 from pathlib import Path
@@ -39,11 +39,13 @@ from s1mpled.reconciliation import (
     VenueSnapshot,
     apply_correction,
     reconcile,
+    total_claims,
 )
 from s1mpled.reconciliation_monitor import ReconciliationMonitor
 from s1mpled.state import StateDirectory
 from s1mpled.strategies.base import PlaceOrder, Signal, Strategy, StrategyView
 from s1mpled.strategy_worker import StrategyWorker
+from tests.moving_paper import MovingPaper
 from tests.test_reconciliation import (
     BTC,
     ETH,
@@ -155,6 +157,8 @@ def test_a_fee_paid_in_bnb_is_never_cut_from_the_strategy_that_owns_bnb() -> Non
     report = diff([a, c], v)
     assert report.corrections == () and report.external_surplus == {}
     assert a.ledger.snapshot().claims() == {"BTC": D(1), "USDT": D(900), "BNB": D("-0.01")}
+    # what both claim together is the account, to the last unit: C's BNB less A's debt in it
+    assert total_claims(h.ledger.snapshot() for h in (a, c)) == {"BTC": D(1), "USDT": D(1800), "BNB": D("0.989")}
 
 
 def test_a_missed_fill_with_a_base_fee_books_the_fee_in_holdings() -> None:
@@ -290,50 +294,6 @@ class Clock:
         return self.now
 
 
-class MovingPaper(PaperEnvironment):
-    """The paper exchange, with a move of its state right after request number ``after`` of a pass."""
-
-    def __init__(self, *args: Any, **kwargs: Any) -> None:
-        super().__init__(*args, **kwargs)
-        self.requests = 0
-        self.after: int | None = None
-        self.move: Callable[[], object] = lambda: None
-        self.calls: Counter[str] = Counter()
-        self.probes_fail = False
-
-    def _count(self, what: str) -> None:
-        self.calls[what] += 1
-        self.requests += 1
-        if self.requests == self.after:
-            self.move()
-
-    async def get_open_orders(self) -> list[ExchangeOrder | UnparsedOrder]:
-        try:
-            return await super().get_open_orders()
-        finally:
-            self._count("openOrders")
-
-    async def get_balances(self) -> dict[str, Balance]:
-        try:
-            return await super().get_balances()
-        finally:
-            self._count("account")
-
-    async def fetch_trades(self, symbol: str, after_trade_id: str | None, since_ms: int = 0) -> list[Fill]:
-        try:
-            return await super().fetch_trades(symbol, after_trade_id, since_ms)
-        finally:
-            self._count("myTrades")
-
-    async def fetch_order(self, symbol: str, client_order_id: str) -> ExchangeOrder | None:
-        try:
-            if self.probes_fail:
-                raise ExchangeUnavailable("GET /api/v3/order: 503")
-            return await super().fetch_order(symbol, client_order_id)
-        finally:
-            self._count("order")
-
-
 class Idle(Strategy):
     kind = "idle"
 
@@ -388,10 +348,7 @@ def state_dir(tmp_path: Path) -> Iterator[StateDirectory]:
 
 
 def _books_equal_exchange(p: Pair) -> None:
-    totals: Counter[str] = Counter()
-    for w in p.workers:
-        for asset, amount in w.ledger.snapshot().claims().items():
-            totals[asset] += amount  # type: ignore[assignment]
+    totals = total_claims(w.ledger.snapshot() for w in p.workers)
     for asset, b in p.env.exchange.balances().items():
         assert totals.get(asset, D(0)) == b.total, (asset, totals, b)
 
@@ -409,8 +366,8 @@ def test_a_fill_between_any_two_requests_of_a_pass_never_corrupts_the_books(
         await p.env.start()
         buyer = p.workers[0]
         cid = await p.place(buyer, Side.BUY, "1", "99")  # rests below the price
-        p.env.after, p.env.requests = after, 0
-        p.env.move = lambda: p.env.exchange.on_price(BTC, D("98"), p.clock.now)  # fills it, stream lost
+        p.env.requests = 0
+        p.env.moves[after] = [lambda: p.env.exchange.on_price(BTC, D("98"), p.clock.now)]  # fills it, stream lost
         for w in p.workers:
             w.trading = False
         for _ in range(3):
@@ -535,7 +492,7 @@ def test_a_pass_reads_balances_around_the_trades(state_dir: StateDirectory) -> N
         await p.monitor.reconcile("startup")
 
     run(main)
-    assert p.env.calls == Counter({"openOrders": 1, "account": 2, "myTrades": 2})
+    assert p.env.calls == Counter({"openOrders": 1, "account": 2, f"myTrades {BTC}": 1, f"myTrades {ETH}": 1})
 
 
 def test_a_quiet_scheduled_pass_reads_no_trades_but_a_moved_balance_does(state_dir: StateDirectory) -> None:
@@ -555,7 +512,7 @@ def test_a_quiet_scheduled_pass_reads_no_trades_but_a_moved_balance_does(state_d
         p.env.exchange.on_price(BTC, D("98"), p.clock.now)  # fills; the stream lost it
         p.env.calls.clear()
         await p.monitor.reconcile("schedule")
-        assert p.env.calls["myTrades"] == 2  # USDT moved: both symbols quoted in it are read
+        assert p.env.calls[f"myTrades {BTC}"] == p.env.calls[f"myTrades {ETH}"] == 1  # USDT moved: both are read
         order = buyer.ledger.order(cid)
         assert order is not None and order.state is S.FILLED
 
@@ -608,10 +565,10 @@ def test_a_failed_pass_does_not_hide_a_moved_balance_from_the_next(state_dir: St
         buyer.ledger.begin_epoch("00fa11")
         await p.env.create_order(OrderRequest(lost, BTC, Side.BUY, OrderType.LIMIT, D("1"), D("99")))
         p.env.exchange.on_price(BTC, D("98"), p.clock.now)  # fills: the account moved, no ledger knows why
-        p.env.probes_fail = True
+        p.env.failing = {"order"}
         with pytest.raises(ExchangeUnavailable):
             await p.monitor.reconcile("schedule")
-        p.env.probes_fail = False
+        p.env.failing = set()
         await p.monitor.reconcile("schedule")
         adopted = buyer.ledger.order(lost)
         assert adopted is not None and adopted.state is S.FILLED and buyer.ledger.snapshot().holdings > 0

@@ -631,6 +631,50 @@ def test_the_metrics_timer_writes_node_exporters_textfile_and_says_when_the_daem
         ct.systemctl("reset-failed", "s1mpled-metrics.service", check=False)
 
 
+# Inside the container, with the package's own interpreter: the page, then the page's WebSocket until its
+# first message shows the instance with its strategies (re-dialled while the dashboard is starting).
+_DASHBOARD_PROBE = """
+import json, time, urllib.request
+from websockets.sync.client import connect
+deadline, last = time.monotonic() + 60, None
+while time.monotonic() < deadline:
+    try:
+        page = urllib.request.urlopen("http://127.0.0.1:8787/", timeout=5).read().decode()
+        with connect("ws://127.0.0.1:8787/ws", origin="http://127.0.0.1:8787", open_timeout=5) as ws:
+            hello = json.loads(ws.recv(timeout=5))
+        shown = [(i["socket"], i["link"], sorted(i["strategies"])) for i in hello["instances"]]
+        if any(strategies for _, _, strategies in shown):
+            print(json.dumps({"page": "s1mpled" in page, "instances": shown}))
+            raise SystemExit(0)
+        last = shown
+    except OSError as exc:
+        last = repr(exc)
+    time.sleep(0.5)
+raise SystemExit(f"no instance with strategies on the dashboard: {last}")
+"""
+
+
+def test_the_dashboard_ships_disabled_and_once_enabled_shows_the_running_daemon(stack: Stack) -> None:
+    """s1mpled-dashboard.service is installed but not enabled. Enabled, its dynamic user in the daemons' group
+    finds the instance the way `status --all` does, reaches its control socket through the real sandbox, and the
+    page's WebSocket shows its strategies; it listens on 127.0.0.1 only."""
+    ct, unit = stack.ct, "s1mpled-dashboard.service"
+    assert ct.show(unit, "UnitFileState")["UnitFileState"] == "disabled"
+    assert ct.show(unit, "ActiveState")["ActiveState"] == "inactive"
+    ct.systemctl("enable", "--now", unit)
+    try:
+        out = ct.run("/opt/venvs/s1mpled/bin/python", "-c", _DASHBOARD_PROBE, check=False, timeout=90)
+        assert out.returncode == 0, out.stdout + out.stderr + ct.run("journalctl", "-u", unit, "--no-pager").stdout
+        seen = json.loads(out.stdout)
+        assert seen["page"] and [sorted(SYMBOLS)] == [s for _, _, s in seen["instances"] if s], seen
+        # /proc/net/tcp: local address:port in hex, state 0A = LISTEN; 8787 = 0x2253, 127.0.0.1 = 0100007F
+        rows = [line.split() for line in ct.run("cat", "/proc/net/tcp", "/proc/net/tcp6").stdout.splitlines()[1:]]
+        listening = [r[1] for r in rows if len(r) > 3 and r[3] == "0A" and r[1].endswith(":2253")]
+        assert listening == ["0100007F:2253"], listening
+    finally:
+        ct.systemctl("disable", "--now", unit, check=False)
+
+
 def test_api_secret_never_reaches_the_journal(stack: Stack) -> None:
     """Nothing in the whole journal (every field of every entry) contains the API secret or key."""
     ct = stack.ct
@@ -642,7 +686,7 @@ def test_api_secret_never_reaches_the_journal(stack: Stack) -> None:
     assert DEFAULT_API_KEY not in export
 
 
-@pytest.mark.parametrize("unit", [UNIT, "s1mpled@e2e.service", RECONCILE, ALERT])
+@pytest.mark.parametrize("unit", [UNIT, "s1mpled@e2e.service", RECONCILE, ALERT, "s1mpled-dashboard.service"])
 def test_systemd_rates_the_sandbox_at_most_1_5(e2e: Stack, unit: str) -> None:
     """systemd-analyze security, inside the container with the package installed, rates every unit <= 1.5."""
     out = e2e.ct.run("systemd-analyze", "security", "--no-pager", unit).stdout

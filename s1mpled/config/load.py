@@ -27,6 +27,7 @@ from s1mpled.config.model import (
     BreakerConfig,
     Config,
     LiveConfig,
+    MetricsConfig,
     PaperConfig,
     PaperMarketConfig,
     ReconciliationConfig,
@@ -36,6 +37,7 @@ from s1mpled.config.model import (
     abbreviate,
     is_event_param,
     is_events_param,
+    parse_listen,
 )
 from s1mpled.config.nodes import (
     ASSET_RE,
@@ -83,6 +85,7 @@ _TOP_KEYS = (
     "circuit_breaker",
     "alerts",
     "startup",
+    "metrics",
     "paper",
     "live",
     "strategies",
@@ -97,6 +100,7 @@ _SECTION_KEYS: dict[str, tuple[str, ...] | None] = {
     "circuit_breaker": ("emergency_exit", "auto_close_after", "max_reconnect_attempts"),
     "alerts": ("apprise_urls",),
     "startup": ("alert_after",),
+    "metrics": ("listen", "allow_remote"),
     "paper": ("seed", "tick_interval", "stream_latency", "fee_rate", "balances", "replay_csv", "markets"),
     "live": ("exchange", "credentials", "urls", "rate_limit", "request_timeout", "heartbeat"),
     "balances": None,
@@ -135,6 +139,7 @@ def load_config(path: str | Path | None = None, env: Mapping[str, str] | None = 
     breaker = _breaker(doc, _section(doc, root, "circuit_breaker", optional=True))
     alerts = AlertsConfig(read_str_list(doc, _section(doc, root, "alerts", optional=True), "apprise_urls"))
     startup = StartupConfig(duration_at(doc, _section(doc, root, "startup", optional=True), "alert_after", "5m"))
+    metrics = _metrics(doc, _section(doc, root, "metrics", optional=True))
     if not root.has(mode):
         raise doc.error(mode, f"required when mode is {mode}", root.get("mode") or root.node)
     paper_map = _section(doc, root, "paper") if root.has("paper") else None
@@ -158,10 +163,24 @@ def load_config(path: str | Path | None = None, env: Mapping[str, str] | None = 
         circuit_breaker=breaker,
         alerts=alerts,
         startup=startup,
+        metrics=metrics,
         paper=paper,
         live=live,
         strategies=strategies,
     )
+
+
+def _metrics(doc: Doc, section: YamlMap) -> MetricsConfig:
+    """metrics.listen: HOST:PORT of the optional HTTP endpoint, loopback unless metrics.allow_remote."""
+    remote = section.get("allow_remote")
+    allow_remote = remote is not None and read_boolean(doc, remote, section.at("allow_remote"))
+    listen = section.get("listen")
+    if listen is None or is_null(listen):
+        return MetricsConfig()
+    try:
+        return MetricsConfig(parse_listen(read_string(doc, listen, section.at("listen")), allow_remote=allow_remote))
+    except ValueError as exc:
+        raise doc.error(section.at("listen"), str(exc), listen) from None
 
 
 def _load_schedule(doc: Doc, root: YamlMap) -> tuple[Path, tuple[ScheduleEntry, ...]]:

@@ -10,6 +10,7 @@ checked by :meth:`StrategyConfig.decimal_param` with the same bounds as the file
 
 from __future__ import annotations
 
+import ipaddress
 import math
 import re
 from collections.abc import Mapping
@@ -30,6 +31,7 @@ __all__ = [
     "BreakerConfig",
     "Config",
     "LiveConfig",
+    "MetricsConfig",
     "PaperConfig",
     "PaperMarketConfig",
     "ReconciliationConfig",
@@ -42,6 +44,7 @@ __all__ = [
     "is_events_param",
     "parse_decimal",
     "parse_duration",
+    "parse_listen",
 ]
 
 NAME_RE = re.compile(r"^[a-z0-9][a-z0-9-]{0,15}$")  # an operation's or a strategy's name
@@ -88,6 +91,14 @@ class StartupConfig:
     """A start that waits for the exchange (unreachable, a stream not subscribed) alerts after ``alert_after_s``."""
 
     alert_after_s: float = 300.0
+
+
+@dataclass(frozen=True, slots=True)
+class MetricsConfig:
+    """The optional metrics HTTP endpoint: the (IP address, port) to serve on, or None (the default: no port;
+    the textfile through the control socket needs none)."""
+
+    listen: tuple[str, int] | None = None
 
 
 @dataclass(frozen=True, slots=True)
@@ -200,9 +211,41 @@ class Config:
     # True when state_dir is the per-user XDG default: its parents (~/.local/state) may be created.
     state_dir_is_default: bool = False
     startup: StartupConfig = field(default_factory=StartupConfig)
+    metrics: MetricsConfig = field(default_factory=MetricsConfig)
 
 
 # ------------------------------------------------------------------------------------- value rules
+
+
+def parse_listen(text: str, *, allow_remote: bool = False) -> tuple[str, int]:
+    """``HOST:PORT`` of the metrics HTTP endpoint -> (IP address, port); ValueError saying why.
+
+    HOST is an IP address (IPv6 in brackets: ``[::1]:9464``) or ``localhost`` (127.0.0.1; no name is
+    resolved while reading the config). Only a loopback address is accepted unless ``allow_remote``:
+    the endpoint has no authentication. PORT is 0 to 65535 (0: one the kernel picks, logged).
+    """
+    host, sep, port = text.rpartition(":")
+    if not sep or not host:
+        raise ValueError(f"expected HOST:PORT, e.g. 127.0.0.1:9464, got {text!r}")
+    bracketed = host.startswith("[") and host.endswith("]")
+    if bracketed:
+        host = host[1:-1]
+    elif ":" in host:
+        raise ValueError(f"write an IPv6 address in brackets, e.g. [::1]:9464, got {text!r}")
+    if not (port.isascii() and port.isdigit() and len(port) <= 5 and int(port) <= 65535):
+        raise ValueError(f"the port must be a number from 0 to 65535, got {port!r}")
+    try:
+        address = ipaddress.ip_address("127.0.0.1" if host == "localhost" else host)
+    except ValueError:
+        raise ValueError(f"the host must be an IP address or localhost, got {host!r}") from None
+    if bracketed != (address.version == 6):
+        raise ValueError(f"only an IPv6 address is written in brackets, got {text!r}")
+    if not address.is_loopback and not allow_remote:
+        raise ValueError(
+            f"{address} is not a loopback address: the metrics endpoint has no authentication "
+            "(set metrics.allow_remote: true to listen there anyway, behind a firewall)"
+        )
+    return str(address), int(port)
 
 
 def parse_duration(value: str | int | float) -> float:

@@ -4,6 +4,13 @@ The Operation, the strategy runners and the ReconciliationMonitor talk only to t
 paper mode exercises exactly the code paths live mode uses: fills arrive through
 ``start_user_data_stream()`` (push) and reconciliation pulls through the query methods (pull).
 
+One road out. Every fact an environment produces -- fills and order updates (:meth:`run_user_stream`),
+prices (:meth:`run_market_data`), a stream lost or restored -- leaves through the one ``publish`` it was
+built with (the bus's: fills and order updates are addressed there to the strategy that owns the order,
+s1mpled.ownership). ``publish`` waits while a subscriber's queue is full, and so does the stream that
+produced the fact: backpressure reaches the exchange client, nothing is dropped. The operation owns the
+two ``run_*`` tasks (in its TaskGroup); any task an environment starts lives in a TaskGroup inside them.
+
 Contract every implementation keeps:
 - A query that fails raises (ExchangeUnavailable / ExchangeRejected); it never returns an empty
   result in place of an unknown one -- reconciliation would read that as "flat".
@@ -17,8 +24,10 @@ from __future__ import annotations
 import math
 from abc import ABC, abstractmethod
 from collections.abc import AsyncIterator
-from typing import Literal
+from typing import Literal, NoReturn
 
+from s1mpled.errors import LocalStateError
+from s1mpled.events import Event, MarketData, OrderUpdated, Publish, TradeExecuted
 from s1mpled.model import Balance, ExchangeOrder, Fill, MarketTick, OrderRequest, UnparsedOrder
 from s1mpled.strategies.base import MarketRules
 
@@ -36,6 +45,23 @@ class ExecutionEnvironment(ABC):
     #: How long after an order request was sent (or timed out) the exchange may still act on it; a
     #: probe that finds no such order is conclusive only after this (Binance: recvWindow + margin).
     in_flight_ms: int = 15_000
+
+    def __init__(self, publish: Publish | None = None) -> None:
+        """``publish``: the one road out (None: an environment only queried, never run -- tests, tools)."""
+        self._publish: Publish = publish or _no_road
+
+    async def run_user_stream(self) -> NoReturn:
+        """The private stream's fills and order updates onto the road, in the order the stream delivers them,
+        until cancelled (a stream that ends is a bug: LocalStateError, crash and recover)."""
+        async for item in self.start_user_data_stream():
+            await self._publish(TradeExecuted(item) if isinstance(item, Fill) else OrderUpdated(item))
+        raise LocalStateError("the user data stream ended")
+
+    async def run_market_data(self, symbols: tuple[str, ...]) -> NoReturn:
+        """The DataSource's prices for ``symbols`` onto the road until cancelled."""
+        async for tick in self.market_data(symbols):
+            await self._publish(MarketData(tick))
+        raise LocalStateError("the market data stream ended")  # it never should: crash and recover
 
     @abstractmethod
     async def start(self) -> None:
@@ -100,3 +126,7 @@ class ExecutionEnvironment(ABC):
     async def fetch_trades(self, symbol: str, after_trade_id: str | None, since_ms: int = 0) -> list[Fill]:
         """Every trade of the account on ``symbol`` after the trade ``after_trade_id`` -- or, without one,
         since ``since_ms`` -- oldest first and complete (all pages), ids compared as integers."""
+
+
+async def _no_road(event: Event) -> None:
+    raise LocalStateError(f"{event.TOPIC}: this environment was built without a publish (no road out)")

@@ -13,22 +13,21 @@ import random
 import re
 from collections.abc import Sequence
 from dataclasses import dataclass
-from decimal import ROUND_HALF_EVEN, Context, InvalidOperation
+from decimal import ROUND_HALF_EVEN, InvalidOperation
 from decimal import Decimal as D
 
-from s1mpled.model import split_symbol
+from s1mpled.model import MONEY, split_symbol
 
 __all__ = ["REPLAY_HEADER", "ReplayFeed", "ReplayRow", "SyntheticFeed", "quantize_to_step", "read_replay_csv"]
 
 REPLAY_HEADER = ("timestamp_ms", "symbol", "price")
-_WIDE = Context(prec=100, rounding=ROUND_HALF_EVEN)
 _INTEGER = re.compile(r"[+-]?[0-9]+")
 
 
 def quantize_to_step(value: D, step: D) -> D:
     """The multiple of ``step`` nearest to ``value`` (ties to even), written with ``step``'s exponent."""
-    units = _WIDE.divide(value, step).to_integral_value(rounding=ROUND_HALF_EVEN, context=_WIDE)
-    return _WIDE.multiply(units, step).quantize(step, context=_WIDE)
+    units = MONEY.divide(value, step).to_integral_value(rounding=ROUND_HALF_EVEN, context=MONEY)
+    return MONEY.multiply(units, step).quantize(step, context=MONEY)
 
 
 class SyntheticFeed:
@@ -67,7 +66,7 @@ class SyntheticFeed:
             return self.start_price
         if previous is None:
             raise ValueError(f"step {step} needs the previous price")
-        moved = _WIDE.multiply(previous, _WIDE.add(1, _WIDE.multiply(self.volatility, self.z_at(step))))
+        moved = MONEY.multiply(previous, MONEY.add(1, MONEY.multiply(self.volatility, self.z_at(step))))
         return max(quantize_to_step(moved, self.price_step), self.price_step)
 
 

@@ -30,6 +30,7 @@ from collections.abc import AsyncIterator, Awaitable, Callable, Mapping
 from decimal import Decimal
 from typing import Any
 
+from s1mpled.clock import wall_ms
 from s1mpled.config import LiveConfig
 from s1mpled.connection import Backoff, Hearing, Holdings, Link
 from s1mpled.credentials import Credentials
@@ -49,15 +50,25 @@ from s1mpled.errors import (
     LocalStateError,
     RemoteStateError,
 )
-from s1mpled.events import Event
-from s1mpled.model import Balance, ExchangeOrder, Fill, MarketTick, OrderRequest, OrderType, UnparsedOrder
+from s1mpled.events import Publish
+from s1mpled.instruments import Instruments, StreamFacts, endpoint_of
+from s1mpled.model import (
+    Balance,
+    ExchangeOrder,
+    Fill,
+    MarketTick,
+    OrderRequest,
+    OrderType,
+    UnparsedOrder,
+    trade_number,
+    trade_order,
+)
 from s1mpled.orders import parse_client_order_id
 from s1mpled.strategies.base import MarketRules
 
 __all__ = ["LiveEnvironment", "ccxt_urls", "classify"]
 
 log = logging.getLogger("s1mpled.environments.live")
-Publish = Callable[[Event], Awaitable[None]]
 CLIENT_IDS_KEPT = 100_000  # older ones are asked for again (one request) if a REST trade names them
 _DAY_MS = 86_400_000  # Binance's widest myTrades time window
 DEAF_GRACE_S = 10.0  # an acknowledged order must be on the user stream within this (or a heartbeat, if shorter)
@@ -76,10 +87,10 @@ Confirm = Callable[[], Awaitable[None]]
 def _trade_number(raw: Any) -> int:
     """A REST trade's id as the integer Binance pages by; garbage is an unavailable answer."""
     value = raw.get("id") if isinstance(raw, dict) else None
-    text = str(value)
-    if not text.isascii() or not text.isdigit():
+    number = trade_number(str(value))
+    if number is None:
         raise ExchangeUnavailable(f"fetch trades: a trade without an integer id ({value!r})")
-    return int(text)
+    return number
 
 
 def ccxt_urls(urls: Mapping[str, str]) -> dict[str, Any] | None:
@@ -145,8 +156,10 @@ class LiveEnvironment(ExecutionEnvironment):
         heartbeat_s: float = 30.0,
         backoff: Backoff | None = None,
         rate_limit: bool = True,
+        instruments: Instruments | None = None,
     ) -> None:
-        self._config, self._credentials, self._publish = config, credentials, publish
+        super().__init__(publish)  # the one road out: link events here, fills and prices via the run_* pumps
+        self._config, self._credentials = config, credentials
         self._timeout_s, self._heartbeat_s = request_timeout_s, heartbeat_s
         self._backoff = backoff or Backoff()
         self._max_failures = max_failures
@@ -163,6 +176,10 @@ class LiveEnvironment(ExecutionEnvironment):
         self._poisoned: dict[str, str] = {}  # stream family -> why its connections must be replaced
         self._confirmed: dict[Stream, asyncio.Event] = {"user": asyncio.Event(), "market": asyncio.Event()}
         self._wake = asyncio.Event()  # a subscription was answered
+        self._instruments = instruments or Instruments("")
+        self._last_message: dict[str, float] = {}  # stream -> when it last delivered a batch (monotonic)
+        self._instruments.watch_streams(self.stream_facts)
+        self._instruments.watch_clock(self.clock_offset_s)
 
     # -- lifecycle --
 
@@ -360,8 +377,9 @@ class LiveEnvironment(ExecutionEnvironment):
         by id until a page is short.
         """
         if after_trade_id is not None:
-            return await self._trades_from_id(symbol, int(after_trade_id) + 1)
-        start, now = since_ms, int(time.time() * 1000)
+            # a cursor is an applied integer id (the ledger keeps no other); anything else reads from the start
+            return await self._trades_from_id(symbol, (trade_number(after_trade_id) or 0) + 1)
+        start, now = since_ms, wall_ms()
         while start <= now:
             window = {"endTime": start + _DAY_MS - 1}
             raw = await self._my_trades(symbol, start, window)
@@ -385,7 +403,7 @@ class LiveEnvironment(ExecutionEnvironment):
                 if fill is not None:
                     fills.append(fill)
             if len(raw) < 1000:  # ccxt sorts by timestamp, and equal timestamps by id *as text*: re-sort
-                return sorted(fills, key=lambda f: int(f.trade_id))
+                return sorted(fills, key=lambda f: trade_order(f.trade_id))
             from_id = max(_trade_number(t) for t in raw) + 1
 
     async def _fill_of(self, symbol: str, raw: Any) -> Fill | None:
@@ -593,6 +611,7 @@ class LiveEnvironment(ExecutionEnvironment):
                 await self._connected(link)
             link.on_data(time.monotonic())
             if batch:
+                self._last_message[name] = time.monotonic()
                 yield batch
 
     async def stream_confirmed(self, stream: Stream) -> None:
@@ -604,6 +623,26 @@ class LiveEnvironment(ExecutionEnvironment):
     def stream_problem(self, stream: Stream) -> str:
         names = ("market",) if stream == "market" else _USER_LINKS
         return "; ".join(_describe(n, self.links.get(n)) for n in names)
+
+    def stream_facts(self) -> list[StreamFacts]:
+        """Each supervised stream as the metrics read it: connected, failures in a row, age of its last batch
+        (the links are copied first: a scrape may come from the metrics HTTP thread)."""
+        now = time.monotonic()
+        facts = []
+        for name, link in list(self.links.items()):
+            last = self._last_message.get(name)
+            facts.append(StreamFacts(name, link.connected, link.failures, None if last is None else now - last))
+        return facts
+
+    async def clock_offset_s(self) -> float:
+        """The exchange's clock minus ours (seconds), from one ``/api/v3/time`` (weight 1), taken at the middle
+        of the request as ``s1mpled doctor`` does; the metrics ask once per reconciliation pass."""
+        before = time.time()
+        server_ms = await self._call(self.exchange.fetch_time(), "fetch time")
+        after = time.time()
+        if not isinstance(server_ms, int | float):
+            raise ExchangeUnavailable(f"fetch time: no server time in the answer ({server_ms!r})")
+        return float(server_ms) / 1000 - (before + after) / 2
 
     def streams_healthy_for(self) -> float | None:
         """The shortest time any supervised stream (market data, both user watchers) has been connected
@@ -625,7 +664,7 @@ class LiveEnvironment(ExecutionEnvironment):
         for symbol, t in (raw or {}).items():
             last = t.get("last") if isinstance(t, dict) else None
             if symbol in symbols and last is not None:
-                ts = t.get("timestamp") if isinstance(t.get("timestamp"), int) else int(time.time() * 1000)
+                ts = t.get("timestamp") if isinstance(t.get("timestamp"), int) else wall_ms()
                 ticks.append(MarketTick(symbol, decimal_of(last, f"{symbol} last price"), ts))
         return ticks
 
@@ -763,10 +802,24 @@ def _describe(name: str, link: Link | None) -> str:
 
 def _instrumented(base: type[Any], env: LiveEnvironment) -> type[Any]:
     """``base`` (a ccxt.pro exchange class) with the hooks supervision needs and ccxt has no callbacks for:
-    every WebSocket client guarded against frames it cannot read, subscription answers seen, and a user
-    stream that the exchange terminated (``eventStreamTerminated`` wakes no watch) reconnected."""
+    every WebSocket client guarded against frames it cannot read, subscription answers seen, a user
+    stream that the exchange terminated (``eventStreamTerminated`` wakes no watch) reconnected, and every
+    REST request measured where ccxt makes it (``fetch``: latency and errors by endpoint, used weight)."""
 
     class Instrumented(base):  # type: ignore[misc]  # ccxt is untyped: base is Any
+        async def fetch(self, url: str, method: str = "GET", headers: Any = None, body: Any = None) -> Any:
+            """ccxt's one HTTP request: its latency, error class and rate-limit weight to the instruments.
+            The answer's headers are cleared first, so a request that got none never reports stale ones."""
+            self.last_response_headers, started, error = None, time.monotonic(), None
+            try:
+                return await super().fetch(url, method, headers, body)
+            except BaseException as exc:  # observed and re-raised: a cancellation or a timeout counts too
+                error = type(exc).__name__
+                raise
+            finally:
+                seconds = time.monotonic() - started
+                env._instruments.rest(endpoint_of(method, url), seconds, error, self.last_response_headers)
+
         def client(self, url: str) -> Any:
             return env._guard(super().client(url))
 

@@ -6,8 +6,8 @@ The simulator plays the exchange, the single source of truth, so it behaves like
 exists after any crash, a fill it executed is never forgotten. It lives in its own state file
 (``paper-exchange.state.json``), separate from the ledgers, so a crash between "the exchange
 filled" and "the ledger recorded it" is a real gap that reconciliation must close -- exactly as in
-live trading. Fills reach the strategies only through ``start_user_data_stream()``, the path the
-live private stream uses.
+live trading. Fills reach the strategies only through ``start_user_data_stream()`` -- published by
+``run_user_stream()`` onto the one road out (``publish``) -- the path the live private stream uses.
 
 Paper mode never imports ccxt.
 """
@@ -16,29 +16,37 @@ from __future__ import annotations
 
 import asyncio
 import logging
-import time
-from collections.abc import AsyncIterator, Callable
+from collections.abc import AsyncIterator
+from dataclasses import dataclass
 from decimal import Decimal
 from typing import Any
 
+from s1mpled import record
+from s1mpled.clock import ClockMs, wall_ms
 from s1mpled.config import PaperConfig
 from s1mpled.environments.base import ExecutionEnvironment, UserStreamEvent
 from s1mpled.environments.feeds import ReplayFeed, SyntheticFeed, read_replay_csv
-from s1mpled.environments.paper_exchange import MarketSpec, SimulatedExchange
+from s1mpled.environments.paper_exchange import ExchangeRecord, MarketSpec, SimulatedExchange
 from s1mpled.errors import ConfigError, LocalStateError, StateError
+from s1mpled.events import Publish
 from s1mpled.model import Balance, ExchangeOrder, Fill, MarketTick, OrderRequest, UnparsedOrder
 from s1mpled.state.store import StateFile
 from s1mpled.strategies.base import MarketRules
 
-__all__ = ["STATE_NAME", "PaperEnvironment"]
+__all__ = ["STATE_NAME", "PaperEnvironment", "PaperState"]
 
 log = logging.getLogger("s1mpled.environments.paper")
 STATE_NAME = "paper-exchange.state.json"
 PRICE_PERSIST_S = 10.0  # a price-only tick is persisted at most this often
 
 
-def wall_ms() -> int:
-    return time.time_ns() // 1_000_000
+@dataclass(frozen=True, slots=True)
+class PaperState:
+    """What ``paper-exchange.state.json`` holds: the exchange, and how far the feeds have gone."""
+
+    exchange: ExchangeRecord
+    step: int  # of the synthetic feeds
+    replay_index: int  # the next row of the replay
 
 
 class PaperEnvironment(ExecutionEnvironment):
@@ -47,7 +55,10 @@ class PaperEnvironment(ExecutionEnvironment):
     name = "paper"
     in_flight_ms = 0  # in-process: a request either happened or it did not, nothing is in transit
 
-    def __init__(self, config: PaperConfig, state_file: StateFile, clock_ms: Callable[[], int] = wall_ms) -> None:
+    def __init__(
+        self, config: PaperConfig, state_file: StateFile, clock_ms: ClockMs = wall_ms, *, publish: Publish | None = None
+    ) -> None:
+        super().__init__(publish)
         self._config, self._file, self._clock_ms = config, state_file, clock_ms
         state_file.use_log()  # a move of the exchange appends what changed, not its whole order/trade history
         self._exchange: SimulatedExchange | None = None
@@ -95,19 +106,14 @@ class PaperEnvironment(ExecutionEnvironment):
         """The exchange and feed positions of a loaded state; StateError naming the file and the key if unusable."""
         where = str(self._file.path)
         try:
-            exchange = SimulatedExchange.from_state(state["exchange"])
-        except KeyError as exc:
-            raise StateError(where, f"the saved state cannot be used: missing key {exc.args[0]!r}") from None
+            saved = record.decode(PaperState, state)
+            exchange = SimulatedExchange.from_record(saved.exchange)
         except LocalStateError as exc:
             raise StateError(where, f"the saved state cannot be used: {exc}") from None
-        positions = []
-        for key in ("step", "replay_index"):
-            value = state.get(key)
-            if isinstance(value, bool) or not isinstance(value, int) or value < 0:
-                why = f"{key}: expected an integer >= 0, got {value!r}"
-                raise StateError(where, f"the saved state cannot be used: {why}")
-            positions.append(value)
-        return exchange, positions[0], positions[1]
+        for key, value in (("step", saved.step), ("replay_index", saved.replay_index)):
+            if value < 0:
+                raise StateError(where, f"the saved state cannot be used: {key}: expected an integer >= 0, got {value}")
+        return exchange, saved.step, saved.replay_index
 
     async def close(self) -> None:
         if self._exchange is not None:
@@ -125,10 +131,10 @@ class PaperEnvironment(ExecutionEnvironment):
         return self._exchange
 
     async def _persist(self) -> None:
-        state = {"exchange": self.exchange.to_state(), "step": self._step, "replay_index": self._replay_index}
-        await self._file.save(state)
+        state = PaperState(self.exchange.to_record(), self._step, self._replay_index)
+        await self._file.save(record.encode(state))
 
-    async def _publish(self, fills: list[Fill], *, account_changed: bool = True) -> None:
+    async def _announce(self, fills: list[Fill], *, account_changed: bool = True) -> None:
         """Make the exchange's new state durable, then push its fills and order updates.
 
         A tick that only moved prices changes no account, so it is persisted at most every
@@ -165,7 +171,7 @@ class PaperEnvironment(ExecutionEnvironment):
             await asyncio.sleep(self._config.tick_interval_s)
             prices = self._next_prices()
             fills = [f for s, p, ts in prices for f in self.exchange.on_price(s, p, ts)]
-            await self._publish(fills, account_changed=False)
+            await self._announce(fills, account_changed=False)
             for symbol, price, ts in prices:
                 if symbol in symbols:
                     yield MarketTick(symbol, price, ts)
@@ -192,7 +198,7 @@ class PaperEnvironment(ExecutionEnvironment):
 
     async def create_order(self, request: OrderRequest) -> ExchangeOrder:
         order, fills = self.exchange.place_order(request, self._clock_ms())
-        await self._publish(fills)
+        await self._announce(fills)
         if not fills:
             self._push(order)
         return self.exchange.order(order.client_order_id) or order

@@ -46,15 +46,16 @@ Rules (the tests check each one):
   :meth:`SimulatedExchange.adjust_balance` is a deposit or a withdrawal.
 * **Ids.** Trade ids and exchange order ids are two global counters written as decimal
   strings ("1", "2", ...), strictly increasing across all symbols.
-* **Exactness.** All arithmetic runs in a Decimal context with 100 digits that *traps* Inexact:
+* **Exactness.** All arithmetic runs in the money context (:data:`s1mpled.model.MONEY`, 100 digits) *trapping* Inexact:
   a result that would need rounding (which takes absurd inputs) raises ``decimal.Inexact``
   instead of silently losing money. The only rounding is the explicit one of the fee.
 * **History** is bounded so the persisted state (rewritten on every fill) stays small: every open
   order, the newest ``CLOSED_ORDERS_KEPT`` closed or canceled orders and the newest ``TRADES_KEPT``
   trades. The duplicate-id rule therefore covers the orders still remembered -- more than Binance,
   which refuses a reused client id only among open orders (s1mpled never reuses one anyway).
-* **State** (``to_state``) is written in format 1; the fee options appear in it only when they differ
-  from the defaults, so a state written before they existed loads unchanged.
+* **State** (``to_state``) is an :class:`ExchangeRecord` (format 1, written and read by :mod:`s1mpled.record`);
+  the fee options appear in it only when they differ from the defaults, so a state written before they
+  existed loads unchanged and is written again byte for byte.
 """
 
 from __future__ import annotations
@@ -62,21 +63,15 @@ from __future__ import annotations
 import bisect
 from collections.abc import Iterator, Mapping
 from contextlib import contextmanager
-from dataclasses import dataclass, replace
-from decimal import (
-    ROUND_DOWN,
-    Context,
-    DivisionByZero,
-    Inexact,
-    InvalidOperation,
-    Overflow,
-    localcontext,
-)
+from dataclasses import dataclass, field, replace
+from decimal import ROUND_DOWN, localcontext
 from decimal import Decimal as D
-from typing import Any
+from typing import Any, ClassVar
 
+from s1mpled import record
 from s1mpled.errors import ExchangeRejected, LocalStateError
 from s1mpled.model import (
+    MONEY,
     Balance,
     ExchangeOrder,
     ExchangeOrderStatus,
@@ -84,7 +79,9 @@ from s1mpled.model import (
     OrderRequest,
     OrderType,
     Side,
+    money_context,
     split_symbol,
+    trade_number,
 )
 
 __all__ = [
@@ -95,6 +92,7 @@ __all__ = [
     "STATE_FORMAT",
     "TIME_IN_FORCE",
     "TRADES_KEPT",
+    "ExchangeRecord",
     "MarketSpec",
     "SimulatedExchange",
 ]
@@ -107,9 +105,9 @@ FEE_MODELS = ("quote", "binance")  # which asset a fee is charged in (see the mo
 TIME_IN_FORCE = ("GTC", "IOC", "FOK")
 BNB = "BNB"
 
-_EXACT = Context(prec=100, traps=[InvalidOperation, DivisionByZero, Overflow, Inexact])
-_ROUNDING = Context(prec=100, traps=[InvalidOperation, DivisionByZero, Overflow])
-_FLOOR = Context(prec=100, rounding=ROUND_DOWN, traps=[InvalidOperation, DivisionByZero, Overflow])
+_EXACT = money_context(exact=True)
+_ROUNDING = MONEY
+_FLOOR = money_context(rounding=ROUND_DOWN)
 _ZERO = D(0)
 
 
@@ -156,13 +154,40 @@ class MarketSpec:
             return (self.liquidity // self.amount_step) * self.amount_step
 
 
+@dataclass(slots=True)
 class _Wallet:
     """One asset's balance; mutable on purpose, never handed out (``balances()`` copies it)."""
 
-    __slots__ = ("free", "used")
+    free: D
+    used: D
 
-    def __init__(self, free: D, used: D) -> None:
-        self.free, self.used = free, used
+
+@dataclass(frozen=True, slots=True)
+class _MarketRecord:
+    """A market as the state keeps it (under its symbol)."""
+
+    price_step: D
+    amount_step: D
+    liquidity: D
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class ExchangeRecord:
+    """The persisted layout of a :class:`SimulatedExchange`, in the order its keys are written (``format`` first)."""
+
+    RECORD_FORMAT: ClassVar[int] = STATE_FORMAT
+
+    fee_rate: D
+    fee_model: str = field(default="quote", metadata=record.OMIT_DEFAULT)
+    bnb_fees: bool = field(default=False, metadata=record.OMIT_DEFAULT)
+    bnb_price: D | None = field(default=None, metadata=record.OMIT_DEFAULT)
+    markets: dict[str, _MarketRecord]
+    balances: dict[str, _Wallet]
+    last_prices: dict[str, D]
+    next_order_id: int
+    next_trade_id: int
+    orders: tuple[ExchangeOrder, ...]
+    trades: tuple[Fill, ...]
 
 
 class SimulatedExchange:
@@ -582,81 +607,59 @@ class SimulatedExchange:
                 del self._orders[cid]
 
     def to_state(self) -> dict[str, Any]:
-        """The complete state as JSON-shaped data (str keys, lists, str/int/Decimal/None values).
+        """The complete state as JSON-shaped data (str keys, lists, str/int/bool/Decimal/None values).
 
         The fee options are written only when they differ from the defaults (so the state of a default
         exchange is exactly what it was before they existed).
         """
-        options: dict[str, Any] = {}
-        if self._fee_model != "quote":
-            options["fee_model"] = self._fee_model
-        if self._bnb_fees:
-            options["bnb_fees"] = True
-        if self._bnb_price is not None:
-            options["bnb_price"] = self._bnb_price
-        return {
-            "format": STATE_FORMAT,
-            "fee_rate": self._fee_rate,
-            **options,
-            "markets": {
-                s.symbol: {"price_step": s.price_step, "amount_step": s.amount_step, "liquidity": s.liquidity}
-                for s in self._markets.values()
-            },
-            "balances": {a: {"free": w.free, "used": w.used} for a, w in self._wallets.items()},
-            "last_prices": dict(self._last),
-            "next_order_id": self._next_order_id,
-            "next_trade_id": self._next_trade_id,
-            "orders": [_order_to_state(o) for o in self._orders.values()],
-            "trades": [_fill_to_state(f) for f in self._trades],
-        }
+        return record.encode(self.to_record())
+
+    def to_record(self) -> ExchangeRecord:
+        """The complete state as its persisted record."""
+        return ExchangeRecord(  # the keys are written in the record's field order, whatever the order here
+            markets={s.symbol: _MarketRecord(s.price_step, s.amount_step, s.liquidity) for s in self._markets.values()},
+            fee_rate=self._fee_rate,
+            fee_model=self._fee_model,
+            bnb_fees=self._bnb_fees,
+            bnb_price=self._bnb_price,
+            balances=dict(self._wallets),
+            last_prices=dict(self._last),
+            next_order_id=self._next_order_id,
+            next_trade_id=self._next_trade_id,
+            orders=tuple(self._orders.values()),
+            trades=tuple(self._trades),
+        )
 
     @classmethod
     def from_state(cls, state: Mapping[str, Any]) -> SimulatedExchange:
-        """Rebuild an exchange from ``to_state()`` output; raises LocalStateError if it is malformed or inconsistent."""
+        """Rebuild an exchange from ``to_state()`` output; raises LocalStateError if it is malformed or inconsistent.
+
+        A malformed value is a RecordError naming its path (``exchange.orders[3].price: ...``).
+        """
+        return cls.from_record(record.decode(ExchangeRecord, state, where="exchange"))
+
+    @classmethod
+    def from_record(cls, rec: ExchangeRecord) -> SimulatedExchange:
+        """The exchange of a record; LocalStateError if it is inconsistent (one the exchange never wrote)."""
         try:
-            return cls._from_state(state)
+            return cls._from_record(rec)
         except LocalStateError:
             raise
-        except (KeyError, TypeError, ValueError, ArithmeticError, AttributeError) as exc:
+        except (ValueError, ArithmeticError) as exc:
             raise LocalStateError(f"invalid simulated-exchange state: {type(exc).__name__}: {exc}") from exc
 
     @classmethod
-    def _from_state(cls, state: Mapping[str, Any]) -> SimulatedExchange:
-        if state["format"] != STATE_FORMAT:
-            raise ValueError(f"unknown state format {state['format']!r}")
-        markets = {
-            sym: MarketSpec(
-                sym,
-                _dec(m["price_step"], f"markets.{sym}.price_step"),
-                _dec(m["amount_step"], f"markets.{sym}.amount_step"),
-                _dec(m["liquidity"], f"markets.{sym}.liquidity"),
-            )
-            for sym, m in _map(state["markets"]).items()
-        }
-        bnb_fees = state.get("bnb_fees", False)
-        if not isinstance(bnb_fees, bool):
-            raise TypeError(f"bnb_fees must be a bool, got {bnb_fees!r}")
-        ex = cls(
-            markets,
-            {},
-            _dec(state["fee_rate"], "fee_rate"),
-            fee_model=_str(state.get("fee_model", "quote")),
-            bnb_fees=bnb_fees,
-            bnb_price=_opt_dec(state.get("bnb_price"), "bnb_price"),
-        )
-        ex._wallets = {
-            a: _Wallet(_dec(w["free"], f"balances.{a}.free"), _dec(w["used"], f"balances.{a}.used"))
-            for a, w in _map(state["balances"]).items()
-        }
-        ex._last = {_str(sym): _dec(p, f"last_prices.{sym}") for sym, p in _map(state["last_prices"]).items()}
-        ex._next_order_id = _int(state["next_order_id"])
-        ex._next_trade_id = _int(state["next_trade_id"])
-        for index, raw in enumerate(_list(state["orders"])):
-            order = _order_from_state(raw, f"orders[{index}]")
+    def _from_record(cls, rec: ExchangeRecord) -> SimulatedExchange:
+        markets = {sym: MarketSpec(sym, m.price_step, m.amount_step, m.liquidity) for sym, m in rec.markets.items()}
+        ex = cls(markets, {}, rec.fee_rate, fee_model=rec.fee_model, bnb_fees=rec.bnb_fees, bnb_price=rec.bnb_price)
+        ex._wallets = {a: _Wallet(w.free, w.used) for a, w in rec.balances.items()}
+        ex._last = dict(rec.last_prices)
+        ex._next_order_id, ex._next_trade_id = rec.next_order_id, rec.next_trade_id
+        for order in rec.orders:
             ex._orders[order.client_order_id] = order
             if order.status is ExchangeOrderStatus.OPEN:
                 ex._open[order.client_order_id] = None
-        ex._trades = [_fill_from_state(raw, f"trades[{i}]") for i, raw in enumerate(_list(state["trades"]))]
+        ex._trades = list(rec.trades)
         ex._trade_numbers = [_id_number(f.trade_id) for f in ex._trades]
         ex._check_consistency()
         return ex
@@ -697,10 +700,11 @@ class SimulatedExchange:
 
 
 def _id_number(text: str) -> int:
-    """The number behind a counter id ("1", "2", ...); ValueError for anything else."""
-    if not text.isascii() or not text.isdigit():
+    """The number behind a counter id ("1", "2", ...: trade and order ids alike); ValueError for anything else."""
+    number = trade_number(text)
+    if number is None:
         raise ValueError(f"{text!r} is not a decimal integer id")
-    return int(text)
+    return number
 
 
 def _crosses(order: ExchangeOrder, price: D) -> bool:
@@ -711,102 +715,3 @@ def _crosses(order: ExchangeOrder, price: D) -> bool:
 def _crosses_at(side: Side, limit: D | None, price: D) -> bool:
     assert limit is not None
     return price <= limit if side is Side.BUY else price >= limit
-
-
-# --------------------------------------------------------------------- state helpers
-
-
-def _dec(value: object, key: str) -> D:
-    if not isinstance(value, D) or not value.is_finite():
-        raise TypeError(f"{key}: expected a finite Decimal, got {value!r}")
-    return value
-
-
-def _opt_dec(value: object, key: str) -> D | None:
-    return None if value is None else _dec(value, key)
-
-
-def _int(value: object) -> int:
-    if not isinstance(value, int) or isinstance(value, bool):
-        raise TypeError(f"expected an int, got {value!r}")
-    return value
-
-
-def _str(value: object) -> str:
-    if not isinstance(value, str):
-        raise TypeError(f"expected a str, got {value!r}")
-    return value
-
-
-def _map(value: object) -> Mapping[str, Any]:
-    if not isinstance(value, Mapping):
-        raise TypeError(f"expected a mapping, got {type(value).__name__}")
-    return value
-
-
-def _list(value: object) -> list[Any]:
-    if not isinstance(value, list):
-        raise TypeError(f"expected a list, got {type(value).__name__}")
-    return value
-
-
-def _order_to_state(o: ExchangeOrder) -> dict[str, Any]:
-    return {
-        "client_order_id": o.client_order_id,
-        "exchange_order_id": o.exchange_order_id,
-        "symbol": o.symbol,
-        "side": o.side.value,
-        "type": o.type.value,
-        "amount": o.amount,
-        "price": o.price,
-        "filled": o.filled,
-        "status": o.status.value,
-        "timestamp_ms": o.timestamp_ms,
-    }
-
-
-def _order_from_state(raw: object, where: str) -> ExchangeOrder:
-    m = _map(raw)
-    return ExchangeOrder(
-        client_order_id=_str(m["client_order_id"]),
-        exchange_order_id=_str(m["exchange_order_id"]),
-        symbol=_str(m["symbol"]),
-        side=Side(m["side"]),
-        type=OrderType(m["type"]),
-        amount=_dec(m["amount"], f"{where}.amount"),
-        price=_opt_dec(m["price"], f"{where}.price"),
-        filled=_dec(m["filled"], f"{where}.filled"),
-        status=ExchangeOrderStatus(m["status"]),
-        timestamp_ms=_int(m["timestamp_ms"]),
-    )
-
-
-def _fill_to_state(f: Fill) -> dict[str, Any]:
-    return {
-        "trade_id": f.trade_id,
-        "client_order_id": f.client_order_id,
-        "exchange_order_id": f.exchange_order_id,
-        "symbol": f.symbol,
-        "side": f.side.value,
-        "price": f.price,
-        "amount": f.amount,
-        "fee": f.fee,
-        "fee_asset": f.fee_asset,
-        "timestamp_ms": f.timestamp_ms,
-    }
-
-
-def _fill_from_state(raw: object, where: str) -> Fill:
-    m = _map(raw)
-    return Fill(
-        trade_id=_str(m["trade_id"]),
-        client_order_id=_str(m["client_order_id"]),
-        exchange_order_id=_str(m["exchange_order_id"]),
-        symbol=_str(m["symbol"]),
-        side=Side(m["side"]),
-        price=_dec(m["price"], f"{where}.price"),
-        amount=_dec(m["amount"], f"{where}.amount"),
-        fee=_dec(m["fee"], f"{where}.fee"),
-        fee_asset=_str(m["fee_asset"]),
-        timestamp_ms=_int(m["timestamp_ms"]),
-    )

@@ -264,6 +264,9 @@ class StateDirectory:
         self._full_since: float | None = None
         self._failure: StateFsyncError | None = None  # set once, by a failed fsync: every write is refused
         self._supervisor: tuple[asyncio.AbstractEventLoop, asyncio.Event, list[tuple[str, str]]] | None = None
+        # (name, record bytes, seconds) after every durable save, on the thread that wrote it: the metrics'
+        # one hook into the store (s1mpled.instruments); it must not raise
+        self.on_saved: Callable[[str, int, float], None] | None = None
 
     @classmethod
     def open(cls, path: str | os.PathLike[str], *, create: bool = True) -> StateDirectory:
@@ -797,6 +800,7 @@ class StateFile:
         return _Write(ops, record=record, append=False)
 
     def _commit(self, write: _Write) -> None:
+        started = time.monotonic()
         try:
             self.directory.apply(write.ops)
         except StateError:
@@ -820,6 +824,8 @@ class StateFile:
                 self._log_exists = True
                 self._base = codec.decode(write.record).state  # amortized: once per compaction
                 self._log_bytes, self._snapshot_bytes = len(wal.base_record(self.generation)), len(write.record)
+        if (saved := self.directory.on_saved) is not None:
+            saved(self.name, len(write.record), time.monotonic() - started)  # bytes written: a record or a snapshot
 
     def _try_commit(self, ops: _Write) -> StateError | None:
         """``_commit`` for the writer thread: a failure is returned, not raised, so that a write whose saver
