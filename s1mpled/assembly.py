@@ -27,7 +27,7 @@ from s1mpled.environments.paper import PaperEnvironment
 from s1mpled.errors import ConfigError
 from s1mpled.events import Publish
 from s1mpled.in_flight import InFlightChecks, QueryBudget
-from s1mpled.instruments import ClockWatch, Instruments
+from s1mpled.instruments import ClockWatch, EventTally, Instruments
 from s1mpled.orders import order_prefix
 from s1mpled.reconciliation_monitor import ReceiptLog, ReconciliationMonitor
 from s1mpled.state.store import StateDirectory
@@ -245,5 +245,5 @@ def wire(bus: EventBus, c: Components, instruments: Instruments | None = None) -
     that owns them (s1mpled.workers.OwnerRouting); with ``instruments``, the clock watch too."""
     extra: list[Worker] = []
     if instruments is not None:
-        extra.append(ClockWatch(instruments))
+        extra += [ClockWatch(instruments), EventTally(instruments)]
     wire_workers(bus, [*c.workers, c.reconciler, ConnectionMonitor(bus.publish, instruments), c.breaker, *extra])

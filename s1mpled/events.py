@@ -138,6 +138,7 @@ class ReconciliationCompleted(Event):
     trigger: str
     corrections: int
     at_ms: int = field(default=0)
+    by_kind: tuple[tuple[str, int], ...] = field(default=())  # corrections per kind (AdoptOrder, ApplyFill, ...)
 
 
 Publish = Callable[[Event], Awaitable[None]]

@@ -37,12 +37,13 @@ from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Metri
 from prometheus_client.registry import Collector
 
 from s1mpled.errors import ExchangeError
-from s1mpled.events import ReconciliationCompleted
+from s1mpled.events import ReconciliationCompleted, TradeExecuted
 from s1mpled.workers import MonitorWorker, Subscription
 
 __all__ = [
     "INSTRUMENT_NAMES",
     "ClockWatch",
+    "EventTally",
     "Instruments",
     "MetricsServer",
     "StreamFacts",
@@ -71,6 +72,8 @@ INSTRUMENT_NAMES = frozenset(
         "s1mpled_stream_up",
         "s1mpled_stream_failures",
         "s1mpled_stream_last_message_age_seconds",
+        "s1mpled_fills_total",
+        "s1mpled_reconciliation_corrections_total",
     }
 )
 
@@ -130,6 +133,15 @@ class Instruments:
         self._state_bytes = Gauge(
             "s1mpled_state_size_bytes", "size of the last saved record, by state file", (*labels, "file"), registry=r
         )
+        self._fills = Counter(
+            "s1mpled_fills", "fills the exchange pushed on the user stream (paper: the simulated exchange), by symbol",
+            (*labels, "symbol"), registry=r,
+        )  # fmt: skip
+        self._corrections = Counter(
+            "s1mpled_reconciliation_corrections", "corrections reconciliation applied since the daemon started, by "
+            "kind (AdoptOrder, ApplyFill: a fill the stream missed, SettleOrder, SetHoldings, SetCapital)",
+            (*labels, "kind"), registry=r,
+        )  # fmt: skip
         self._endpoints: set[str] = set()
         self._lock = threading.Lock()  # saves are observed on the writer thread
         self.reconnects: Tally[str] = Tally()  # stream -> reconnections (ConnectionMonitor counts them)
@@ -163,6 +175,15 @@ class Instruments:
     def reconnected(self, stream: str) -> None:
         """A stream connected again after a failure or a drop (the ConnectionMonitor saw CONNECTION_RESTORED)."""
         self.reconnects[stream] += 1
+
+    def filled(self, symbol: str) -> None:
+        """The stream delivered a fill (applied by its owner, or external: counted either way)."""
+        self._fills.labels(self.operation, symbol).inc()
+
+    def corrected(self, by_kind: Sequence[tuple[str, int]]) -> None:
+        """A reconciliation pass applied these corrections (kind, count)."""
+        for kind, count in by_kind:
+            self._corrections.labels(self.operation, kind).inc(count)
 
     def clock_offset(self, seconds: float) -> None:
         self._clock.labels(self.operation).set(seconds)
@@ -237,6 +258,28 @@ class ClockWatch(MonitorWorker):
             await self._instruments.measure_clock()
         except ExchangeError as exc:
             log.debug("clock offset not measured: %s", exc)
+
+
+class EventTally(MonitorWorker):
+    """Counts what the bus carries for the metrics: every pushed fill (an observer: it sees the fills of every
+    strategy, and external ones) and every pass's corrections by kind. Both modes; it never answers back."""
+
+    name = "event-tally"
+
+    def __init__(self, instruments: Instruments) -> None:
+        self._instruments = instruments
+
+    def subscriptions(self) -> Sequence[Subscription]:
+        return [
+            Subscription(TradeExecuted, self.on_fill),
+            Subscription(ReconciliationCompleted, self.on_reconciled),
+        ]
+
+    def on_fill(self, event: TradeExecuted) -> None:
+        self._instruments.filled(event.fill.symbol)
+
+    def on_reconciled(self, event: ReconciliationCompleted) -> None:
+        self._instruments.corrected(event.by_kind)
 
 
 class MetricsServer:

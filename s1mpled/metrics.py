@@ -16,6 +16,7 @@ still gets its status-derived metrics written.
 
 from __future__ import annotations
 
+from collections import Counter
 from collections.abc import Iterator, Mapping
 from decimal import Decimal
 from typing import TYPE_CHECKING, Any
@@ -33,6 +34,7 @@ if TYPE_CHECKING:
 __all__ = ["METRIC_NAMES", "TEXTFILE_DIR", "default_textfile", "export", "registry_of", "write_textfile"]
 
 _OP = ("operation",)
+REASON_CHARS = 120  # a breaker reason names a stream or an operator's words: bounded, one series at a time
 _STRATEGY = ("operation", "strategy", "symbol")
 _ASSET = ("operation", "strategy", "asset")
 
@@ -42,6 +44,7 @@ _SPECS: dict[str, tuple[str, tuple[str, ...]]] = {
     "s1mpled_phase": ("1 for the daemon's current phase (loading-state, reconciling, trading, ...)", (*_OP, "phase")),
     "s1mpled_breaker_open": ("1 while the circuit breaker is open (no new orders)", _OP),
     "s1mpled_breaker_manual": ("1 while an operator's halt or a split-brain fence holds the breaker", _OP),
+    "s1mpled_breaker_reason": ("1 while the breaker is open, labelled with why (first 120 chars)", (*_OP, "reason")),
     "s1mpled_emergency_exit_pending": ("1 while an emergency exit is being pursued", _OP),
     "s1mpled_streams_healthy_seconds": ("how long every stream has been healthy (absent while one is not)", _OP),
     "s1mpled_disk_full": ("1 while a state save waits for disk space (no new orders)", _OP),
@@ -63,6 +66,7 @@ _SPECS: dict[str, tuple[str, tuple[str, ...]]] = {
     "s1mpled_strategy_equity": ("capital + holdings at the last price, in the quote asset", _STRATEGY),
     "s1mpled_strategy_realized_pnl": ("realized profit and loss in the quote asset", _STRATEGY),
     "s1mpled_strategy_open_orders": ("the strategy's open orders", _STRATEGY),
+    "s1mpled_strategy_orders": ("open orders by state (pending, open, unresolved...)", (*_STRATEGY, "state")),
     "s1mpled_strategy_fees_paid": ("fees paid, per asset charged", _ASSET),
     "s1mpled_strategy_state_generation": (
         "generation of the strategy's durable state (grows with every save)",
@@ -96,6 +100,8 @@ def registry_of(doc: Mapping[str, Any], *, up: bool = True) -> CollectorRegistry
     if breaker:
         g["s1mpled_breaker_open"].labels(op).set(1 if breaker.get("state") == "open" else 0)
         g["s1mpled_breaker_manual"].labels(op).set(1 if breaker.get("manual") else 0)
+        if breaker.get("state") == "open":
+            g["s1mpled_breaker_reason"].labels(op, str(breaker.get("reason") or "")[:REASON_CHARS]).set(1)
         g["s1mpled_emergency_exit_pending"].labels(op).set(1 if breaker.get("emergency_exit") else 0)
         healthy = _num(breaker.get("streams_healthy_for_s"))
         if healthy is not None:
@@ -122,6 +128,8 @@ def _strategy(g: Mapping[str, Gauge], op: str, s: Mapping[str, Any]) -> None:
     labels = (op, str(s.get("name")), str(s.get("symbol")))
     g["s1mpled_strategy_trading"].labels(*labels).set(1 if s.get("trading") and not s.get("halted") else 0)
     g["s1mpled_strategy_open_orders"].labels(*labels).set(len(s.get("open_orders") or []))
+    for state, count in Counter(str(o.get("state")) for o in s.get("open_orders") or []).items():
+        g["s1mpled_strategy_orders"].labels(*labels, state).set(count)
     for key in ("capital", "holdings", "last_price", "realized_pnl", "state_generation"):
         value = _num(s.get(key))
         if value is not None:

@@ -15,7 +15,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
-from collections import defaultdict, deque
+from collections import Counter, defaultdict, deque
 from collections.abc import Awaitable, Callable, Iterable, Mapping, Sequence
 from datetime import UTC, datetime
 from typing import Any, Protocol
@@ -302,7 +302,8 @@ class ReconciliationMonitor(MonitorWorker):
         self._summarize(trigger, report)
         if report.intruders and self._fence is not None:
             await self._fence(_intrusion(report.intruders))
-        await self._publish(ReconciliationCompleted(trigger, len(report.corrections), self.last_at_ms or 0))
+        kinds = tuple(sorted(Counter(type(c).__name__ for c in report.corrections).items()))
+        await self._publish(ReconciliationCompleted(trigger, len(report.corrections), self.last_at_ms or 0, kinds))
         if self._receipt_log is not None:
             await self._receipt_log.save()  # last: the locks are free, the fence and the event are out
         return report

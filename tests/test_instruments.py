@@ -8,6 +8,7 @@ import json
 import time
 import urllib.request
 from collections.abc import Callable
+from decimal import Decimal
 from pathlib import Path
 from typing import Any
 
@@ -16,10 +17,12 @@ from prometheus_client.parser import text_string_to_metric_families
 from s1mpled.config import load_config
 from s1mpled.control import request
 from s1mpled.errors import ControlError
-from s1mpled.instruments import MAX_ENDPOINTS, Instruments, StreamFacts, endpoint_of, used_weights
+from s1mpled.events import ReconciliationCompleted, TradeExecuted
+from s1mpled.instruments import MAX_ENDPOINTS, EventTally, Instruments, StreamFacts, endpoint_of, used_weights
 from s1mpled.metrics import METRIC_NAMES, export
+from s1mpled.model import Fill, Side
 from s1mpled.state.store import StateDirectory
-from tests.daemon_harness import Daemon
+from tests.daemon_harness import Daemon, write_config
 from tests.live_harness import Simulator, wait_until, write_live_config
 
 Samples = dict[tuple[str, tuple[tuple[str, str], ...]], float]
@@ -74,6 +77,33 @@ def test_every_exported_sample_name_is_declared_for_the_dashboard_test() -> None
     instruments.reconnected("market")
     instruments.watch_streams(lambda: [StreamFacts("market", True, 0, 0.5)])
     assert {name for name, _ in _samples(instruments.exposition())} <= METRIC_NAMES
+
+
+def test_pushed_fills_are_counted_by_symbol_and_corrections_by_kind() -> None:
+    """The event tally: each fill the stream pushes (whoever owns it) and each pass's corrections, by kind."""
+    instruments = Instruments("t")
+    tally = EventTally(instruments)
+    fill = Fill("7", "s1x-1", "1", "ETH/USDT", Side.BUY, Decimal(3000), Decimal("0.1"), Decimal(0), "ETH", 1)
+    for _ in range(3):
+        tally.on_fill(TradeExecuted(fill))
+    tally.on_reconciled(ReconciliationCompleted("startup", 3, 0, (("AdoptOrder", 1), ("ApplyFill", 2))))
+    tally.on_reconciled(ReconciliationCompleted("schedule", 1, 0, (("ApplyFill", 1),)))
+    got = _samples(instruments.exposition())
+    assert _by(got, "s1mpled_fills_total", "symbol") == {"ETH/USDT": 3}
+    assert _by(got, "s1mpled_reconciliation_corrections_total", "kind") == {"AdoptOrder": 1, "ApplyFill": 3}
+    assert {name for name, _ in got} <= METRIC_NAMES
+
+
+def test_a_paper_daemon_counts_its_fills_for_the_metrics(tmp_path: Path) -> None:
+    """The tally is wired in the real daemon: its ``metrics`` command counts the fills it pushed."""
+    daemon = Daemon(write_config(tmp_path), tmp_path / "daemon.log")
+    try:
+        daemon.wait_trading()
+        socket = tmp_path / "control.sock"
+        wait_until(lambda: sum(_by(_scrape(socket), "s1mpled_fills_total", "symbol").values()) >= 2, 60, "fills")
+        assert set(_by(_scrape(socket), "s1mpled_fills_total", "symbol")) <= {"BTC/USDT", "ETH/USDT"}
+    finally:
+        assert daemon.stop() == 0, daemon.log_tail()
 
 
 def test_the_store_reports_each_durable_save_with_its_size_and_duration(tmp_path: Path) -> None:

@@ -16,7 +16,13 @@ DOC: dict[str, Any] = {
     "operation": "demo",
     "phase": "trading",
     "disk_full": False,
-    "breaker": {"state": "open", "manual": True, "emergency_exit": False, "streams_healthy_for_s": 12.5},
+    "breaker": {
+        "state": "open",
+        "reason": "user stream lost after 3 attempts: " + "x" * 200,
+        "manual": True,
+        "emergency_exit": False,
+        "streams_healthy_for_s": 12.5,
+    },
     "last_reconciliation": {"at_ms": 1_800_000_000_500, "passes": 7, "corrections": 2},
     "receipts": [{"compared": {"open_orders": 4, "trades": 9}, "consistent": True}, {"compared": {"trades": 1}}],
     "strategies": [
@@ -32,7 +38,7 @@ DOC: dict[str, Any] = {
             "fees_paid": {"USDT": "0.1", "BNB": "0.0001"},
             "state_generation": 41,
             "quote": "USDT",
-            "open_orders": [{}, {}, {}],
+            "open_orders": [{"state": "open"}, {"state": "unresolved"}, {"state": "open"}],
         }
     ],
 }
@@ -59,12 +65,23 @@ def test_the_status_document_becomes_labelled_gauges() -> None:
     assert got[("s1mpled_reconciliation_last_consistent", (("operation", "demo"),))] == 1
     assert got[("s1mpled_strategy_trading", strategy)] == 0  # halted by the breaker
     assert got[("s1mpled_strategy_open_orders", strategy)] == 3
+    assert got[("s1mpled_strategy_orders", tuple(sorted((*strategy, ("state", "open")))))] == 2
+    assert got[("s1mpled_strategy_orders", tuple(sorted((*strategy, ("state", "unresolved")))))] == 1
+    reasons = [dict(labels)["reason"] for name, labels in got if name == "s1mpled_breaker_reason"]
+    assert reasons == [("user stream lost after 3 attempts: " + "x" * 200)[:120]]
     assert got[("s1mpled_strategy_equity", strategy)] == 2000.39926762 + 1500
     assert (
         got[("s1mpled_strategy_fees_paid", (("asset", "BNB"), ("operation", "demo"), ("strategy", "grid-eth")))]
         == 0.0001
     )
     assert {name for name, _ in got} <= METRIC_NAMES
+
+
+def test_a_closed_breaker_has_no_reason() -> None:
+    doc = {**DOC, "breaker": {**DOC["breaker"], "state": "closed", "manual": False}}
+    got = _samples(generate_latest(registry_of(doc)).decode())
+    assert got[("s1mpled_breaker_open", (("operation", "demo"),))] == 0
+    assert not [name for name, _ in got if name == "s1mpled_breaker_reason"]
 
 
 def test_a_daemon_that_does_not_answer_is_down_with_no_stale_values() -> None:
@@ -117,6 +134,7 @@ GRAFANA = Path(__file__).resolve().parents[1] / "packaging" / "grafana" / "s1mpl
 _PROMQL_WORDS = {
     *("max", "by", "time", "sum", "rate", "increase", "histogram_quantile", "label_values", "on", "without"),
     *("operation", "phase", "le", "endpoint", "error", "file", "stream", "interval"),  # label names
+    *("symbol", "kind", "strategy", "state", "reason"),
 }
 
 
