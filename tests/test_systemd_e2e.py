@@ -129,7 +129,7 @@ class Stack:
     deb: Path
     config: str
     after_install: dict[str, str]
-    live_from: str  # journal cursor from before the switch to live mode
+    live_from: str  # journal cursor from after the paper daemon stopped (before the live one started)
 
     def state(self, *props: str) -> dict[str, str]:
         props = props or ("ActiveState", "SubState", "Result", "NRestarts", "MainPID", "ExecMainStatus")
@@ -209,9 +209,14 @@ def _report(config: pytest.Config, line: str) -> None:
         reporter.write_line(line)
 
 
-def _go_live(ct: Container, sim: Simulator) -> str:
-    """From the packaged paper daemon to live mode, as README.Debian says, with fresh books for the new account."""
+def _go_live(ct: Container, sim: Simulator) -> tuple[str, str]:
+    """From the packaged paper daemon to live mode, as README.Debian says, with fresh books for the new account.
+    Returns the config and a journal cursor taken once the paper daemon has stopped (its last lines come before)."""
+    before = ct.cursor()
     ct.systemctl("stop", UNIT)
+    # journald reads the daemon's stream on its own time: its last line in the journal means all the others are
+    wait_until(lambda: ct.journal("MESSAGE=stopped", "EVENT=SHUTDOWN", after=before), 30, "its last line")
+    stopped = ct.cursor()
     ct.run("find", STATE_DIR, "-mindepth", "1", "-delete")  # the paper ledgers are not the live account's
     ct.write(KEY_FILE, yaml.safe_dump({"api_key": DEFAULT_API_KEY, "secret": DEFAULT_API_SECRET}), mode=0o600)
     config = live_config(sim)
@@ -219,7 +224,7 @@ def _go_live(ct: Container, sim: Simulator) -> str:
     ct.write(CONFIG, config, mode=0o640, owner="root:s1mpled")
     assert "live mode" in ct.run("s1mpled", "check-config").stdout
     ct.systemctl("start", UNIT)
-    return config
+    return config, stopped
 
 
 @pytest.fixture(scope="session")
@@ -248,8 +253,8 @@ def e2e(pytestconfig: pytest.Config, tmp_path_factory: pytest.TempPathFactory) -
             **{f"timer.{k}": v for k, v in ct.show(TIMER, "ActiveState", "UnitFileState").items()},
         }
         with phases("live"):
-            live_from = ct.cursor()
-            stack = Stack(ct, sim, deb, _go_live(ct, sim), after_install, live_from)
+            config, live_from = _go_live(ct, sim)
+            stack = Stack(ct, sim, deb, config, after_install, live_from)
             stack.wait_active()
         _report(pytestconfig, f"\nsystemd e2e set-up: {phases.report()}; failed units at boot: {failed or 'none'}")
         _report(pytestconfig, f"systemd e2e logs (simulator, container journal at teardown): {logs}")
