@@ -829,7 +829,8 @@ def test_monitor_corrects_persists_and_announces(state_dir: StateDirectory) -> N
     changed = [e.strategy for e in rig.published if isinstance(e, LedgerStateChanged)]
     assert sorted(changed) == ["a", "b", "c"]
     done = [e for e in rig.published if isinstance(e, ReconciliationCompleted)]
-    assert done == [ReconciliationCompleted("startup", 4, NOW)]
+    kinds = (("AdoptOrder", 1), ("ApplyFill", 1), ("SettleOrder", 2))  # what the metrics count by kind
+    assert done == [ReconciliationCompleted("startup", 4, NOW, kinds)]
     assert (rig.monitor.passes, rig.monitor.last_trigger, rig.monitor.last_at_ms) == (1, "startup", NOW)
 
 
