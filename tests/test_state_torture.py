@@ -13,7 +13,9 @@ import random
 import select
 import signal
 import time
+from collections.abc import Callable, Iterator
 from pathlib import Path
+from typing import Any
 
 from s1mpled.state.store import StateDirectory
 
@@ -74,17 +76,19 @@ def _kill_moment(r: int, rng: random.Random) -> bytes:
     return acks
 
 
-def test_sigkill_at_random_moments_never_loses_an_acknowledged_save(tmp_path: Path) -> None:
-    """After each of KILLS random SIGKILLs, load() verifies and returns >= the last acknowledged counter."""
+def _kill_and_load(
+    tmp_path: Path, kills: int, child: Callable[[Path, int], None]
+) -> Iterator[tuple[dict[str, Any] | None, int]]:
+    """Start ``child`` and SIGKILL it at a random moment, ``kills`` times; after each kill, the state load()
+    returns (the record log, if any, replayed) and the last save the child acknowledged."""
     rng = random.Random(int(os.environ.get("S1MPLED_TORTURE_SEED", "20261121")))
     last_ack = 0
-    progressed = 0
-    for _ in range(KILLS):
+    for _ in range(kills):
         r, w = os.pipe()
         pid = os.fork()
         if pid == 0:
             os.close(r)
-            _child(tmp_path, w)
+            child(tmp_path, w)
         os.close(w)
         acks = _kill_moment(r, rng)
         os.kill(pid, signal.SIGKILL)
@@ -94,7 +98,14 @@ def test_sigkill_at_random_moments_never_loses_an_acknowledged_save(tmp_path: Pa
         if acks.strip():
             last_ack = int(acks.split()[-1])
         with StateDirectory.open(tmp_path) as sd:
-            state = sd.file(NAME).load().state
+            state: dict[str, Any] | None = sd.file(NAME).load().state
+        yield state, last_ack
+
+
+def test_sigkill_at_random_moments_never_loses_an_acknowledged_save(tmp_path: Path) -> None:
+    """After each of KILLS random SIGKILLs, load() verifies and returns >= the last acknowledged counter."""
+    progressed = 0
+    for state, last_ack in _kill_and_load(tmp_path, KILLS, _child):
         value = state["n"] if state else 0
         assert value >= last_ack, f"lost an acknowledged save: loaded {value}, acknowledged {last_ack}"
         progressed = max(progressed, value)
@@ -127,27 +138,8 @@ def _log_child(path: Path, ack_fd: int) -> None:
 
 def test_sigkill_of_a_log_writer_never_loses_an_acknowledged_record(tmp_path: Path) -> None:
     """After each of LOG_KILLS SIGKILLs of a writer appending to the record log, load() returns >= the last ack."""
-    rng = random.Random(int(os.environ.get("S1MPLED_TORTURE_SEED", "20261121")))
-    last_ack = 0
     progressed = 0
-    for _ in range(LOG_KILLS):
-        r, w = os.pipe()
-        pid = os.fork()
-        if pid == 0:
-            os.close(r)
-            _log_child(tmp_path, w)
-        os.close(w)
-        acks = _kill_moment(r, rng)
-        os.kill(pid, signal.SIGKILL)
-        os.waitpid(pid, 0)
-        acks += _drain(r)
-        os.close(r)
-        if acks.strip():
-            last_ack = int(acks.split()[-1])
-        with StateDirectory.open(tmp_path) as sd:
-            f = sd.file(NAME)
-            f.use_log()
-            state = f.load().state
+    for state, last_ack in _kill_and_load(tmp_path, LOG_KILLS, _log_child):
         value = state["n"] if state else 0
         assert value >= last_ack, f"lost an acknowledged record: loaded {value}, acknowledged {last_ack}"
         if state:
