@@ -299,7 +299,7 @@ class Feed(MonitorWorker):
     def _worker(self, *, name: str | None = None, client_order_id: str | None = None) -> StrategyWorker | None:
         c = self._op.components
         for w in c.workers if c is not None else ():
-            if w.name == name or (client_order_id is not None and w.ledger.order(client_order_id) is not None):
+            if w.name == name or (client_order_id is not None and w.owns(client_order_id)):  # as the bus routes it
                 return w
         return None
 
