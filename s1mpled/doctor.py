@@ -13,12 +13,12 @@ import os
 import shutil
 import stat
 import subprocess
-import time
 from collections.abc import Mapping, Sequence
 from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
 
+from s1mpled.clock import exchange_offset_s
 from s1mpled.config import Config
 from s1mpled.credentials import Credentials, load_credentials
 from s1mpled.errors import S1mpledError
@@ -253,12 +253,12 @@ async def _exchange_checks(config: Config, creds: Credentials) -> list[Finding]:
     found: list[Finding] = []
     try:
         try:
-            before = time.time() * 1000
-            server = await ex.fetch_time()
-            after = time.time() * 1000
+            offset = await exchange_offset_s(ex.fetch_time)
         except Exception as exc:  # any failure is the finding
             return [judge_exchange_status(False, f"{type(exc).__name__}: {exc}", None)]
-        found.append(judge_clock(int(server - (before + after) / 2)))
+        if offset is None:
+            return [judge_exchange_status(False, "its time request answered no time", None)]
+        found.append(judge_clock(int(offset * 1000)))
         try:
             status = await ex.sapi_get_system_status()
             found.append(judge_exchange_status(True, "", status))

@@ -30,7 +30,7 @@ from collections.abc import AsyncIterator, Awaitable, Callable, Mapping
 from decimal import Decimal
 from typing import Any
 
-from s1mpled.clock import wall_ms
+from s1mpled.clock import exchange_offset_s, wall_ms
 from s1mpled.config import LiveConfig
 from s1mpled.connection import Backoff, Hearing, Holdings, Link
 from s1mpled.credentials import Credentials
@@ -637,12 +637,10 @@ class LiveEnvironment(ExecutionEnvironment):
     async def clock_offset_s(self) -> float:
         """The exchange's clock minus ours (seconds), from one ``/api/v3/time`` (weight 1), taken at the middle
         of the request as ``s1mpled doctor`` does; the metrics ask once per reconciliation pass."""
-        before = time.time()
-        server_ms = await self._call(self.exchange.fetch_time(), "fetch time")
-        after = time.time()
-        if not isinstance(server_ms, int | float):
-            raise ExchangeUnavailable(f"fetch time: no server time in the answer ({server_ms!r})")
-        return float(server_ms) / 1000 - (before + after) / 2
+        offset = await exchange_offset_s(lambda: self._call(self.exchange.fetch_time(), "fetch time"))
+        if offset is None:
+            raise ExchangeUnavailable("fetch time: no server time in the answer")
+        return offset
 
     def streams_healthy_for(self) -> float | None:
         """The shortest time any supervised stream (market data, both user watchers) has been connected
