@@ -13,11 +13,11 @@ import asyncio
 import json
 import logging
 import random
-import time
 from collections.abc import Callable
 from decimal import Decimal
 from pathlib import Path
 
+from s1mpled.clock import wall_ms
 from s1mpled.connection import Backoff
 from s1mpled.control import decode_reply, encode_request
 from s1mpled.dashboard.view import InstanceView, Update
@@ -31,10 +31,6 @@ LINE_LIMIT = 64 * 1024 * 1024  # a status of many strategies may be large; past 
 DIAL_TIMEOUT_S = 10.0
 
 Publish = Callable[[list[Update]], None]
-
-
-def _wall_ms() -> int:
-    return time.time_ns() // 1_000_000
 
 
 class _Lost(Exception):
@@ -68,7 +64,7 @@ class Link:
             if not logged:
                 log.warning("instance %s lost: %s; re-dialling", self.path, reason, extra={"EVENT": "DASHBOARD_LOST"})
                 logged = True
-            self.publish(self.view.set_link("lost", _wall_ms(), reason, round(delay, 1)))
+            self.publish(self.view.set_link("lost", wall_ms(), reason, round(delay, 1)))
             await asyncio.sleep(delay)
 
     async def _session(self) -> None:
@@ -77,7 +73,7 @@ class Link:
         try:
             log.info("instance %s subscribed", self.path, extra={"EVENT": "DASHBOARD_LINKED"})
             self._garbage = 0
-            self.publish(self.view.set_link("connected", _wall_ms()))
+            self.publish(self.view.set_link("connected", wall_ms()))
             silence = 3 * self.snapshot_every_s + 5.0
             while True:
                 async with asyncio.timeout(silence):
