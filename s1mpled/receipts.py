@@ -7,102 +7,73 @@ balances by asset, every amount as its exact Decimal text), so it is the same fo
 whatever order the exchange listed things in. Pure: no clock (the pass's time is passed in), no I/O.
 
 Receipts are persisted (the ReconciliationMonitor's ReceiptLog, a state file of their own) in the
-shape ``status --json`` shows, and read back with :meth:`Receipt.from_doc`, which refuses anything
-that is not exactly that shape (ValueError naming the key).
+shape ``status --json`` shows, written and read by the record codec (:mod:`s1mpled.record`): reading
+refuses anything that is not exactly that shape, a negative count too (RecordError, a ValueError,
+naming the key).
 """
 
 from __future__ import annotations
 
 import hashlib
 from collections.abc import Iterable, Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
 
+from s1mpled import record
 from s1mpled.reconciliation import Report, VenueSnapshot
 
-__all__ = ["KEEP", "Receipt", "receipt_of", "receipts_doc", "venue_hash"]
+__all__ = ["KEEP", "Compared", "Receipt", "receipt_of", "receipts_doc", "venue_hash"]
 
 KEEP = 50  # receipts a monitor keeps (the newest): about four hours of five-minute passes
 
 
+def _not_negative(value: int) -> bool:
+    return value >= 0
+
+
+_COUNT = record.check(_not_negative, "a count (an integer >= 0)")
+_TIME = record.check(_not_negative, "a time in ms >= 0")
+
+
+@dataclass(frozen=True, slots=True)
+class Compared:
+    """What one pass compared, by kind: the ``compared`` part of a receipt's document."""
+
+    strategies: int = field(metadata=_COUNT)
+    open_orders: int = field(metadata=_COUNT)
+    probed: int = field(metadata=_COUNT)
+    trades: int = field(metadata=_COUNT)
+    balances: int = field(metadata=_COUNT)
+    unreadable: int = field(metadata=_COUNT)
+
+
 @dataclass(frozen=True, slots=True)
 class Receipt:
-    """One pass: when and why, the counts compared, the corrections (as logged), the view's hash."""
+    """One pass: when and why, the counts compared, the corrections (as logged), the view's hash.
+
+    The fields, in this order, are the document's keys (the record codec writes and reads it).
+    """
 
     trigger: str
-    at_ms: int
-    strategies: int
-    open_orders: int
-    probed: int
-    trades: int
-    balances: int
-    unreadable: int
+    at_ms: int = field(metadata=_TIME)
+    compared: Compared
     consistent: bool  # the balances did not move while the pass read (they were compared)
     corrections: tuple[str, ...]
-    deferred_cuts: int
-    external_orders: int
-    unsettled: int
+    deferred_cuts: int = field(metadata=_COUNT)
+    external_orders: int = field(metadata=_COUNT)
+    unsettled: int = field(metadata=_COUNT)
     venue_sha256: str
 
     def to_doc(self) -> dict[str, Any]:
-        return {
-            "trigger": self.trigger,
-            "at_ms": self.at_ms,
-            "compared": {
-                "strategies": self.strategies,
-                "open_orders": self.open_orders,
-                "probed": self.probed,
-                "trades": self.trades,
-                "balances": self.balances,
-                "unreadable": self.unreadable,
-            },
-            "consistent": self.consistent,
-            "corrections": list(self.corrections),
-            "deferred_cuts": self.deferred_cuts,
-            "external_orders": self.external_orders,
-            "unsettled": self.unsettled,
-            "venue_sha256": self.venue_sha256,
-        }
+        """The document status --json shows and the receipts file holds (no Decimal: either dialect writes it
+        alike; JSON is the one a Decimal added later would have to be written in for status --json)."""
+        return record.encode(self, record.JSON)
 
     @classmethod
     def from_doc(cls, doc: Mapping[str, Any]) -> Receipt:
-        """The receipt ``to_doc`` made (read back from its state file); ValueError("key: why") otherwise."""
-        compared = doc.get("compared")
-        if not isinstance(compared, Mapping):
-            raise ValueError("compared: not a mapping")
-        corrections = doc.get("corrections")
-        if not isinstance(corrections, list) or not all(isinstance(c, str) for c in corrections):
-            raise ValueError("corrections: not a list of strings")
-        consistent = doc.get("consistent")
-        if not isinstance(consistent, bool):
-            raise ValueError("consistent: not a boolean")
-        counts = {k: _count(compared, k) for k in ("strategies", "open_orders", "probed", "trades", "balances")}
-        return cls(
-            trigger=_text(doc, "trigger"),
-            at_ms=_count(doc, "at_ms"),
-            **counts,
-            unreadable=_count(compared, "unreadable"),
-            consistent=consistent,
-            corrections=tuple(corrections),
-            deferred_cuts=_count(doc, "deferred_cuts"),
-            external_orders=_count(doc, "external_orders"),
-            unsettled=_count(doc, "unsettled"),
-            venue_sha256=_text(doc, "venue_sha256"),
-        )
-
-
-def _count(doc: Mapping[str, Any], key: str) -> int:
-    value = doc.get(key)
-    if not isinstance(value, int) or isinstance(value, bool) or value < 0:
-        raise ValueError(f"{key}: not a count ({value!r})")
-    return value
-
-
-def _text(doc: Mapping[str, Any], key: str) -> str:
-    value = doc.get(key)
-    if not isinstance(value, str):
-        raise ValueError(f"{key}: not a string ({value!r})")
-    return value
+        """The receipt ``to_doc`` made (read back from its state file); RecordError, a ValueError, "key: why"
+        for anything not exactly that shape (an unknown key too)."""
+        return record.decode(cls, doc, record.JSON)
 
 
 def _lines(venue: VenueSnapshot) -> Iterable[str]:
@@ -131,12 +102,14 @@ def receipt_of(trigger: str, at_ms: int, strategies: int, venue: VenueSnapshot, 
     return Receipt(
         trigger=trigger,
         at_ms=at_ms,
-        strategies=strategies,
-        open_orders=len(venue.open_orders),
-        probed=len(venue.probed),
-        trades=len(venue.trades),
-        balances=len(venue.balances),
-        unreadable=len(venue.unparsed),
+        compared=Compared(
+            strategies=strategies,
+            open_orders=len(venue.open_orders),
+            probed=len(venue.probed),
+            trades=len(venue.trades),
+            balances=len(venue.balances),
+            unreadable=len(venue.unparsed),
+        ),
         consistent=report.balances_checked,
         corrections=tuple(f"{c.strategy}: {c.describe()}" for c in report.corrections),
         deferred_cuts=len(report.deferred_cuts),

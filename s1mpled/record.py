@@ -21,7 +21,9 @@ garbage never crashes a reader.
 
 Fields can say more in their metadata: :data:`OPTIONAL` (may be absent when read: its default, for
 layouts written before the field existed) and :data:`OMIT_DEFAULT` (also left out when written while it
-holds its default, so a record written before the field existed is reproduced byte for byte). A record
+holds its default, so a record written before the field existed is reproduced byte for byte), and
+:func:`check` (a value read must also pass a test, ``at_ms: expected a time in ms >= 0, got -1``: a bound
+the annotation cannot say, refused with the path like any other). A record
 class may list keys that older layouts wrote and that are now ignored in ``RECORD_LEGACY_KEYS``, and may
 carry a layout version in ``RECORD_FORMAT``: it is written first, as ``"format"``, and checked before
 anything else is read, so a layout from the future is refused as such and not by its first unknown key.
@@ -42,7 +44,7 @@ from typing import Any, TypeVar
 
 from s1mpled.errors import RecordError
 
-__all__ = ["JSON", "OMIT_DEFAULT", "OPTIONAL", "STATE", "Dialect", "decode", "encode"]
+__all__ = ["JSON", "OMIT_DEFAULT", "OPTIONAL", "STATE", "Check", "Dialect", "check", "decode", "encode"]
 
 T = TypeVar("T")
 
@@ -56,9 +58,28 @@ class Dialect(enum.Enum):
 
 STATE, JSON = Dialect.STATE, Dialect.JSON
 
-_PRESENCE = "record"
+_PRESENCE, _CHECK = "record", "record_check"
 OPTIONAL: Mapping[str, str] = types.MappingProxyType({_PRESENCE: "optional"})
 OMIT_DEFAULT: Mapping[str, str] = types.MappingProxyType({_PRESENCE: "omit_default"})
+
+
+@dataclasses.dataclass(frozen=True, slots=True)
+class Check:
+    """A test a field's value must pass once read, and what it expects (for the refusal's message)."""
+
+    test: Callable[[Any], bool]
+    expected: str
+
+
+def check(test: Callable[[Any], bool], expected: str) -> Mapping[str, Check]:
+    """Field metadata: a value read must also pass ``test``, or it is refused as "<path>: expected <expected>,
+    got <value>". ``test`` is given only values its annotation admitted (an int, never a bool or text), so it
+    is a plain predicate (``n >= 0``). Writing is unchecked, as for every value.
+
+    Combine it with a presence: ``field(default=0, metadata={**OPTIONAL, **check(...)})``.
+    """
+    return types.MappingProxyType({_CHECK: Check(test, expected)})
+
 
 _EMIN, _EMAX = DefaultContext.Emin, DefaultContext.Emax
 _DECIMAL_TEXT = re.compile(r"[+-]?(?:[0-9]+(?:\.[0-9]*)?|\.[0-9]+)(?:[eE][+-]?[0-9]+)?")
@@ -88,6 +109,7 @@ class _Field:
     hint: Any
     presence: str  # "required", "optional" or "omit_default"
     default: Any
+    check: Check | None
 
 
 # ---------------------------------------------------------------------------------------------- API
@@ -127,7 +149,7 @@ def _fields(cls: type[Any]) -> tuple[_Field, ...]:
     out = []
     for f in dataclasses.fields(cls):
         presence = f.metadata.get(_PRESENCE, "required")
-        out.append(_Field(f.name, hints[f.name], presence, _default_of(f)))
+        out.append(_Field(f.name, hints[f.name], presence, _default_of(f), f.metadata.get(_CHECK)))
     return tuple(out)
 
 
@@ -302,7 +324,7 @@ def _mapping_reader(read_value: Reader) -> Reader:
 
 
 def _record_reader(cls: Any, dialect: Dialect) -> Reader:
-    plan = [(f, _reader(f.hint, dialect)) for f in _fields(cls)]
+    plan = [(f, _checked(_reader(f.hint, dialect), f.check)) for f in _fields(cls)]
     version = _format_of(cls)
     known = frozenset(f.name for f in _fields(cls)) | _legacy_keys(cls) | ({"format"} if version else set())
 
@@ -331,6 +353,21 @@ def _record_reader(cls: Any, dialect: Dialect) -> Reader:
             raise _Refused(f"not a valid {cls.__name__}: {exc}") from None
 
     return read_record
+
+
+def _checked(read: Reader, check: Check | None) -> Reader:
+    """``read``, then the field's check (if it has one) on what it read."""
+    if check is None:
+        return read
+
+    def read_checked(value: object) -> Any:
+        result = read(value)
+        if not check.test(result):
+            shown = result if isinstance(result, Decimal) else _show(result)  # 1.5, as the decimal refusals say
+            raise _Refused(f"expected {check.expected}, got {shown}")
+        return result
+
+    return read_checked
 
 
 def _is_int(value: object, expected: int) -> bool:

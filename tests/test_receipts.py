@@ -3,6 +3,7 @@ across restarts, and a damaged receipts file never stops trading."""
 
 from __future__ import annotations
 
+import dataclasses
 from decimal import Decimal
 from pathlib import Path
 from typing import Any
@@ -13,8 +14,9 @@ from hypothesis import strategies as st
 
 from s1mpled.assembly import RECEIPTS_STATE_NAME
 from s1mpled.model import Balance, ExchangeOrder, ExchangeOrderStatus, Fill, OrderType, Side
-from s1mpled.receipts import Receipt, receipt_of, venue_hash
+from s1mpled.receipts import Compared, Receipt, receipt_of, venue_hash
 from s1mpled.reconciliation import Report, SetHoldings, VenueSnapshot
+from s1mpled.state import codec
 from s1mpled.state.inspect import inspect
 from tests.daemon_harness import Daemon, write_config
 
@@ -94,7 +96,10 @@ RECEIPTS = st.builds(
     Receipt,
     trigger=st.sampled_from(["startup", "schedule", "reconnect:market", "control", "follow-up"]),
     at_ms=st.integers(min_value=0, max_value=2**53),
-    strategies=_COUNT, open_orders=_COUNT, probed=_COUNT, trades=_COUNT, balances=_COUNT, unreadable=_COUNT,
+    compared=st.builds(
+        Compared,
+        strategies=_COUNT, open_orders=_COUNT, probed=_COUNT, trades=_COUNT, balances=_COUNT, unreadable=_COUNT,
+    ),
     consistent=st.booleans(),
     corrections=st.lists(st.text(max_size=40), max_size=3).map(tuple),
     deferred_cuts=_COUNT, external_orders=_COUNT, unsettled=_COUNT,
@@ -117,6 +122,39 @@ def test_a_receipt_document_of_the_wrong_shape_is_refused_naming_the_key(key: st
     doc = receipt_of("schedule", 1, 2, VenueSnapshot(tuple(ORDERS), {}, tuple(TRADES), BALANCES), Report(())).to_doc()
     with pytest.raises(ValueError, match=key):
         Receipt.from_doc({**doc, key: value})
+
+
+@pytest.mark.parametrize(
+    ("key", "value", "why"),
+    [
+        ("compared", {"trades": 1}, "compared.strategies: a required key is missing"),
+        ("compared", {**dataclasses.asdict(Compared(1, 2, 3, 4, 5, 6)), "probed": -1}, "compared.probed: expected a"),
+        ("unsettled", -2, "unsettled: expected a count (an integer >= 0), got -2"),
+        ("colour", "red", "colour: unknown key 'colour'"),
+    ],
+)
+def test_a_nested_or_negative_count_or_an_unknown_key_is_refused_naming_its_path(
+    key: str, value: Any, why: str
+) -> None:
+    """The counts inside ``compared`` are checked like the top-level ones, and the message names the whole path."""
+    doc = receipt_of("schedule", 1, 2, VenueSnapshot(tuple(ORDERS), {}, tuple(TRADES), BALANCES), Report(())).to_doc()
+    with pytest.raises(ValueError) as info:
+        Receipt.from_doc({**doc, key: value})
+    assert str(info.value).startswith(why), str(info.value)
+    with pytest.raises(ValueError, match=r"^\(top level\): expected a mapping, got 7"):  # a ValueError, not a crash
+        Receipt.from_doc(7)  # type: ignore[arg-type]
+
+
+PINNED = Path(__file__).parent / "data" / "pinned_receipts.json"  # written by the hand-written to_doc (e47a46f)
+
+
+def test_the_receipts_file_is_read_and_written_again_byte_for_byte() -> None:
+    """A receipts state payload of the writer before the codec (what status --json shows, key for key) reads back
+    and encodes to exactly the bytes it was read from."""
+    state = codec.decode(codec.frame(PINNED.read_bytes(), 1)).state
+    receipts = [Receipt.from_doc(d) for d in state["receipts"]]
+    assert receipts[1].compared == Compared(2, 0, 0, 0, 0, 3) and receipts[1].corrections[1].endswith("line\nbreak")
+    assert codec.encode_payload({"receipts": [r.to_doc() for r in receipts]}) == PINNED.read_bytes()
 
 
 def _stamps(doc: dict[str, Any]) -> list[tuple[str, int, str]]:

@@ -152,6 +152,32 @@ def test_omit_default_leaves_a_default_out_and_writes_anything_else() -> None:
     assert record.decode(ExchangeRecord, record.encode(changed)) == changed
 
 
+@dataclasses.dataclass(frozen=True, slots=True)
+class _Bounded:
+    """A record with checked fields: a required one, and an OPTIONAL one whose default the check would refuse."""
+
+    size: int = dataclasses.field(metadata=record.check(lambda n: n >= 0, "a size >= 0"))
+    limit: D = dataclasses.field(default=D(-1), metadata={**record.OPTIONAL, **record.check(lambda d: d > 0, "> 0")})
+
+
+@dataclasses.dataclass(frozen=True, slots=True)
+class _Outer:
+    inner: tuple[_Bounded, ...]
+
+
+def test_a_checked_field_refuses_a_value_that_fails_its_test_naming_its_path() -> None:
+    """check(): a value of the right kind that fails the test is refused with the path, in either dialect; an
+    absent OPTIONAL field takes its default unchecked; writing is not checked."""
+    assert record.decode(_Outer, {"inner": [{"size": 0, "limit": D(2)}, {"size": 3}]}).inner[1].limit == D(-1)
+    with pytest.raises(RecordError, match=r"^outer\.inner\[1\]\.size: expected a size >= 0, got -3$"):
+        record.decode(_Outer, {"inner": [{"size": 0}, {"size": -3}]}, where="outer")
+    with pytest.raises(RecordError, match=r"^limit: expected > 0, got 0$"):
+        record.decode(_Bounded, {"size": 1, "limit": "0"}, record.JSON)
+    with pytest.raises(RecordError, match=r"^size: expected an integer, got '1'$"):  # the kind is read first
+        record.decode(_Bounded, {"size": "1"})
+    assert record.encode(_Bounded(-1)) == {"size": -1, "limit": D(-1)}
+
+
 @pytest.mark.parametrize("text", ["1.50", "-0", "+7", ".5", "5.", "1e-8", "2E+3", "123456789012345678901234567890"])
 def test_the_json_dialect_reads_decimals_exactly_from_their_text(text: str) -> None:
     """In JSON a Decimal is its exact text: same digits, same exponent, back and forth."""

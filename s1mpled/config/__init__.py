@@ -11,8 +11,9 @@ does not load PyYAML or the loader.
 
 from __future__ import annotations
 
-import importlib
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING
+
+from s1mpled import lazy
 
 if TYPE_CHECKING:
     from s1mpled.config.load import load_config
@@ -89,15 +90,4 @@ _HOME = dict.fromkeys(_MODEL, "model") | {
     "load_config": "load",
 }
 
-
-def __getattr__(name: str) -> Any:
-    home = _HOME.get(name)
-    if home is None:
-        raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
-    value = getattr(importlib.import_module(f"{__name__}.{home}"), name)
-    globals()[name] = value  # later lookups are plain attribute reads
-    return value
-
-
-def __dir__() -> list[str]:
-    return sorted({*globals(), *__all__})
+__getattr__, __dir__ = lazy.exports(globals(), _HOME)

@@ -9,8 +9,9 @@ The public names below are loaded on first use (PEP 562), so that importing a pu
 
 from __future__ import annotations
 
-import importlib
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING
+
+from s1mpled import lazy
 
 if TYPE_CHECKING:
     from s1mpled.state.codec import FORMAT_VERSION, InvalidRecord, Record
@@ -39,15 +40,4 @@ _HOME = {
     "StoreStats": "store",
 }
 
-
-def __getattr__(name: str) -> Any:
-    home = _HOME.get(name)
-    if home is None:
-        raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
-    value = getattr(importlib.import_module(f"{__name__}.{home}"), name)
-    globals()[name] = value  # later lookups are plain attribute reads
-    return value
-
-
-def __dir__() -> list[str]:
-    return sorted({*globals(), *__all__})
+__getattr__, __dir__ = lazy.exports(globals(), _HOME)
