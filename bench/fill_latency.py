@@ -25,7 +25,7 @@ is durable. Breakdown per fill:
 * **ccxt -> env**: ``watch_my_trades`` returning, ``parse_fill``, the environment's merge queue;
 * **bus**: ``TradeExecuted`` through the EventBus to the worker's handler;
 * **worker apply + encode**: the lock, ``apply_fill``, the log line, the state snapshot and its encoding
-  (up to ``StateDirectory.run_in_writer``);
+  (up to the hand-off of the save to the store's next batch, ``StateDirectory._enqueue``);
 * **-> writer thread**: the hop to the store's writer thread;
 * **fsync I/O**: the store's five protocol steps on the writer thread (``StateDirectory.apply``);
 * **-> published**: back from the writer thread to the event loop, ``LedgerStateChanged`` published.
@@ -51,7 +51,7 @@ from collections.abc import Callable
 from dataclasses import asdict, dataclass, field
 from decimal import Decimal
 from pathlib import Path
-from typing import Any, TypeVar
+from typing import Any
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))  # run from a checkout without installing
 
@@ -63,11 +63,12 @@ from s1mpled.bus import EventBus
 from s1mpled.config import LiveConfig
 from s1mpled.credentials import Credentials
 from s1mpled.environments.live import LiveEnvironment
+from s1mpled.errors import StateError
 from s1mpled.events import Event, LedgerStateChanged, OrderUpdated, Publish, TradeExecuted
 from s1mpled.model import ExchangeOrderStatus, Fill, OrderRequest, OrderType, Side
 from s1mpled.orders import OrderEvent, client_order_id, order_prefix
 from s1mpled.state import protocol
-from s1mpled.state.store import StateDirectory
+from s1mpled.state.store import StateDirectory, StateFile
 from s1mpled.strategies.dca import DCA
 from s1mpled.strategy_worker import StrategyWorker
 from s1mpled_sim import DEFAULT_API_KEY, DEFAULT_API_SECRET, ExchangeSimulator, SimConfig, SimMarket
@@ -92,9 +93,6 @@ SEGMENTS = (
 )
 
 
-_T = TypeVar("_T")
-
-
 class TimedStateDirectory(StateDirectory):
     """The real store; remembers when each batch of protocol steps ran on the writer thread."""
 
@@ -103,9 +101,9 @@ class TimedStateDirectory(StateDirectory):
         self.io_ns: list[tuple[int, int]] = []
         self.handoff_ns: list[int] = []
 
-    async def run_in_writer(self, fn: Callable[[], _T]) -> _T:
-        self.handoff_ns.append(time.perf_counter_ns())  # the state is encoded: the writes go to the thread
-        return await super().run_in_writer(fn)
+    def _enqueue(self, file: StateFile, write: Any) -> asyncio.Future[StateError | None]:
+        self.handoff_ns.append(time.perf_counter_ns())  # the state is encoded: the save joins the next batch
+        return super()._enqueue(file, write)
 
     def apply(self, ops: list[protocol.Op]) -> None:
         t0 = time.perf_counter_ns()

@@ -34,8 +34,16 @@ Command = Callable[[argparse.Namespace], int]
 
 
 def _cmd_state_verify(args: argparse.Namespace) -> int:
-    from s1mpled.state.inspect import inspect
+    from s1mpled.state.dirlog import LOG_NAME
+    from s1mpled.state.inspect import inspect, inspect_log
 
+    if os.path.basename(args.path) == LOG_NAME:
+        parsed = inspect_log(args.path)
+        states = ", ".join(f"{name} {len(es)}" for name, es in sorted(parsed.entries.items())) or "none"
+        print(f"{args.path}: OK record log, {parsed.records} records, {parsed.valid_length} bytes; entries: {states}")
+        if parsed.torn_bytes:
+            print(f"  note: a torn last record of {parsed.torn_bytes} bytes ({parsed.torn_why}): never acknowledged")
+        return 0
     found = inspect(args.path)
     rec, plan = found.record, found.plan
     print(f"{found.path}: OK generation {rec.generation}, {rec.length} payload bytes, sha256 {rec.checksum}")

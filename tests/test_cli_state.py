@@ -125,3 +125,24 @@ def test_run_refuses_an_unusable_breaker_state_in_one_line(tmp_path: Path, value
     assert "Traceback" not in out.stderr
     [line] = [x for x in out.stderr.splitlines() if "CRITICAL s1mpled.cli: s1mpled stopped: " in x]
     assert str(tmp_path / "state" / BREAKER) in line and why in line, line
+
+
+def test_verify_of_the_record_log_reports_its_entries_or_its_damage(tmp_path: Path) -> None:
+    """`state verify state.wal`: OK with the records and each state's entries; damage exits 65 naming it."""
+    with StateDirectory.open(tmp_path) as sd:
+        f = sd.file(NAME)
+        f.use_log()
+        f.load()
+        for n in range(1, 6):
+            f.save_sync({"capital": Decimal("1000.10") - n, "n": n})
+    log = tmp_path / "state.wal"
+    out = _run("state", "verify", str(log))
+    assert out.returncode == 0, out.stderr
+    assert "OK record log, 5 records" in out.stdout and f"entries: {NAME} 4" in out.stdout, out.stdout
+    data = bytearray(log.read_bytes())
+    data[120] ^= 1  # inside the first batch: verified records follow it
+    log.write_bytes(bytes(data))
+    out = _run("state", "verify", str(log))
+    assert out.returncode == 65 and str(log) in out.stderr and "followed by verified records" in out.stderr, out
+    shown = _run("state", "show", str(tmp_path / NAME))
+    assert shown.returncode == 65 and "state.wal" in shown.stderr

@@ -85,10 +85,10 @@ def test_trailing_bytes_are_detected() -> None:
 
 def test_unknown_version_is_reported_as_such() -> None:
     """A record from a newer format version says so, so the store can refuse instead of falling back."""
-    data = codec.encode({"a": 1}, 1).replace(b"S1MPLED-STATE 1 ", b"S1MPLED-STATE 3 ", 1)
-    with pytest.raises(codec.InvalidRecord, match="unknown format version 3") as info:
+    data = codec.encode({"a": 1}, 1).replace(b"S1MPLED-STATE 1 ", b"S1MPLED-STATE 4 ", 1)
+    with pytest.raises(codec.InvalidRecord, match="unknown format version 4") as info:
         codec.decode(data)
-    assert info.value.unsupported_version == 3
+    assert info.value.unsupported_version == 4
 
 
 @pytest.mark.parametrize("junk", [b"", b"{}", b"not a state\n", b"S1MPLED-STATE\n", b"\x00" * 300])

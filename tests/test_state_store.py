@@ -25,7 +25,7 @@ from s1mpled.errors import (
     StateFsyncError,
     StateLockedError,
 )
-from s1mpled.state import StatefulPlugin, codec
+from s1mpled.state import StatefulPlugin, codec, protocol
 from s1mpled.state.store import StateDirectory
 from tests.disks import FailingDisk, fill
 
@@ -561,7 +561,8 @@ def test_saves_waiting_for_space_are_written_in_the_order_they_first_failed(tmpf
 
         def recording(ops: list[Any]) -> None:
             apply(ops)
-            written.append(ops[0].name)
+            if not isinstance(ops[0], protocol.FsyncDir):  # a batch's one directory fsync names no file
+                written.append(ops[0].name)
 
         sd.apply = recording  # type: ignore[method-assign]
         filler = fill(tmpfs)

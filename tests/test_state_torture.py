@@ -8,6 +8,7 @@ verify and be at least the last acknowledged value. S1MPLED_TORTURE_KILLS sets t
 
 from __future__ import annotations
 
+import asyncio
 import os
 import random
 import select
@@ -117,21 +118,30 @@ HISTORY = 300
 
 
 def _log_child(path: Path, ack_fd: int) -> None:
-    """Like _child, through the record log, with compactions every few saves and a bounded history."""
+    """Like _child, through the directory's record log: each step saves this state and a second one in one
+    batch (one append), with compactions and rewrites of the log every few saves and a bounded history."""
     try:
-        from s1mpled.state import wal
+        from s1mpled.state import dirlog, wal
 
         wal.MIN_COMPACT_BYTES = 2048  # compact often, so kills land in compactions as well as appends
+        dirlog.MIN_ROTATE_BYTES = 4096  # and in rewrites of the log
         with StateDirectory.open(path) as sd:
-            f = sd.file(NAME)
+            f, other = sd.file(NAME), sd.file(f"other-{NAME}")
             f.use_log()
+            other.use_log()
             loaded = f.load().state
+            other.load()
             n = loaded["n"] if loaded else 0
             pad = "p" * random.randrange(1, 2_000)
-            while True:
-                n += 1
-                f.save_sync({"n": n, "history": list(range(max(1, n - HISTORY + 1), n + 1)), "pad": pad})
-                os.write(ack_fd, b"%d\n" % n)
+
+            async def steps(n: int) -> None:
+                while True:
+                    n += 1
+                    history = list(range(max(1, n - HISTORY + 1), n + 1))
+                    await asyncio.gather(f.save({"n": n, "history": history, "pad": pad}), other.save({"m": n}))
+                    os.write(ack_fd, b"%d\n" % n)
+
+            asyncio.run(steps(n))
     finally:
         os._exit(1)
 

@@ -34,15 +34,26 @@ from typing import Any
 
 from s1mpled.errors import StateEncodeError
 
-__all__ = ["FORMAT_VERSION", "LOGGED_VERSION", "MAGIC", "InvalidRecord", "Record", "decode", "encode", "peek_version"]
+__all__ = [
+    "FORMAT_VERSION",
+    "LOGGED_VERSION",
+    "MAGIC",
+    "WAL_VERSION",
+    "InvalidRecord",
+    "Record",
+    "decode",
+    "encode",
+    "peek_version",
+]
 
 MAGIC = b"S1MPLED-STATE"
 FORMAT_VERSION = 1
-# The same record, written for a state whose record log (``NAME.wal``) continues it. Why a version of its
-# own: a s1mpled that predates the log would load the snapshot and ignore the newer records after it --
-# silently older books. It refuses an unknown version by name instead (a downgrade stops, loudly).
-LOGGED_VERSION = 2
-_READABLE = (FORMAT_VERSION, LOGGED_VERSION)
+# The same record, written for a state that a record log continues. Why a version of its own: a s1mpled
+# that does not know the log would load the snapshot and ignore the newer records after it -- silently
+# older books. It refuses an unknown version by name instead (a downgrade stops, loudly).
+WAL_VERSION = 2  # continued by a log of its own, NAME.wal: read (an upgrade replays it), no longer written
+LOGGED_VERSION = 3  # continued by its entries in the directory's one log, state.wal (s1mpled.state.dirlog)
+_READABLE = (FORMAT_VERSION, WAL_VERSION, LOGGED_VERSION)
 _DECIMAL_TAG = "$decimal"
 _MAX_HEADER = 160  # magic + 4 integers + 64 hex digits fit comfortably
 
@@ -63,6 +74,7 @@ class Record:
     state: Any
     length: int
     checksum: str
+    version: int = FORMAT_VERSION
 
 
 _EMIN, _EMAX = decimal.DefaultContext.Emin, decimal.DefaultContext.Emax
@@ -244,7 +256,8 @@ def decode(data: bytes) -> Record:
     version = peek_version(data)
     if version not in _READABLE:
         raise InvalidRecord(
-            f"unknown format version {version} (this s1mpled reads versions {FORMAT_VERSION} and {LOGGED_VERSION})",
+            f"unknown format version {version} (this s1mpled reads versions "
+            f"{', '.join(map(str, _READABLE[:-1]))} and {_READABLE[-1]})",
             unsupported_version=version,
         )
     fields, start = _split_header(data)
@@ -268,4 +281,4 @@ def decode(data: bytes) -> Record:
         raise InvalidRecord(_locate_refused(payload)) from None
     except (ValueError, ArithmeticError, RecursionError) as exc:  # only a buggy writer gets here
         raise InvalidRecord(f"payload is not valid JSON: {exc}") from None
-    return Record(generation=generation, state=state, length=length, checksum=checksum)
+    return Record(generation=generation, state=state, length=length, checksum=checksum, version=version)

@@ -18,10 +18,10 @@ from pathlib import Path
 from typing import Any
 
 from s1mpled.errors import StateCorruptError, StateError
-from s1mpled.state import codec, recovery, wal
+from s1mpled.state import codec, dirlog, recovery, wal
 from s1mpled.state.store import read_path, read_record
 
-__all__ = ["Inspection", "inspect", "to_display_json"]
+__all__ = ["Inspection", "inspect", "inspect_log", "to_display_json"]
 
 _SUFFIXES = (".journal", ".prev")
 
@@ -69,11 +69,28 @@ def inspect(path: str | os.PathLike[str]) -> Inspection:
 
 
 def _with_log(p: Path, record: codec.Record) -> codec.Record:
-    """The snapshot ``p`` with its record log (``NAME.wal``) replayed, as ``load()`` would: the newest state.
+    """The snapshot ``p`` with its log entries applied, as ``load()`` would: the newest state.
 
-    A log that does not continue this snapshot is left out (older: already in it) or refused (newer, or
-    damaged beyond a torn tail: StateCorruptError naming the log).
+    A format-2 snapshot first gets its own log (``NAME.wal``, written by development builds); then the
+    entries of the directory's log (``state.wal``) above it. Entries that do not continue it, or a log
+    damaged beyond a torn tail, are refused: StateCorruptError naming the log.
     """
+    if record.version == codec.WAL_VERSION:
+        record = _with_own_log(p, record)
+    log_path = p.with_name(dirlog.LOG_NAME)
+    data = read_path(log_path)
+    if data is None:
+        return record
+    try:
+        parsed = dirlog.parse(data)
+        entries = parsed.entries.get(p.name, [])
+        state, generation = dirlog.replay(copy.deepcopy(record.state), record.generation, entries, data)
+    except dirlog.LogCorrupt as exc:
+        raise StateCorruptError(str(log_path), str(exc)) from None
+    return dataclasses.replace(record, generation=generation, state=state)
+
+
+def _with_own_log(p: Path, record: codec.Record) -> codec.Record:
     log_path = p.with_name(p.name + ".wal")
     data = read_path(log_path)
     if data is None:
@@ -90,6 +107,21 @@ def _with_log(p: Path, record: codec.Record) -> codec.Record:
     except wal.LogCorrupt as exc:
         raise StateCorruptError(str(log_path), str(exc)) from None
     return dataclasses.replace(record, generation=parsed.last_generation, state=state)
+
+
+def inspect_log(path: str | os.PathLike[str]) -> dirlog.ParsedLog:
+    """Verify the directory's record log at ``path`` (``state.wal``); StateCorruptError saying why if damaged.
+
+    A torn last record is not damage (``torn_bytes``: never acknowledged, the next save cuts it off).
+    """
+    p = Path(path)
+    data = read_path(p)
+    if data is None:
+        raise StateError(str(p), "No such file or directory")
+    try:
+        return dirlog.parse(data)
+    except dirlog.LogCorrupt as exc:
+        raise StateCorruptError(str(p), str(exc)) from None
 
 
 def _plain(value: object) -> str:

@@ -10,10 +10,11 @@ talk about the same protocol.
     4. rename NAME.journal -> NAME            -- atomic switch
     5. fsync the directory                    -- the renames themselves survive a power cut
 
-With a record log (``s1mpled.state.wal``) a save is either one append (``AppendFile`` + ``FsyncFile`` of
-``NAME.wal``: the file exists, so no directory fsync) or a compaction (``compact_ops``): the steps above
-plus a fresh log ``NAME.wal.new`` holding only its base record, written and fsynced before the renames
-and renamed over ``NAME.wal`` before the one directory fsync.
+With the directory's record log (``s1mpled.state.dirlog``) a save that only appends is one ``AppendFile``
++ ``FsyncFile`` of ``state.wal`` shared by every state saved in the same batch (the file exists, so no
+directory fsync); the snapshot saves of a batch share one directory fsync (``save_ops(..., sync_dir=False)``
+for each, one ``FsyncDir`` after them all). The log itself is created -- and rewritten when it has grown
+(``log_ops``) -- as a whole new file, written and fsynced before it is renamed into place.
 
 Step 5 is missing from the spec's §6.1; without it the renames can be lost on power failure
 (Pillai et al., "All File Systems Are Not Created Equal", OSDI'14). save() returns only after it.
@@ -23,7 +24,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-__all__ = ["AppendFile", "FsyncDir", "FsyncFile", "Op", "RenameFile", "WriteFile", "compact_ops", "save_ops"]
+__all__ = ["AppendFile", "FsyncDir", "FsyncFile", "Op", "RenameFile", "WriteFile", "log_ops", "save_ops"]
 
 
 @dataclass(frozen=True, slots=True)
@@ -36,10 +37,15 @@ class WriteFile:
 
 @dataclass(frozen=True, slots=True)
 class AppendFile:
-    """Append ``data`` to the existing regular file ``name`` (never through a link; not yet durable)."""
+    """Write ``data`` at offset ``at`` of the existing regular file ``name``, cutting whatever followed it.
+
+    Never through a link; not yet durable. ``at`` is the end of the last verified record: a torn tail
+    left by a crash (or by a failed append) is cut off, never written after.
+    """
 
     name: str
     data: bytes
+    at: int
 
 
 @dataclass(frozen=True, slots=True)
@@ -65,36 +71,27 @@ class FsyncDir:
 Op = WriteFile | AppendFile | FsyncFile | RenameFile | FsyncDir
 
 
-def save_ops(name: str, record: bytes, main_exists: bool) -> list[Op]:
-    """The steps that durably replace state file ``name`` with ``record``."""
+def save_ops(name: str, record: bytes, main_exists: bool, *, sync_dir: bool = True) -> list[Op]:
+    """The steps that durably replace state file ``name`` with ``record``.
+
+    ``sync_dir=False`` leaves out the final directory fsync, for a batch that makes several snapshots'
+    renames durable with one; the batch is acknowledged only after it.
+    """
     journal = f"{name}.journal"
     ops: list[Op] = [WriteFile(journal, record), FsyncFile(journal)]
     if main_exists:
         ops.append(RenameFile(name, f"{name}.prev"))
-    ops += [RenameFile(journal, name), FsyncDir()]
-    return ops
-
-
-def compact_ops(
-    name: str, record: bytes, main_exists: bool, log_base: bytes, *, tail: bytes | None = None, log_exists: bool = False
-) -> list[Op]:
-    """A snapshot save that also starts a fresh ``NAME.wal`` holding only ``log_base``.
-
-    ``tail`` (this save's change record) is first appended to the old log, which then becomes
-    ``NAME.wal.prev``: with ``NAME.prev`` it rebuilds the new snapshot should ``NAME`` be damaged. Every new
-    byte is durable before the first rename; any prefix of the renames that survives a crash leaves either
-    the old snapshot with a complete journal of the new one (recovery finishes it) or the new snapshot, and
-    a log that either continues it or is older than it (ignored).
-    """
-    journal, log, fresh = f"{name}.journal", f"{name}.wal", f"{name}.wal.new"
-    ops: list[Op] = [WriteFile(journal, record), FsyncFile(journal)]
-    if tail is not None:
-        ops += [AppendFile(log, tail), FsyncFile(log)]
-    ops += [WriteFile(fresh, log_base), FsyncFile(fresh)]
-    if main_exists:
-        ops.append(RenameFile(name, f"{name}.prev"))
     ops.append(RenameFile(journal, name))
-    if log_exists:
-        ops.append(RenameFile(log, f"{log}.prev"))
-    ops += [RenameFile(fresh, log), FsyncDir()]
+    if sync_dir:
+        ops.append(FsyncDir())
     return ops
+
+
+def log_ops(name: str, data: bytes) -> list[Op]:
+    """The steps that durably put a whole new log ``name`` (``data``) in place of the old one, if any.
+
+    A crash leaves either the old log or the new one -- both hold everything the states need -- and at
+    worst a leftover ``NAME.new``, which the next log write replaces.
+    """
+    fresh = f"{name}.new"
+    return [WriteFile(fresh, data), FsyncFile(fresh), RenameFile(fresh, name), FsyncDir()]

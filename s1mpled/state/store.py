@@ -24,10 +24,14 @@ instead, for a caller that must not wait (an order whose intent cannot be record
 While any state waits, :attr:`StateDirectory.disk_full` is true; the episode is reported once
 (CRITICAL, and an alert under :meth:`StateDirectory.supervise`) and its end once.
 
-A StateFile that calls ``use_log()`` saves through a record log ``NAME.wal`` (``s1mpled.state.wal``):
-a save appends and fsyncs only its change, and the snapshot is rewritten by the protocol above once the
-log has outgrown it (a compaction). ``load()`` replays any log it finds, so nothing depends on the caller
-remembering ``use_log()``; an append on a file system without a free block is ENOSPC like a snapshot's.
+A StateFile that calls ``use_log()`` saves through the directory's one record log ``state.wal``
+(``s1mpled.state.dirlog``): a save appends only its change, and every save of the same batch -- all those
+prepared in one event-loop tick, or while the batch before was on the disk, whatever state they belong
+to -- is one record, one write and one fsync (group commit across every component). A state's snapshot
+is rewritten by the protocol above once its entries since it have outgrown it (a compaction), and the
+log is rewritten, keeping what each state still needs, once it has outgrown that. ``load()`` applies a
+state's entries whenever it finds some, so nothing depends on the caller remembering ``use_log()``; an
+append on a file system without a free block is ENOSPC like a snapshot's.
 
 An error from fsync is different: the kernel may already have dropped the dirty pages and marked
 them clean, so the page cache no longer says what is on disk, and a retried fsync can "succeed"
@@ -56,7 +60,7 @@ from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
-from typing import Any, Protocol, TypeVar
+from typing import Any, Protocol
 
 from s1mpled.errors import (
     LocalStateError,
@@ -67,7 +71,7 @@ from s1mpled.errors import (
     StateFsyncError,
     StateLockedError,
 )
-from s1mpled.state import codec, protocol, recovery, wal
+from s1mpled.state import codec, dirlog, protocol, recovery, wal
 
 __all__ = [
     "LOCK_NAME",
@@ -107,7 +111,6 @@ class StoreStats:
 
 
 _NO_SPACE = frozenset({errno.ENOSPC, errno.EDQUOT})
-_T = TypeVar("_T")
 
 
 class Alert(Protocol):
@@ -138,7 +141,7 @@ def _stamp() -> str:
 
 _READ_FLAGS = os.O_RDONLY | os.O_NOFOLLOW | os.O_NONBLOCK | os.O_CLOEXEC  # NONBLOCK: a planted FIFO cannot hang us
 _JOURNAL_FLAGS = os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW | os.O_CLOEXEC
-_APPEND_FLAGS = os.O_WRONLY | os.O_APPEND | os.O_NOFOLLOW | os.O_CLOEXEC
+_APPEND_FLAGS = os.O_WRONLY | os.O_NOFOLLOW | os.O_CLOEXEC
 
 
 class _Refused(Exception):
@@ -248,6 +251,13 @@ def _write_all(fd: int, data: bytes) -> None:
         view = view[os.write(fd, view) :]
 
 
+def _write_all_at(fd: int, data: bytes, offset: int) -> None:
+    view = memoryview(data)
+    while view:
+        written = os.pwrite(fd, view, offset)
+        view, offset = view[written:], offset + written
+
+
 class StateDirectory:
     """An opened, locked state directory (0700); hands out StateFiles and owns the writer thread."""
 
@@ -267,6 +277,16 @@ class StateDirectory:
         # (name, record bytes, seconds) after every durable save, on the thread that wrote it: the metrics'
         # one hook into the store (s1mpled.instruments); it must not raise
         self.on_saved: Callable[[str, int, float], None] | None = None
+        # the directory's record log: its index, its verified bytes; one writer at a time (writer thread, save_sync)
+        self._log_lock = threading.Lock()
+        self._log_index: dirlog.ParsedLog | None = None  # read on first use
+        self._log_error: StateCorruptError | None = None
+        self._log_data = bytearray()
+        self._log_exists = False
+        self._carried = 0  # bytes the last rewrite of the log kept
+        self._rotate_failed = False
+        self._pending: list[tuple[StateFile, _Write, asyncio.Future[StateError | None]]] = []  # the next batch
+        self._batch_running = False
 
     @classmethod
     def open(cls, path: str | os.PathLike[str], *, create: bool = True) -> StateDirectory:
@@ -318,7 +338,7 @@ class StateDirectory:
 
     def file(self, name: str) -> StateFile:
         """The StateFile called ``name`` (one object per name, so group commit sees every save)."""
-        if "/" in name or name in ("", ".", "..", LOCK_NAME):
+        if "/" in name or "\n" in name or name in ("", ".", "..", LOCK_NAME, dirlog.LOG_NAME, f"{dirlog.LOG_NAME}.new"):
             raise StateError(str(self.path / name), "invalid state file name")
         if name not in self._files:
             self._files[name] = StateFile(self, name)
@@ -541,11 +561,14 @@ class StateDirectory:
         elif isinstance(op, protocol.AppendFile):
             fd = os.open(op.name, _APPEND_FLAGS, dir_fd=d)
             open_fds[op.name] = fd
-            why = _refusal(os.fstat(fd), check_owner=True)
+            st = os.fstat(fd)
+            why = _refusal(st, check_owner=True)
             if why is not None:
                 raise StateError(str(self.path / op.name), why)
             _refuse_when_full(fd)
-            _write_all(fd, op.data)
+            if st.st_size != op.at:
+                os.ftruncate(fd, op.at)  # a torn tail (a crash, a failed append): never written after
+            _write_all_at(fd, op.data, op.at)
             self.stats.writes += 1
         elif isinstance(op, protocol.FsyncFile):
             fd = open_fds.pop(op.name)
@@ -587,18 +610,192 @@ class StateDirectory:
             raise _os_error(str(self.path / name), exc) from None
         return (recovery.Missing(), None) if data is None else read_record(data)
 
-    async def run_in_writer(self, fn: Callable[[], _T]) -> _T:
-        """Run blocking I/O on the directory's single writer thread (keeps writes ordered)."""
-        return await asyncio.get_running_loop().run_in_executor(self._executor, fn)
+    # -- the directory's record log (s1mpled.state.dirlog) and the batches that write it --
+
+    def _the_log(self) -> dirlog.ParsedLog:
+        """The verified index of ``state.wal`` (read once); StateCorruptError naming it if it is damaged.
+
+        Called with ``_log_lock`` held. A torn tail is reported once and cut off by the next append.
+        """
+        if self._log_error is not None:
+            raise self._log_error
+        if self._log_index is not None:
+            return self._log_index
+        path = str(self.path / dirlog.LOG_NAME)
+        try:
+            data = _read(self._dirfd, dirlog.LOG_NAME)
+        except _Refused as exc:
+            raise StateError(path, str(exc)) from None
+        except OSError as exc:
+            raise _os_error(path, exc) from None
+        if data is None:
+            self._log_index, self._log_exists = dirlog.ParsedLog(), False
+            return self._log_index
+        try:
+            parsed = dirlog.parse(data)
+        except dirlog.LogCorrupt as exc:
+            self._log_error = StateCorruptError(path, f"{exc}; refusing to load without its acknowledged records")
+            raise self._log_error from None
+        if parsed.torn_bytes:
+            log.warning(
+                "%s: dropped a torn tail of %d bytes (%s): a save interrupted by a crash, never acknowledged; "
+                "the next save cuts it off",
+                path, parsed.torn_bytes, parsed.torn_why, extra={"EVENT": "STATE_RECOVERY"},
+            )  # fmt: skip
+        self._log_data = bytearray(data[: parsed.valid_length])
+        self._log_index, self._log_exists = parsed, True
+        return parsed
+
+    def _entries_of(self, name: str) -> tuple[list[dirlog.Entry], bytes]:
+        """The log's entries of state ``name`` and the bytes they point into (for load)."""
+        with self._log_lock:
+            parsed = self._the_log()
+            return list(parsed.entries.get(name, ())), bytes(self._log_data)
+
+    def _append(self, entries: list[bytes]) -> None:
+        """Make ``entries`` durable as one record of the log: one write, one fsync (``_log_lock`` held)."""
+        parsed = self._the_log()
+        record = dirlog.batch(entries, parsed.records)
+        if self._log_exists:
+            offset = parsed.valid_length
+            self.apply([protocol.AppendFile(dirlog.LOG_NAME, record, offset), protocol.FsyncFile(dirlog.LOG_NAME)])
+        else:  # the first append of this directory creates the log whole
+            offset = len(dirlog.base())
+            self.apply(protocol.log_ops(dirlog.LOG_NAME, dirlog.base() + record))
+            self._log_data, self._log_exists = bytearray(dirlog.base()), True
+        del self._log_data[offset:]
+        self._log_data += record
+        dirlog.index_record(parsed, record, offset)
+
+    def _maybe_rotate(self) -> None:
+        """Rewrite the log with only what the states still need, once it has outgrown that (``_log_lock`` held).
+
+        What is kept (``dirlog.carry``): for each state, the entries above its ``NAME.prev`` -- all of
+        them for a state this process has not loaded. A failure leaves the old log, which holds
+        everything too; it is reported and tried again after a later save.
+        """
+        parsed = self._log_index
+        if parsed is None or not self._log_exists:
+            return
+        snapshots = sum(f._snapshot_bytes for f in self._files.values() if f._log)
+        if not dirlog.should_rotate(parsed.valid_length, self._carried, snapshots):
+            return
+        keep_after = {f.name: f._log_needed_after() for f in self._files.values() if f._loaded}
+        kept = dirlog.carry(parsed, keep_after)
+        data = dirlog.base()
+        if kept:
+            body = (dirlog.entry(e.name, e.generation, bytes(self._log_data[e.start : e.end])) for e in kept)
+            data += dirlog.batch(body, 1)
+        try:
+            self.apply(protocol.log_ops(dirlog.LOG_NAME, data))
+        except StateFsyncError:
+            raise
+        except StateError as exc:
+            if not self._rotate_failed:  # once until a rewrite succeeds (a full disk retries after every batch)
+                log.warning("%s: not rewritten (%s); it keeps growing until a later try succeeds", exc.path,
+                            exc.why, extra={"EVENT": "STATE_LOG"})  # fmt: skip
+            self._rotate_failed = True
+            return
+        self._log_data, self._log_index, self._carried = bytearray(data), dirlog.parse(data), len(data)
+        self._rotate_failed = False
+
+    def _commit_batch(self, items: list[tuple[StateFile, _Write]]) -> list[StateError | None]:
+        """Write one batch (on the writer thread, or a save_sync caller's): one result per item, in order.
+
+        First every entry, as one record of the log (one fsync); then the snapshots, in the order they
+        were asked for, with one directory fsync for them all. A save with an entry is durable once the
+        record is; a snapshot that fails after it only postpones the compaction. A failure stops the
+        batch at that item: nothing is written after a save that was not (a ledger never reaches the
+        disk ahead of the exchange state it was derived from).
+        """
+        with self._log_lock:
+            started, n = time.monotonic(), len(items)
+            results: list[StateError | None] = [None] * n
+            entries = [w.entry for _, w in items if w.entry is not None]
+            try:
+                if entries:
+                    self._append(entries)
+            except StateError as exc:
+                for f, w in items:
+                    f._not_written(w)
+                return [exc] * n
+            snapshots_ok: list[bool] = [False] * n
+            failed: StateError | None = None
+            for i, (f, w) in enumerate(items):
+                if not w.ops:
+                    continue
+                if failed is None:
+                    try:
+                        self.apply(w.ops)
+                        snapshots_ok[i] = True
+                        continue
+                    except StateError as exc:
+                        failed = exc
+                f._snapshot_not_written(w)
+                if w.entry is None:
+                    results[i] = failed
+            if any(snapshots_ok):
+                try:
+                    self.apply([protocol.FsyncDir()])
+                except StateError as exc:  # fail-stop: nothing of this batch is acknowledged
+                    return [exc] * n
+            elapsed = time.monotonic() - started
+            for i, (f, w) in enumerate(items):
+                if results[i] is None:
+                    f._written(w, snapshot=snapshots_ok[i], seconds=elapsed)
+            self._maybe_rotate()
+            return results
+
+    def _enqueue(self, file: StateFile, write: _Write) -> asyncio.Future[StateError | None]:
+        """Hand a prepared save to the next batch: every save prepared in this tick, or while a batch is
+        being written, goes to the disk with it (group commit across every state of the directory)."""
+        loop = asyncio.get_running_loop()
+        done: asyncio.Future[StateError | None] = loop.create_future()
+        self._pending.append((file, write, done))
+        if not self._batch_running:
+            self._batch_running = True
+            loop.call_soon(self._next_batch)
+        return done
+
+    def _next_batch(self) -> None:
+        items, self._pending = self._pending, []
+        if not items:
+            self._batch_running = False
+            return
+        try:
+            job = self._executor.submit(self._commit_batch, [(f, w) for f, w, _ in items])
+        except RuntimeError as exc:  # the directory was closed: nothing of it is written
+            for f, w, done in items:
+                f._not_written(w)
+                if not done.done():
+                    done.set_result(StateError(str(self.path), f"not written: {exc}"))
+            self._batch_running = False
+            return
+        asyncio.wrap_future(job).add_done_callback(functools.partial(self._batch_done, items))
+
+    def _batch_done(self, items: list[tuple[StateFile, _Write, asyncio.Future[StateError | None]]], job: Any) -> None:
+        """Resolve the savers' futures (each saver may be gone: its future is then simply left), go on."""
+        error = None if job.cancelled() else job.exception()
+        results = job.result() if not job.cancelled() and error is None else None
+        for n, (_, _, done) in enumerate(items):
+            if done.done():
+                continue
+            if results is not None:
+                done.set_result(results[n])
+            else:
+                done.set_exception(error or StateError(str(self.path), "the write was cancelled"))
+        self._next_batch()
 
 
 @dataclass(frozen=True, slots=True)
 class _Write:
-    """One prepared save: its steps, and what to remember once they are durable."""
+    """One prepared save: its entry for the directory's log and/or its snapshot's steps."""
 
-    ops: list[protocol.Op]
-    record: bytes
-    append: bool
+    generation: int
+    entry: bytes | None = None  # dirlog.entry of its changes (None: a snapshot only)
+    changes: bytes = b""  # the changes' payload, to bring the base up to date once durable (O(change))
+    ops: list[protocol.Op] = field(default_factory=list)  # the snapshot's steps, without the directory fsync
+    record: bytes = b""  # the snapshot (b"": none)
 
 
 @dataclass(slots=True)
@@ -625,20 +822,24 @@ class StateFile:
         self.generation = 0
         self._loaded = False
         self._main_exists = False
-        self._batch = _Batch()
-        self._log = False  # saves append to NAME.wal (use_log)
-        self._base: Any = None  # with a log: the durable state, as decoded (owned here, never the caller's)
-        self._log_bytes: int | None = None  # length of a NAME.wal that continues ``generation``; None: compact next
-        self._snapshot_bytes = 0
         self._prev_exists = False  # appends wait until NAME.prev exists: a damaged NAME can then fall back
-        self._log_exists = False
+        self._main_gen = 0  # the generation of the snapshot NAME
+        self._prev_gen = 0  # of NAME.prev; 0 if not known (the log then keeps every entry of this state)
+        self._batch = _Batch()
+        self._log = False  # saves append their changes to the directory's log (use_log)
+        self._base: Any = None  # with a log: the durable state, as decoded (owned here, never the caller's)
+        self._log_bytes = 0  # bytes of this state's entries in the log since its snapshot
+        self._snapshot_bytes = 0
+        self._upgrade = False  # loaded from a format-2 snapshot and its NAME.wal: the next save is a snapshot
 
     def use_log(self) -> None:
-        """Save through the record log (``s1mpled.state.wal``): a save appends only what changed.
+        """Save through the directory's record log (``s1mpled.state.dirlog``): a save appends only what changed.
 
-        For states with a large, slowly changing part (bounded histories, seen trade ids). ``load()``
-        always replays a log it finds, whether or not this was called, so a file once saved with a log
-        is never read without it. Called after ``load()``, the next save compacts (it has no base yet).
+        For states with a large, slowly changing part (bounded histories, seen trade ids). Every save of
+        the same batch -- this state's and every other's -- is one append and one fsync. ``load()``
+        always applies the log's entries of a state, whether or not this was called, so a state once
+        saved with the log is never read without it. The snapshot is rewritten (compacted) once this
+        state's entries since it have outgrown it.
         """
         self._log = True
 
@@ -683,10 +884,11 @@ class StateFile:
         )  # fmt: skip
         return replayed
 
-    def _replay_log(self, state: Any, fallback: bool) -> Any:
-        """Apply ``NAME.wal`` to the snapshot just loaded (at ``self.generation``); StateCorruptError if unusable."""
+    def _replay_legacy_log(self, state: Any, fallback: bool) -> Any:
+        """Apply ``NAME.wal`` to the format-2 snapshot just loaded (at ``self.generation``); StateCorruptError
+        if unusable. The log of its own such a snapshot had (s1mpled 0.1 development builds): an upgrade
+        reads it once, and the next save writes the state as today's snapshot."""
         d, log_path = self.directory, str(self.directory.path / self.log_name)
-        self._log_bytes = None
         if fallback and state is not None:
             state = self._replay_prev_log(state)
         data = self._read_log(self.log_name)
@@ -730,16 +932,45 @@ class StateFile:
         if parsed.torn_bytes:
             log.warning(
                 "%s: dropped a torn tail of %d bytes (%s) after generation %d: a save interrupted by a crash, "
-                "never acknowledged; the next save compacts the log",
+                "never acknowledged",
                 log_path, parsed.torn_bytes, parsed.torn_why, self.generation, extra={"EVENT": "STATE_RECOVERY"},
             )  # fmt: skip
-        else:
-            self._log_bytes = parsed.valid_length
         return state
 
     @property
     def path(self) -> Path:
         return self.directory.path / self.name
+
+    def _replay(self, state: Any, fallback: bool) -> Any:
+        """Apply this state's entries in the directory's log to the snapshot just loaded (at ``self.generation``).
+
+        Entries at or below the snapshot's generation are in it already. Those above must continue it
+        exactly; if they do not, the snapshot is older than what was acknowledged: refused (never an
+        older state loaded silently) -- except after a fallback, which is loud already and which
+        reconciliation catches up: the state then continues past the entries it cannot use, so no
+        generation the log holds is ever handed out again.
+        """
+        entries, data = self.directory._entries_of(self.name)
+        log_path = self.directory.path / dirlog.LOG_NAME
+        loaded = self.generation
+        try:
+            state, self.generation = dirlog.replay(state, loaded, entries, data)
+        except dirlog.LogGap as exc:
+            if not fallback:
+                raise StateCorruptError(str(log_path), f"{exc}: refusing to load an older state") from None
+            log.critical("%s: %s (a fallback): not applied; the state continues from there (reconciliation "
+                         "catches the books up)", log_path, exc, extra={"EVENT": "STATE_RECOVERY"})  # fmt: skip
+            self.generation, self._log_bytes = entries[-1].generation, 0
+            return state
+        except dirlog.LogCorrupt as exc:
+            raise StateCorruptError(str(log_path), f"{self.name}: {exc}") from None
+        self._log_bytes = sum(e.size for e in dirlog.needed(entries, loaded))
+        if fallback and self.generation > loaded:
+            log.critical(
+                "%s: applied the entries of %s after the fallback: generation %d recovered",
+                log_path, self.name, self.generation, extra={"EVENT": "STATE_RECOVERY"},
+            )  # fmt: skip
+        return state
 
     def load(self) -> LoadResult:
         """Recover and return the newest verified state (see ``recovery`` for the rules)."""
@@ -754,7 +985,7 @@ class StateFile:
         if plan.renames:
             d.apply([protocol.RenameFile(r.src, r.dst) for r in plan.renames])
             d.sync()  # on an event loop: queued on the writer thread, ahead of every later save
-        state = None
+        state, record = None, None
         if plan.load_from is not None:
             origin = {"main": self.name, "journal": f"{self.name}.journal", "prev": f"{self.name}.prev"}
             record = observed[origin[plan.source or "main"]][1]
@@ -763,78 +994,84 @@ class StateFile:
             self._snapshot_bytes = record.length
         self.generation = plan.generation
         self._main_exists = plan.source in ("main", "journal")
-        state = self._replay_log(state, plan.fallback)
+        self._main_gen = plan.generation if self._main_exists else 0
+        if record is not None and record.version == codec.WAL_VERSION:
+            state = self._replay_legacy_log(state, plan.fallback)
+            self._upgrade = True
+        state = self._replay(state, plan.fallback)
         self._prev_exists = d.exists(f"{self.name}.prev")
-        self._log_exists = d.exists(self.log_name)
+        known = not plan.renames and isinstance(prev, recovery.Verified)
+        self._prev_gen = prev.generation if known and isinstance(prev, recovery.Verified) else 0
         self._base = copy.deepcopy(state) if self._log else None  # never shared with the caller (once, at start)
         self._loaded = True
         return LoadResult(state, self.generation, plan.source, plan.fresh, plan.fallback, plan.messages)
 
+    def _log_needed_after(self) -> int:
+        """The generation above which this state's entries must stay in the log: its NAME.prev's (what a
+        fallback replays from), the snapshot's if it has no NAME.prev, 0 (all of them) if not known."""
+        if self._prev_exists:
+            return self._prev_gen
+        return self._main_gen if self._main_exists else 0
+
     def _prepare(self, state: Any) -> _Write:
+        """Encode the save (event-loop thread): its changes as a log entry, and a snapshot if one is due.
+
+        A snapshot is due without a log, without a base (the first save), until NAME and NAME.prev both
+        exist (a damaged NAME can then fall back), after an upgrade, and once this state's entries since
+        its snapshot have outgrown it (a compaction, amortized over at least its size in appends).
+        """
         if not self._loaded:
             raise LocalStateError(f"{self.path}: save() before load() would discard the stored state")
         generation = self.generation + 1
         try:
-            appendable = (  # a log continues NAME: after a fallback (NAME set aside) the next save writes NAME
-                self._log and self._main_exists and self._prev_exists and self._base is not None
-            ) and self._log_bytes is not None
-            if appendable and not wal.should_compact(self._log_bytes or 0, self._snapshot_bytes):
-                record = wal.encode_record(wal.diff(self._base, state), generation)
-                ops: list[protocol.Op] = [protocol.AppendFile(self.log_name, record), protocol.FsyncFile(self.log_name)]
-                self.generation = generation
-                return _Write(ops, record=record, append=True)
-            record = codec.encode(state, generation, logged=self._log)
+            entry, changes = None, b""
+            if self._log and self._base is not None:
+                changes = codec.encode_payload(wal.diff(self._base, state))
+                entry = dirlog.entry(self.name, generation, changes)
+            due = (
+                entry is None
+                or self._upgrade
+                or not (self._main_exists and self._prev_exists)
+                or wal.should_compact(self._log_bytes + len(entry), self._snapshot_bytes)
+            )
+            write = _Write(generation, entry, changes)
+            if due:
+                record = codec.encode(state, generation, logged=self._log)
+                ops = protocol.save_ops(self.name, record, self._main_exists, sync_dir=False)
+                write = _Write(generation, entry, changes, ops, record)
         except StateEncodeError as exc:
             raise StateEncodeError(str(self.path), exc.why) from None
         self.generation = generation
-        if self._log:
-            tail = None  # this save's change, appended to the old log too: NAME.wal.prev then reaches NAME
-            if self._base is not None and self._log_bytes is not None:
-                tail = wal.encode_record(wal.diff(self._base, state), generation)
-            base = wal.base_record(generation)
-            ops = protocol.compact_ops(
-                self.name, record, self._main_exists, base, tail=tail, log_exists=self._log_exists
-            )
-        else:
-            ops = protocol.save_ops(self.name, record, self._main_exists)
-        return _Write(ops, record=record, append=False)
+        return write
 
-    def _commit(self, write: _Write) -> None:
-        started = time.monotonic()
-        try:
-            self.directory.apply(write.ops)
-        except StateError:
-            # Nothing was acknowledged: the generation is handed out again. A rename may have
-            # happened before the failure (NAME -> NAME.prev), so look whether NAME is still there.
-            # An append may have left part of its record in the log: the next save compacts.
-            self.generation -= 1
-            self._log_bytes = None
-            with contextlib.suppress(OSError):
-                self._main_exists = self.directory.exists(self.name)
-            raise
-        if write.append:
-            assert self._log_bytes is not None
-            parsed = wal.parse(wal.base_record(self.generation - 1) + write.record)  # O(change): own copy
-            self._base = wal.apply(self._base, parsed.records[0].changes)
-            self._log_bytes += len(write.record)
-        else:
-            self._prev_exists = self._prev_exists or self._main_exists
-            self._main_exists = True
-            if self._log:
-                self._log_exists = True
-                self._base = codec.decode(write.record).state  # amortized: once per compaction
-                self._log_bytes, self._snapshot_bytes = len(wal.base_record(self.generation)), len(write.record)
+    def _written(self, write: _Write, *, snapshot: bool, seconds: float) -> None:
+        """The batch made ``write`` durable (writer thread): remember what is on disk now."""
+        if write.entry is not None:
+            self._base = wal.apply(self._base, wal.decode_changes(write.changes, write.generation))  # own copy
+            self._log_bytes += len(write.entry)
+        if snapshot:
+            if self._main_exists:
+                self._prev_exists, self._prev_gen = True, self._main_gen
+            self._main_exists, self._main_gen = True, write.generation
+            self._snapshot_bytes, self._log_bytes, self._upgrade = len(write.record), 0, False
+            if self._log and write.entry is None:
+                self._base = codec.decode(write.record).state  # the first save of a state with a log
         if (saved := self.directory.on_saved) is not None:
-            saved(self.name, len(write.record), time.monotonic() - started)  # bytes written: a record or a snapshot
+            saved(self.name, len(write.entry or b"") + len(write.record), seconds)  # bytes written for it
 
-    def _try_commit(self, ops: _Write) -> StateError | None:
-        """``_commit`` for the writer thread: a failure is returned, not raised, so that a write whose saver
-        was cancelled meanwhile (a shutdown, a fail-stop) never leaves an exception nobody retrieves."""
-        try:
-            self._commit(ops)
-        except StateError as exc:
-            return exc
-        return None
+    def _snapshot_not_written(self, write: _Write) -> None:
+        """The snapshot part of ``write`` failed or was not tried: a rename NAME -> NAME.prev may have
+        happened before the failure, so look what is there. Without an entry nothing was acknowledged:
+        the generation is handed out again."""
+        if write.entry is None:
+            self.generation = write.generation - 1
+        with contextlib.suppress(OSError):
+            if self._main_exists and not self.directory.exists(self.name):
+                self._main_exists, self._prev_exists, self._prev_gen = False, True, self._main_gen
+
+    def _not_written(self, write: _Write) -> None:
+        """Nothing of ``write`` is durable (its batch failed): the generation is handed out again."""
+        self.generation = write.generation - 1
 
     def save_sync(self, state: Any) -> int:
         """Durably save ``state`` on the calling thread; returns its generation.
@@ -842,7 +1079,9 @@ class StateFile:
         Never waits for space: a full disk raises StateDiskFullError (nothing written).
         """
         self.directory.stats.saves_requested += 1
-        self._commit(self._prepare(state))
+        failed = self.directory._commit_batch([(self, self._prepare(state))])[0]
+        if failed is not None:
+            raise failed
         return self.generation
 
     async def save(self, state: Any, *, wait_for_space: bool = True) -> int:
@@ -877,11 +1116,10 @@ class StateFile:
                             # a write whose saver was cancelled is still running: the next record is computed
                             # against what it leaves behind (the log's base), never against a half-updated one
                             await asyncio.wait([b.inflight])
-                        upto, ops = b.requested, self._prepare(b.latest)
+                        upto, write = b.requested, self._prepare(b.latest)
                         try:
-                            # shield: once handed to the writer thread the write completes even if we are cancelled
-                            commit = functools.partial(self._try_commit, ops)
-                            b.inflight = asyncio.ensure_future(d.run_in_writer(commit))
+                            # shield: once handed to the batch the write completes even if we are cancelled
+                            b.inflight = d._enqueue(self, write)
                             failed = await asyncio.shield(b.inflight)
                             if failed is not None:
                                 raise failed

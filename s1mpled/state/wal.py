@@ -1,4 +1,9 @@
-"""The record log (write-ahead log) next to a snapshot: pure framing, verification, diff and compaction plan.
+"""The changes between two states (``diff``/``apply``), and the per-file record log an upgrade still reads.
+
+The diff below is what every record log stores: the directory's one log (``s1mpled.state.dirlog``, which
+s1mpled writes) and the per-file log ``NAME.wal`` described next, which s1mpled 0.1 development builds
+wrote and which ``load()`` still replays for a snapshot of format version 2 (the next save writes the
+state in today's format). Nothing writes a per-file log any more.
 
 Why: a snapshot rewrite costs O(state) -- a strategy's bounded history and 10,000 seen trade ids, the
 paper exchange's order and trade history -- although a fill changes a few hundred bytes. With a log, a
@@ -49,6 +54,7 @@ amortized: a compaction happens once the log has grown by about the snapshot's s
 from __future__ import annotations
 
 import hashlib
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from decimal import Decimal
 from typing import Any
@@ -62,6 +68,7 @@ __all__ = [
     "ParsedLog",
     "apply",
     "base_record",
+    "decode_changes",
     "diff",
     "encode_record",
     "parse",
@@ -123,31 +130,61 @@ def encode_record(changes: list[Any], generation: int) -> bytes:
     return _frame(codec.encode_payload(changes), generation)
 
 
-def _read_one(data: bytes, pos: int) -> tuple[int, bytes, int] | str:  # noqa: PLR0911 (one reason each)
-    """(generation, payload, end) of the record at ``pos``, or why it is not a complete verified record."""
+@dataclass(frozen=True, slots=True)
+class Framing:
+    """How a log frames its records: ``<magic> <version> <number> <length> <sha256>\\n<payload>``.
+
+    Both logs -- this per-file one and the directory's (``dirlog``) -- frame records alike and differ
+    only in magic, version and what their checksum covers, so one reader verifies both.
+    """
+
+    magic: bytes
+    version: int
+    digest: Callable[[int, int, bytes], str]  # (number, length, payload) -> sha256 hex
+
+
+def read_frame(data: bytes, pos: int, framing: Framing) -> tuple[int, int, int] | str:  # noqa: PLR0911 (one reason each)
+    """(number, payload start, end) of the record at ``pos``, or why it is not a complete verified record."""
     end = data.find(b"\n", pos, pos + _MAX_HEADER)
     if end < 0:
         return "incomplete or unreadable record header"
     fields = data[pos:end].split(b" ")
-    if len(fields) != 5 or fields[0] != MAGIC:
+    if len(fields) != 5 or fields[0] != framing.magic:
         return "not a record header"
     try:
-        version, generation, length = int(fields[1]), int(fields[2]), int(fields[3])
+        version, number, length = int(fields[1]), int(fields[2]), int(fields[3])
         checksum = fields[4].decode("ascii")
     except (ValueError, UnicodeDecodeError):
         return "malformed record header"
-    if version != VERSION:
-        return f"unknown log record version {version} (this s1mpled reads version {VERSION})"
+    if version != framing.version:
+        return f"unknown log record version {version} (this s1mpled reads version {framing.version})"
     start, stop = end + 1, end + 1 + length
     if stop > len(data):
         return f"truncated record: announces {length} bytes, {len(data) - start} present"
-    payload = data[start:stop]
-    if _digest(generation, length, payload) != checksum:
+    if framing.digest(number, length, data[start:stop]) != checksum:
         return "checksum mismatch"
-    return generation, payload, stop
+    return number, start, stop
 
 
-def _decode_changes(payload: bytes, generation: int) -> list[Any]:
+def any_verified_after(data: bytes, pos: int, framing: Framing) -> bool:
+    """Whether a verified record starts anywhere at or after ``pos`` (damage before it is no torn append)."""
+    while (found := data.find(framing.magic, pos)) >= 0:
+        if not isinstance(read_frame(data, found, framing), str):
+            return True
+        pos = found + 1
+    return False
+
+
+FRAMING = Framing(MAGIC, VERSION, _digest)
+
+
+def _read_one(data: bytes, pos: int) -> tuple[int, bytes, int] | str:
+    """(generation, payload, end) of the record at ``pos``, or why it is not a complete verified record."""
+    one = read_frame(data, pos, FRAMING)
+    return one if isinstance(one, str) else (one[0], data[one[1] : one[2]], one[2])
+
+
+def decode_changes(payload: bytes, generation: int) -> list[Any]:
     try:
         record = codec.decode(codec.frame(payload, max(generation, 1)))
     except codec.InvalidRecord as exc:  # verified bytes that do not decode: a writer bug, never a torn append
@@ -174,23 +211,15 @@ def parse(data: bytes) -> ParsedLog:
     while pos < len(data):
         one = _read_one(data, pos)
         if isinstance(one, str):
-            if data.find(MAGIC, pos + 1) >= 0 and _any_verified_after(data, pos + 1):
+            if any_verified_after(data, pos + 1, FRAMING):
                 raise LogCorrupt(f"damaged record at byte {pos} ({one}) followed by verified records")
             return ParsedLog(base, parsed.records, pos, len(data) - pos, one)
         generation, payload, end = one
         if generation != expected:
             raise LogCorrupt(f"record at byte {pos} has generation {generation}, expected {expected}")
-        parsed.records.append(LogRecord(generation, _decode_changes(payload, generation)))
+        parsed.records.append(LogRecord(generation, decode_changes(payload, generation)))
         expected, pos = expected + 1, end
     return ParsedLog(base, parsed.records, pos)
-
-
-def _any_verified_after(data: bytes, pos: int) -> bool:
-    while (found := data.find(MAGIC, pos)) >= 0:
-        if not isinstance(_read_one(data, found), str):
-            return True
-        pos = found + 1
-    return False
 
 
 # -- diff and apply: JSON-shaped data (dict with str keys, list/tuple, str, int, bool, None, Decimal, float)
@@ -207,29 +236,30 @@ def _same_scalar(a: Any, b: Any) -> bool:
 def _diff_list(old: list[Any], new: list[Any] | tuple[Any, ...], path: list[str], out: list[Any]) -> None:
     if type(new) is list and old == new:
         return
-    drop = 0
     if old and new and old[0] != new[0]:
         try:
             k = old.index(new[0])
         except ValueError:
             k = -1
         if k > 0 and old[k:] == list(new[: len(old) - k]):
-            drop = k
-    rest = old[drop:]
-    limit = min(len(rest), len(new))
-    if rest[:limit] == list(new[:limit]):  # the common case, in C: only appended (or only cut at the back)
+            # a bounded history: the oldest out at the front, what is left is new's beginning, the rest is new
+            # (the one comparison of the whole list, in C: a fill on 10,000 seen ids compares them once)
+            out.append(["splice", path, k, len(old) - k, 0, list(new[len(old) - k :])])
+            return
+    limit = min(len(old), len(new))
+    if old[:limit] == list(new[:limit]):  # the common case, in C: only appended (or only cut at the back)
         prefix = limit
     else:
         prefix = 0
-        while rest[prefix] == new[prefix]:
+        while old[prefix] == new[prefix]:
             prefix += 1
     suffix = 0
-    while suffix < limit - prefix and rest[len(rest) - 1 - suffix] == new[len(new) - 1 - suffix]:
+    while suffix < limit - prefix and old[len(old) - 1 - suffix] == new[len(new) - 1 - suffix]:
         suffix += 1
-    delete = len(rest) - prefix - suffix
+    delete = len(old) - prefix - suffix
     insert = list(new[prefix : len(new) - suffix])
-    if drop or delete or insert:
-        out.append(["splice", path, drop, prefix, delete, insert])
+    if delete or insert:
+        out.append(["splice", path, 0, prefix, delete, insert])
 
 
 def _diff(old: Any, new: Any, path: list[str], out: list[Any]) -> None:
