@@ -96,6 +96,8 @@ def _refusal(text: str) -> str:
 
 
 def _default(value: object) -> dict[str, str]:
+    if type(value) is Decimal and value.is_finite() and (not value or _EMIN <= value.adjusted() <= _EMAX):
+        return {_DECIMAL_TAG: str(value)}  # the common case first (a call per Decimal of every save)
     if isinstance(value, Decimal):
         if not _storable(value):
             raise StateEncodeError("<state>", _refusal(str(value)))

@@ -225,11 +225,14 @@ def parse(data: bytes) -> ParsedLog:
 # -- diff and apply: JSON-shaped data (dict with str keys, list/tuple, str, int, bool, None, Decimal, float)
 
 
+_PLAIN = frozenset({str, int, bool, float, type(None)})
+
+
 def _same_scalar(a: Any, b: Any) -> bool:
     if type(a) is not type(b):
         return False
     if type(a) is Decimal:
-        return bool(a == b) and a.as_tuple() == b.as_tuple()
+        return a.compare_total(b) == 0  # the same value *and* spelling (exponent, sign of zero), in C
     return bool(a == b)
 
 
@@ -270,8 +273,13 @@ def _diff(old: Any, new: Any, path: list[str], out: list[Any]) -> None:
         for key, value in new.items():
             if key not in old:
                 out.append(["set", [*path, key], value])
-            else:
-                _diff(old[key], value, [*path, key], out)
+                continue
+            before, kind = old[key], type(value)
+            if type(before) is kind and (
+                (kind in _PLAIN and before == value) or (kind is Decimal and before.compare_total(value) == 0)
+            ):
+                continue  # the common case, without a call per key: an unchanged scalar (as _same_scalar says)
+            _diff(before, value, [*path, key], out)
     elif type(old) is list and isinstance(new, list | tuple):
         _diff_list(old, new, path, out)
     elif isinstance(old, dict | list) or isinstance(new, dict | list | tuple) or not _same_scalar(old, new):
