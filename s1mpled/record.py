@@ -1,8 +1,8 @@
 """The one record codec: a dataclass to JSON-shaped data and back, read strictly by field annotation.
 
 Every persisted or wired record (a ledger, its orders and fills, the paper account, the breaker, the
-simulator's account view) is a dataclass, and this module is the only code that turns one into dicts and
-lists and back. It is pure: no I/O, no clock, no event loop.
+simulator's account view, the control socket's status documents) is a dataclass, and this module is the
+only code that turns one into dicts and lists and back. It is pure: no I/O, no clock, no event loop.
 
 Two dialects say how a Decimal is written:
 
@@ -10,6 +10,10 @@ Two dialects say how a Decimal is written:
   (``{"$decimal": "1.50"}``) and gives a ``Decimal`` back, so a record reads only ``Decimal`` instances;
 * :data:`JSON` writes its exact text (``"1.50"``) and reads only such text -- never a JSON number, which
   a reader on the other side may have turned into a float.
+
+A ``float`` (a measurement for an operator, such as seconds of stream health; never money) is admitted in
+the JSON dialect only, written as it is and read back finite (an int too, not a bool): the state store
+reads every number with a fraction back as a Decimal, so a float field could not round-trip in STATE.
 
 Reading is strict, by the field's annotation: ``int`` is not ``bool``; ``Decimal`` is finite and within
 the exponents arithmetic can use (NaN, sNaN and the infinities are refused however they are spelled);
@@ -33,6 +37,7 @@ from __future__ import annotations
 
 import dataclasses
 import enum
+import math
 import operator
 import re
 import types
@@ -206,9 +211,18 @@ def _leaf_writer(hint: Any, dialect: Dialect) -> Writer:
         return operator.attrgetter("value")
     if hint is Decimal and dialect is JSON:
         return str
+    if hint is float:
+        _float_allowed(dialect)
+        return _identity
     if hint in (str, int, bool, Decimal):
         return _identity
     raise TypeError(f"record codec: unsupported annotation {hint!r}")
+
+
+def _float_allowed(dialect: Dialect) -> None:
+    """TypeError unless the dialect is JSON (the state store reads a float back as a Decimal)."""
+    if dialect is not JSON:
+        raise TypeError("record codec: a float is for the JSON dialect only (STATE reads it back as a Decimal)")
 
 
 def _optional_of(hint: Any, args: tuple[Any, ...]) -> Any:
@@ -279,6 +293,9 @@ def _leaf_reader(hint: Any, dialect: Dialect) -> Reader:
         return _enum_reader(hint)
     if hint is Decimal:
         return _read_decimal if dialect is STATE else _read_decimal_text
+    if hint is float:
+        _float_allowed(dialect)
+        return _read_float
     if hint in _SCALARS:
         return _SCALARS[hint]
     raise TypeError(f"record codec: unsupported annotation {hint!r}")
@@ -420,6 +437,17 @@ def _usable(value: Decimal) -> Decimal:
     if value and not _EMIN <= value.adjusted() <= _EMAX:
         raise _Refused(f"expected a decimal with an exponent from {_EMIN} to {_EMAX}, got {value}")
     return value
+
+
+def _read_float(value: object) -> float:
+    """A finite float; an int (JSON writes 2.0 as 2 in some languages) is one too, a bool is not."""
+    try:
+        number = float(value) if isinstance(value, float | int) and not isinstance(value, bool) else math.nan
+    except OverflowError:  # an int beyond a float's range
+        number = math.nan
+    if not math.isfinite(number):
+        raise _Refused(f"expected a finite number, got {_show(value)}")
+    return number
 
 
 _SCALARS: dict[Any, Reader] = {

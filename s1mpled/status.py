@@ -22,10 +22,13 @@ from __future__ import annotations
 
 import os
 from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass, field
 from decimal import Decimal
 from typing import TYPE_CHECKING, Any, Protocol
 
+from s1mpled import record
 from s1mpled.bus import EventBus
+from s1mpled.circuit_breaker import BreakerState
 from s1mpled.control import EventQueue, Handler, Stream, encode_event
 from s1mpled.errors import ControlError
 from s1mpled.events import (
@@ -42,6 +45,9 @@ from s1mpled.events import (
     TradeExecuted,
 )
 from s1mpled.failpoints import failpoint
+from s1mpled.ledger import LedgerOrder
+from s1mpled.model import ExchangeOrder, ExchangeOrderStatus, OrderType, Side
+from s1mpled.orders import OrderState
 from s1mpled.receipts import receipts_doc
 from s1mpled.reconciliation import Report
 from s1mpled.strategy_worker import StrategyWorker
@@ -53,7 +59,16 @@ if TYPE_CHECKING:
     from s1mpled.instruments import Instruments
     from s1mpled.startup import Waiting
 
-__all__ = ["ControlCommands", "Feed", "OperationView"]
+__all__ = [
+    "BreakerStatus",
+    "ControlCommands",
+    "CorrectionDoc",
+    "Feed",
+    "OperationView",
+    "OrderDoc",
+    "ReconcileReply",
+    "StrategyStatus",
+]
 
 PRICE_EVERY_MS = 1000  # a subscriber gets at most one price a second per symbol (the snapshot has the last)
 SNAPSHOT_EVERY_S = 5.0  # the status snapshot's default period; a subscriber may ask for 0.5 .. 60 s
@@ -86,57 +101,108 @@ class OperationView(Protocol):
     def steady_status(self) -> str: ...
 
 
-def _worker_status(w: StrategyWorker) -> dict[str, Any]:
-    snap = w.ledger.snapshot()
-    return {
-        "name": w.name,
-        "symbol": w.symbol,
-        "strategy": type(w.strategy).__name__,
-        "trading": w.trading,
-        "halted": w.halted,
-        "last_price": w.last_price,
-        "capital": snap.capital,
-        "holdings": snap.holdings,
-        "base": snap.base,
-        "quote": snap.quote,
-        "realized_pnl": snap.realized_pnl,
-        "fees_paid": snap.fees_paid,
-        "state_generation": w.state_file.generation,
-        "open_orders": [
-            {
-                "client_order_id": o.client_order_id,
-                "side": o.side,
-                "type": o.type,
-                "amount": o.amount,
-                "price": o.price,
-                "filled": o.filled,
-                "state": o.state,
-                "tag": o.tag,
-            }
-            for o in snap.open_orders
-        ],
-    }
+# The documents below are records (s1mpled.record, JSON dialect: a Decimal as its exact text, an enum as its
+# value), in the key order ``status --json`` and the feed have always had: the dashboard reads them.
 
 
-def _breaker_doc(c: Components) -> dict[str, Any]:
-    b = c.breaker.breaker
-    healthy = c.env.streams_healthy_for()
-    return {
-        "state": b.state,
-        "reason": b.reason,
-        "manual": b.manual,
-        "opened_ms": b.opened_ms,
-        "emergency_exit": b.exiting,  # the exit's goal is pending
-        "streams_healthy_for_s": None if healthy is None else round(min(healthy, 1e9), 1),
-    }
+@dataclass(frozen=True, slots=True, kw_only=True)
+class OrderDoc:
+    """An order as a client sees it: one of a strategy's open orders in its status (the books' ``state`` and
+    ``tag``; the symbol is the strategy's), or an order the exchange reported, in the feed (its ``symbol`` and
+    the exchange's ``status``). The keys its source has not are left out."""
+
+    client_order_id: str
+    symbol: str | None = field(default=None, metadata=record.OMIT_DEFAULT)
+    side: Side
+    type: OrderType
+    amount: Decimal
+    price: Decimal | None  # None: a market order
+    filled: Decimal
+    state: OrderState | None = field(default=None, metadata=record.OMIT_DEFAULT)
+    status: ExchangeOrderStatus | None = field(default=None, metadata=record.OMIT_DEFAULT)
+    tag: str | None = field(default=None, metadata=record.OMIT_DEFAULT)
+
+    @classmethod
+    def of_books(cls, o: LedgerOrder) -> OrderDoc:
+        return cls(client_order_id=o.client_order_id, side=o.side, type=o.type, amount=o.amount, price=o.price,
+                   filled=o.filled, state=o.state, tag=o.tag)  # fmt: skip
+
+    @classmethod
+    def of_exchange(cls, o: ExchangeOrder) -> OrderDoc:
+        return cls(client_order_id=o.client_order_id, symbol=o.symbol, side=o.side, type=o.type, amount=o.amount,
+                   price=o.price, filled=o.filled, status=o.status)  # fmt: skip
 
 
-def report_dict(report: Report) -> dict[str, Any]:
-    return {
-        "corrections": [{"strategy": c.strategy, "what": c.describe()} for c in report.corrections],
-        "external_orders": [o.client_order_id for o in report.external_orders],
-        "external_surplus": dict(report.external_surplus),
-    }
+@dataclass(frozen=True, slots=True)
+class StrategyStatus:
+    """One strategy in ``status`` (and in the feed's ledger changes): its worker and its books."""
+
+    name: str
+    symbol: str
+    strategy: str  # the strategy's class name
+    trading: bool
+    halted: bool
+    last_price: Decimal | None
+    capital: Decimal
+    holdings: Decimal
+    base: str
+    quote: str
+    realized_pnl: Decimal
+    fees_paid: Decimal
+    state_generation: int
+    open_orders: tuple[OrderDoc, ...]
+
+    @classmethod
+    def of(cls, w: StrategyWorker) -> StrategyStatus:
+        s = w.ledger.snapshot()
+        orders = tuple(map(OrderDoc.of_books, s.open_orders))
+        return cls(w.name, w.symbol, type(w.strategy).__name__, w.trading, w.halted, w.last_price,
+                   s.capital, s.holdings, s.base, s.quote, s.realized_pnl, s.fees_paid,
+                   w.state_file.generation, orders)  # fmt: skip
+
+
+@dataclass(frozen=True, slots=True)
+class BreakerStatus:
+    """The breaker in ``status`` and in the feed's breaker events, with how long the streams have been healthy."""
+
+    state: BreakerState
+    reason: str
+    manual: bool
+    opened_ms: int
+    emergency_exit: bool  # the exit's goal is pending
+    streams_healthy_for_s: float | None  # None while a stream is not; capped at 1e9 s (paper's are forever)
+
+    @classmethod
+    def of(cls, c: Components) -> BreakerStatus:
+        b, healthy = c.breaker.breaker, c.env.streams_healthy_for()
+        healthy_s = None if healthy is None else round(min(healthy, 1e9), 1)
+        return cls(b.state, b.reason, b.manual, b.opened_ms, b.exiting, healthy_s)
+
+
+@dataclass(frozen=True, slots=True)
+class CorrectionDoc:
+    strategy: str
+    what: str  # the correction as the log describes it
+
+
+@dataclass(frozen=True, slots=True)
+class ReconcileReply:
+    """What ``reconcile`` answers: the corrections applied, and what was only reported."""
+
+    corrections: tuple[CorrectionDoc, ...]
+    external_orders: tuple[str, ...]  # their client order ids
+    external_surplus: dict[str, Decimal]
+
+    @classmethod
+    def of(cls, report: Report) -> ReconcileReply:
+        corrections = tuple(CorrectionDoc(c.strategy, c.describe()) for c in report.corrections)
+        external = tuple(o.client_order_id for o in report.external_orders)
+        return cls(corrections, external, dict(report.external_surplus))
+
+
+def _doc(document: object) -> dict[str, Any]:
+    """A document as JSON-shaped data (Decimals as text) for the control socket."""
+    return record.encode(document, record.JSON)
 
 
 class ControlCommands:
@@ -186,8 +252,8 @@ class ControlCommands:
         if op.waiting is not None:
             doc["waiting"] = op.waiting.to_doc(op.now_ms())
         if c is not None:
-            doc["breaker"] = _breaker_doc(c)
-            doc["strategies"] = [_worker_status(w) for w in c.workers]
+            doc["breaker"] = _doc(BreakerStatus.of(c))
+            doc["strategies"] = [_doc(StrategyStatus.of(w)) for w in c.workers]
             doc["disk_full"] = any(w.disk_full for w in c.workers)  # no new orders until the state is written
             r = c.reconciler
             doc["last_reconciliation"] = {
@@ -201,7 +267,7 @@ class ControlCommands:
 
     async def reconcile(self, args: Mapping[str, Any]) -> dict[str, Any]:
         report = await self._running().reconciler.reconcile("control")
-        return report_dict(report)
+        return _doc(ReconcileReply.of(report))
 
     async def halt(self, args: Mapping[str, Any]) -> dict[str, Any]:
         """Open the breaker (manual: only ``resume`` closes it); ``keep_positions`` cancels a pending emergency exit."""
@@ -238,15 +304,13 @@ class ControlCommands:
         return line
 
 
-def _order_doc(o: Any) -> dict[str, Any]:
-    """An order (ledger or exchange) for the wire: what a chart and a table need."""
-    keys = ("client_order_id", "symbol", "side", "type", "amount", "price", "filled", "state", "status", "tag")
-    return {k: getattr(o, k) for k in keys if hasattr(o, k)}
-
-
 class Feed(MonitorWorker):
     """The one bus reader behind ``subscribe``: turns each event into a JSON line once and offers it to every
-    subscriber's queue (never waiting; a full queue cuts that subscriber off). Idle when nobody subscribes."""
+    subscriber's queue (never waiting; a full queue cuts that subscriber off). Idle when nobody subscribes.
+
+    What a line carries is a record (a strategy's status, an order, the breaker, a fill, a price, a receipt);
+    the envelopes around them (the strategy, a reason, a stream) are a few text and integer keys, with nothing
+    for the codec to write, and stay dict literals."""
 
     name = "control-feed"
 
@@ -304,21 +368,21 @@ class Feed(MonitorWorker):
         return None
 
     def _fill(self, event: TradeExecuted) -> dict[str, Any]:
-        f = event.fill
-        w = self._worker(client_order_id=f.client_order_id)
-        fill = {k: getattr(f, k) for k in ("trade_id", "client_order_id", "symbol", "side", "price", "amount")}
-        fill |= {"fee": f.fee, "fee_asset": f.fee_asset, "timestamp_ms": f.timestamp_ms}
+        """The Fill record without the exchange's order id (a record of its own would only repeat Fill's fields)."""
+        w = self._worker(client_order_id=event.fill.client_order_id)
+        fill = _doc(event.fill)
+        del fill["exchange_order_id"]
         return {"strategy": w.name if w else None, "fill": fill}
 
     def _order(self, event: OrderUpdated) -> dict[str, Any]:
         w = self._worker(client_order_id=event.order.client_order_id)
-        return {"strategy": w.name if w else None, "order": _order_doc(event.order)}
+        return {"strategy": w.name if w else None, "order": _doc(OrderDoc.of_exchange(event.order))}
 
     def _ledger(self, event: LedgerStateChanged) -> dict[str, Any]:
         w = self._worker(name=event.strategy)
         doc: dict[str, Any] = {"strategy": event.strategy, "reason": event.reason, "generation": event.generation}
         if w is not None:
-            doc["status"] = _worker_status(w)
+            doc["status"] = _doc(StrategyStatus.of(w))
         return doc
 
     def _price(self, event: MarketData) -> dict[str, Any] | None:
@@ -327,11 +391,11 @@ class Feed(MonitorWorker):
         if now - self._price_sent_ms.get(t.symbol, -PRICE_EVERY_MS) < PRICE_EVERY_MS:
             return None
         self._price_sent_ms[t.symbol] = now
-        return {"symbol": t.symbol, "price": t.price, "timestamp_ms": t.timestamp_ms}
+        return _doc(t)  # the MarketTick record: symbol, price, timestamp_ms
 
     def _breaker(self, event: HaltNewSignals | ResumeSignals | ExecuteEmergencyExit) -> dict[str, Any]:
         c = self._op.components
-        return {"reason": event.reason, "breaker": _breaker_doc(c) if c is not None else None}
+        return {"reason": event.reason, "breaker": _doc(BreakerStatus.of(c)) if c is not None else None}
 
     def _reconciled(self, event: ReconciliationCompleted) -> dict[str, Any]:
         c = self._op.components

@@ -200,6 +200,28 @@ def test_the_json_dialect_refuses_numbers_for_decimals(bad: object) -> None:
         record.decode(Balance, {"asset": "BTC", "free": bad, "used": "0"}, record.JSON)
 
 
+@dataclasses.dataclass(frozen=True, slots=True)
+class _Measured:
+    """A record with a float (seconds an operator reads, never money), as the status documents have."""
+
+    seconds: float | None
+
+
+def test_a_float_is_written_as_it_is_and_read_back_finite_in_the_json_dialect_only() -> None:
+    """JSON: written as it is, read back as a finite float (an int is one, a bool or text is not); the state
+    dialect has no floats (the store reads them back as Decimals), so a float field there is a TypeError."""
+    assert record.encode(_Measured(12.3), record.JSON) == {"seconds": 12.3}
+    assert record.decode(_Measured, {"seconds": 1e9}, record.JSON) == _Measured(1e9)
+    assert type(record.decode(_Measured, {"seconds": 2}, record.JSON).seconds) is float
+    for bad in (True, "1.5", float("inf"), float("nan"), 10**400, D("1.5")):
+        with pytest.raises(RecordError, match=r"^seconds: expected a finite number, got "):
+            record.decode(_Measured, {"seconds": bad}, record.JSON)
+    with pytest.raises(TypeError, match="a float is for the JSON dialect only"):
+        record.encode(_Measured(1.0))
+    with pytest.raises(TypeError, match="a float is for the JSON dialect only"):
+        record.decode(_Measured, {"seconds": 1.0})
+
+
 # ------------------------------------------------------------------------------ hypothesis: every record
 
 _TEXT = st.text(st.characters(blacklist_categories=["Cs"]), max_size=12)
