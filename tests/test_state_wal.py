@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import errno
 import itertools
 import logging
 import threading
@@ -412,7 +413,7 @@ def test_entries_that_cannot_continue_a_fallback_are_passed_loudly_and_never_reu
     with sd, caplog.at_level(logging.CRITICAL):
         result = f.load()
         assert (result.fallback, result.state) == (True, {"n": 1})
-        assert "do not continue the snapshot" in caplog.text
+        assert "do not continue the state (a fallback)" in caplog.text
         assert f.save_sync({"n": 100}) == 6
     sd, f = _open(tmp_path)
     with sd:
@@ -460,6 +461,119 @@ def test_a_state_with_its_own_log_of_format_2_is_upgraded_without_losing_a_recor
     sd, f = _open(tmp_path)
     with sd:
         assert f.load().state == {"n": 7}
+
+
+def test_a_state_written_without_the_log_is_snapshotted_in_todays_format_before_it_appends(tmp_path: Path) -> None:
+    """NAME and NAME.prev in format 1 (saved without the log), then saved with it: the first save writes NAME as
+    format 3 -- never appends behind a format-1 NAME that an older s1mpled would load without the log."""
+    sd, f = _open(tmp_path, log=False)
+    with sd:
+        f.load()
+        f.save_sync({"v": 1})
+        f.save_sync({"v": 2})
+    sd, f = _open(tmp_path)
+    with sd:
+        f.load()
+        f.save_sync({"v": 3})
+        assert codec.peek_version((tmp_path / NAME).read_bytes()) == codec.LOGGED_VERSION
+        assert codec.decode((tmp_path / NAME).read_bytes()).state == {"v": 3}
+        for v in range(4, 8):
+            f.save_sync({"v": v})
+    sd, f = _open(tmp_path)
+    with sd:
+        assert f.load().state == {"v": 7}
+
+
+def test_a_failing_metrics_hook_never_leaves_a_state_diffed_against_the_wrong_base(tmp_path: Path) -> None:
+    """on_saved raising for the first state of a batch: the batch is durable, every state's next save is computed
+    against what is on disk, and each reloads to exactly what was saved."""
+
+    async def main() -> None:
+        with StateDirectory.open(tmp_path) as sd:
+            a, b = sd.file("a.state.json"), sd.file("b.state.json")
+            for f in (a, b):
+                f.use_log()
+                f.load()
+            for n in (1, 2):
+                await asyncio.gather(a.save({"h": [n]}), b.save({"h": [n]}))
+
+            def hook(name: str, size: int, seconds: float) -> None:
+                if name == "a.state.json":
+                    raise RuntimeError("a broken metrics hook")
+
+            sd.on_saved = hook
+            await asyncio.gather(a.save({"h": [1, 2, 3]}), b.save({"h": [1, 2, 3]}))
+            sd.on_saved = None
+            await asyncio.gather(a.save({"h": [1, 2, 3, 4]}), b.save({"h": [1, 2, 3, 4]}))
+
+    asyncio.run(main())
+    with StateDirectory.open(tmp_path) as sd:
+        for name in ("a.state.json", "b.state.json"):
+            assert sd.file(name).load().state == {"h": [1, 2, 3, 4]}, name
+
+
+def test_runs_with_and_without_the_log_leave_no_gap_a_fallback_could_not_cross(tmp_path: Path) -> None:
+    """Saved with the log, then a run without it (a snapshot, no entry), then with it again; NAME is then
+    damaged: the fallback rebuilds exactly the last acknowledged state."""
+
+    def run(log: bool, values: list[int]) -> None:
+        sd, f = _open(tmp_path, log=log)
+        with sd:
+            f.load()
+            for v in values:
+                f.save_sync({"v": v})
+
+    run(True, [1, 2, 3, 4, 5])
+    run(False, [6])
+    run(True, [7, 8])
+    with (tmp_path / NAME).open("r+b") as damaged:
+        damaged.seek(20)
+        damaged.write(b"XX")
+    sd, f = _open(tmp_path)
+    with sd:
+        result = f.load()
+    assert (result.fallback, result.state, result.generation) == (True, {"v": 8}, 8)
+
+
+def test_after_a_fallback_past_a_gap_the_next_save_is_acknowledged_only_as_a_whole_snapshot(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Entries above NAME.prev with a gap (generation 3's record lost) and NAME damaged: the fallback applies
+    what continues NAME.prev and passes the rest; the next save is a whole snapshot, so a full disk fails it
+    instead of acknowledging an entry that continues a state no file holds."""
+    sd, f = _open(tmp_path)
+    with sd:
+        f.load()
+        for n in range(1, 7):
+            f.save_sync({"n": n})
+    data = (tmp_path / LOG).read_bytes()
+    parsed = dirlog.parse(data)
+    rebuilt, seq = dirlog.base(), 1
+    for e in parsed.entries[NAME]:
+        if e.generation != 3:
+            rebuilt += dirlog.batch([dirlog.entry(NAME, e.generation, data[e.start : e.end])], seq)
+            seq += 1
+    (tmp_path / LOG).write_bytes(rebuilt)
+    (tmp_path / NAME).write_bytes(b"junk")  # NAME.prev is generation 1; entries 2, 4, 5, 6 remain
+    sd, f = _open(tmp_path)
+    with sd:
+        result = f.load()
+        assert (result.fallback, result.state) == (True, {"n": 2})  # generation 1 + entry 2; 4..6 passed
+        real = StateDirectory._apply_one
+
+        def no_space_for_the_snapshot(self: StateDirectory, op: protocol.Op, fds: dict[str, int]) -> None:
+            if isinstance(op, protocol.WriteFile) and op.name == f"{NAME}.journal":
+                raise OSError(errno.ENOSPC, "No space left on device")
+            real(self, op, fds)
+
+        monkeypatch.setattr(StateDirectory, "_apply_one", no_space_for_the_snapshot)
+        with pytest.raises(StateDiskFullError):
+            f.save_sync({"n": 100})
+        monkeypatch.setattr(StateDirectory, "_apply_one", real)
+        assert f.save_sync({"n": 101}) == 7
+    sd, f = _open(tmp_path)
+    with sd:
+        assert f.load().state == {"n": 101}
 
 
 def test_a_snapshot_a_log_continues_says_so_in_its_version_so_an_older_s1mpled_refuses_it(tmp_path: Path) -> None:

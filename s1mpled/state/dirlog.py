@@ -50,9 +50,11 @@ __all__ = [
     "LogCorrupt",
     "LogGap",
     "ParsedLog",
+    "apply_entries",
     "base",
     "batch",
     "carry",
+    "chain",
     "entry",
     "index_record",
     "needed",
@@ -197,23 +199,36 @@ class LogGap(LogCorrupt):
     """A state's entries do not continue the snapshot that loaded (it is older than what they continue)."""
 
 
+def chain(entries: list[Entry], generation: int) -> tuple[list[Entry], list[Entry]]:
+    """The entries that continue a snapshot at ``generation`` one after the other, and any above a gap."""
+    todo = needed(entries, generation)
+    n = 0
+    while n < len(todo) and todo[n].generation == generation + 1 + n:
+        n += 1
+    return todo[:n], todo[n:]
+
+
+def apply_entries(state: Any, entries: list[Entry], data: bytes) -> Any:
+    """``state`` with ``entries`` (a chain that continues it) applied in place; LogCorrupt if one does not fit."""
+    for e in entries:
+        state = wal.apply(state, wal.decode_changes(data[e.start : e.end], e.generation))
+    return state
+
+
 def replay(state: Any, generation: int, entries: list[Entry], data: bytes) -> tuple[Any, int]:
     """The state at ``generation`` with its entries above it applied (in place), and the generation reached.
 
     LogGap if the entries above it do not continue it exactly (a missing generation, or no state to
     apply them to); LogCorrupt if one does not fit it.
     """
-    todo = needed(entries, generation)
-    if not todo:
-        return state, generation
-    if state is None or any(e.generation != generation + 1 + n for n, e in enumerate(todo)):
+    run, rest = chain(entries, generation)
+    if rest or (state is None and run):
+        above = run + rest
         raise LogGap(
-            f"its entries of {todo[0].name} (generations {todo[0].generation} to {todo[-1].generation}) do "
+            f"its entries of {above[0].name} (generations {above[0].generation} to {above[-1].generation}) do "
             f"not continue the snapshot, generation {generation}"
         )
-    for e in todo:
-        state = wal.apply(state, wal.decode_changes(data[e.start : e.end], e.generation))
-    return state, todo[-1].generation
+    return apply_entries(state, run, data), (run[-1].generation if run else generation)
 
 
 def carry(parsed: ParsedLog, keep_after: Mapping[str, int]) -> list[Entry]:

@@ -677,10 +677,11 @@ class StateDirectory:
         parsed = self._log_index
         if parsed is None or not self._log_exists:
             return
-        snapshots = sum(f._snapshot_bytes for f in self._files.values() if f._log)
+        files = list(self._files.values())  # file() may add one on the event loop meanwhile
+        snapshots = sum(f._snapshot_bytes for f in files if f._log)
         if not dirlog.should_rotate(parsed.valid_length, self._carried, snapshots):
             return
-        keep_after = {f.name: f._log_needed_after() for f in self._files.values() if f._loaded}
+        keep_after = {f.name: f._log_needed_after() for f in files if f._loaded}
         kept = dirlog.carry(parsed, keep_after)
         data = dirlog.base()
         if kept:
@@ -702,11 +703,12 @@ class StateDirectory:
     def _commit_batch(self, items: list[tuple[StateFile, _Write]]) -> list[StateError | None]:
         """Write one batch (on the writer thread, or a save_sync caller's): one result per item, in order.
 
-        First every entry, as one record of the log (one fsync); then the snapshots, in the order they
-        were asked for, with one directory fsync for them all. A save with an entry is durable once the
-        record is; a snapshot that fails after it only postpones the compaction. A failure stops the
-        batch at that item: nothing is written after a save that was not (a ledger never reaches the
-        disk ahead of the exchange state it was derived from).
+        First every entry, as one record of the log (one fsync): the logged states of a batch reach the
+        disk together or not at all (a ledger never lands without the exchange state it was derived from),
+        and ahead of the batch's snapshot-only saves. Then the snapshots, in the order they were asked
+        for, with one directory fsync for them all; the first that fails stops the snapshot-only saves
+        after it. A save with an entry is durable once the record is; a snapshot that fails after it only
+        postpones its compaction.
         """
         with self._log_lock:
             started, n = time.monotonic(), len(items)
@@ -719,32 +721,54 @@ class StateDirectory:
                 for f, w in items:
                     f._not_written(w)
                 return [exc] * n
-            snapshots_ok: list[bool] = [False] * n
-            failed: StateError | None = None
-            for i, (f, w) in enumerate(items):
-                if not w.ops:
-                    continue
-                if failed is None:
-                    try:
-                        self.apply(w.ops)
-                        snapshots_ok[i] = True
-                        continue
-                    except StateError as exc:
-                        failed = exc
-                f._snapshot_not_written(w)
-                if w.entry is None:
-                    results[i] = failed
+            snapshots_ok = self._write_snapshots(items, results)
             if any(snapshots_ok):
                 try:
                     self.apply([protocol.FsyncDir()])
                 except StateError as exc:  # fail-stop: nothing of this batch is acknowledged
                     return [exc] * n
-            elapsed = time.monotonic() - started
-            for i, (f, w) in enumerate(items):
-                if results[i] is None:
-                    f._written(w, snapshot=snapshots_ok[i], seconds=elapsed)
+            written = [(f, w, snapshots_ok[i]) for i, (f, w) in enumerate(items) if results[i] is None]
+            try:
+                for f, w, snapshot in written:
+                    f._written(w, snapshot=snapshot)
+            except BaseException:
+                # Durable, but what is remembered of it may be half updated: the next save of each of them is a
+                # whole snapshot (no base to diff against), never an entry computed against the wrong state.
+                for f, _, _ in written:
+                    f._base = None
+                raise
+            self._report_saved(written, time.monotonic() - started)
             self._maybe_rotate()
             return results
+
+    def _write_snapshots(self, items: list[tuple[StateFile, _Write]], results: list[StateError | None]) -> list[bool]:
+        """The snapshots of a batch, in order, without their directory fsync: which were written. The first that
+        fails stops the rest; a save it stops that has no entry fails with it (``results``)."""
+        written, failed = [False] * len(items), None
+        for i, (f, w) in enumerate(items):
+            if not w.ops:
+                continue
+            if failed is None:
+                try:
+                    self.apply(w.ops)
+                    written[i] = True
+                    continue
+                except StateError as exc:
+                    failed = exc
+            f._snapshot_not_written(w)
+            if w.entry is None:
+                results[i] = failed
+        return written
+
+    def _report_saved(self, written: list[tuple[StateFile, _Write, bool]], seconds: float) -> None:
+        """Tell the metrics' hook what was written; a hook that raises is logged, never fails a durable save."""
+        if (saved := self.on_saved) is None:
+            return
+        for f, w, _ in written:
+            try:
+                saved(f.name, len(w.entry or b"") + len(w.record), seconds)  # bytes written for it
+            except Exception:
+                log.exception("the on_saved hook failed for %s (the save is durable)", f.name)
 
     def _enqueue(self, file: StateFile, write: _Write) -> asyncio.Future[StateError | None]:
         """Hand a prepared save to the next batch: every save prepared in this tick, or while a batch is
@@ -830,7 +854,8 @@ class StateFile:
         self._base: Any = None  # with a log: the durable state, as decoded (owned here, never the caller's)
         self._log_bytes = 0  # bytes of this state's entries in the log since its snapshot
         self._snapshot_bytes = 0
-        self._upgrade = False  # loaded from a format-2 snapshot and its NAME.wal: the next save is a snapshot
+        self._main_version = 0  # the format version of the snapshot NAME (a logged state's must be LOGGED_VERSION)
+        self._resync = False  # a fallback passed entries it could not apply: the next save is a whole snapshot
 
     def use_log(self) -> None:
         """Save through the directory's record log (``s1mpled.state.dirlog``): a save appends only what changed.
@@ -947,25 +972,35 @@ class StateFile:
         Entries at or below the snapshot's generation are in it already. Those above must continue it
         exactly; if they do not, the snapshot is older than what was acknowledged: refused (never an
         older state loaded silently) -- except after a fallback, which is loud already and which
-        reconciliation catches up: the state then continues past the entries it cannot use, so no
-        generation the log holds is ever handed out again.
+        reconciliation catches up: the entries that do continue it are applied, the state continues
+        past the rest (no generation the log holds is handed out again), and its next save is a whole
+        snapshot (``_resync``): an entry continuing a state the disk does not hold could never be replayed.
         """
         entries, data = self.directory._entries_of(self.name)
         log_path = self.directory.path / dirlog.LOG_NAME
         loaded = self.generation
-        try:
-            state, self.generation = dirlog.replay(state, loaded, entries, data)
-        except dirlog.LogGap as exc:
-            if not fallback:
+        run, rest = dirlog.chain(entries, loaded)
+        gap = bool(rest) or (state is None and bool(run))
+        if gap and not fallback:
+            try:
+                dirlog.replay(state, loaded, entries, data)
+            except dirlog.LogGap as exc:
                 raise StateCorruptError(str(log_path), f"{exc}: refusing to load an older state") from None
-            log.critical("%s: %s (a fallback): not applied; the state continues from there (reconciliation "
-                         "catches the books up)", log_path, exc, extra={"EVENT": "STATE_RECOVERY"})  # fmt: skip
-            self.generation, self._log_bytes = entries[-1].generation, 0
-            return state
+        try:
+            if state is not None:
+                state = dirlog.apply_entries(state, run, data)
+                self.generation = run[-1].generation if run else loaded
         except dirlog.LogCorrupt as exc:
             raise StateCorruptError(str(log_path), f"{self.name}: {exc}") from None
-        self._log_bytes = sum(e.size for e in dirlog.needed(entries, loaded))
-        if fallback and self.generation > loaded:
+        self._log_bytes = sum(e.size for e in run)
+        if gap:
+            log.critical(
+                "%s: entries of %s above generation %d do not continue the state (a fallback): not applied; "
+                "the state continues from generation %d (reconciliation catches the books up)",
+                log_path, self.name, self.generation, self.generation, extra={"EVENT": "STATE_RECOVERY"},
+            )  # fmt: skip
+            self.generation, self._resync = entries[-1].generation, True
+        elif fallback and self.generation > loaded:
             log.critical(
                 "%s: applied the entries of %s after the fallback: generation %d recovered",
                 log_path, self.name, self.generation, extra={"EVENT": "STATE_RECOVERY"},
@@ -995,14 +1030,16 @@ class StateFile:
         self.generation = plan.generation
         self._main_exists = plan.source in ("main", "journal")
         self._main_gen = plan.generation if self._main_exists else 0
+        self._main_version = record.version if record is not None and self._main_exists else 0
+        self._resync = False
         if record is not None and record.version == codec.WAL_VERSION:
             state = self._replay_legacy_log(state, plan.fallback)
-            self._upgrade = True
         state = self._replay(state, plan.fallback)
         self._prev_exists = d.exists(f"{self.name}.prev")
         known = not plan.renames and isinstance(prev, recovery.Verified)
         self._prev_gen = prev.generation if known and isinstance(prev, recovery.Verified) else 0
-        self._base = copy.deepcopy(state) if self._log else None  # never shared with the caller (once, at start)
+        # never shared with the caller (once, at start); none after a gap: the next save is a whole snapshot
+        self._base = copy.deepcopy(state) if self._log and not self._resync else None
         self._loaded = True
         return LoadResult(state, self.generation, plan.source, plan.fresh, plan.fallback, plan.messages)
 
@@ -1016,9 +1053,11 @@ class StateFile:
     def _prepare(self, state: Any) -> _Write:
         """Encode the save (event-loop thread): its changes as a log entry, and a snapshot if one is due.
 
-        A snapshot is due without a log, without a base (the first save), until NAME and NAME.prev both
-        exist (a damaged NAME can then fall back), after an upgrade, and once this state's entries since
-        its snapshot have outgrown it (a compaction, amortized over at least its size in appends).
+        A snapshot is due without a log, without a base (the first save, or after a fallback that passed
+        entries), until NAME and NAME.prev both exist (a damaged NAME can then fall back), while NAME is
+        in another format than a logged state's (written without the log, or by a development build: an
+        older s1mpled must refuse it rather than load it without the log), and once this state's entries
+        since its snapshot have outgrown it (a compaction, amortized over at least its size in appends).
         """
         if not self._loaded:
             raise LocalStateError(f"{self.path}: save() before load() would discard the stored state")
@@ -1030,7 +1069,7 @@ class StateFile:
                 entry = dirlog.entry(self.name, generation, changes)
             due = (
                 entry is None
-                or self._upgrade
+                or self._main_version != codec.LOGGED_VERSION  # an older s1mpled must refuse NAME, not load it
                 or not (self._main_exists and self._prev_exists)
                 or wal.should_compact(self._log_bytes + len(entry), self._snapshot_bytes)
             )
@@ -1044,7 +1083,7 @@ class StateFile:
         self.generation = generation
         return write
 
-    def _written(self, write: _Write, *, snapshot: bool, seconds: float) -> None:
+    def _written(self, write: _Write, *, snapshot: bool) -> None:
         """The batch made ``write`` durable (writer thread): remember what is on disk now."""
         if write.entry is not None:
             self._base = wal.apply(self._base, wal.decode_changes(write.changes, write.generation))  # own copy
@@ -1053,11 +1092,10 @@ class StateFile:
             if self._main_exists:
                 self._prev_exists, self._prev_gen = True, self._main_gen
             self._main_exists, self._main_gen = True, write.generation
-            self._snapshot_bytes, self._log_bytes, self._upgrade = len(write.record), 0, False
+            self._main_version = codec.LOGGED_VERSION if self._log else codec.FORMAT_VERSION
+            self._snapshot_bytes, self._log_bytes = len(write.record), 0
             if self._log and write.entry is None:
                 self._base = codec.decode(write.record).state  # the first save of a state with a log
-        if (saved := self.directory.on_saved) is not None:
-            saved(self.name, len(write.entry or b"") + len(write.record), seconds)  # bytes written for it
 
     def _snapshot_not_written(self, write: _Write) -> None:
         """The snapshot part of ``write`` failed or was not tried: a rename NAME -> NAME.prev may have
@@ -1076,7 +1114,9 @@ class StateFile:
     def save_sync(self, state: Any) -> int:
         """Durably save ``state`` on the calling thread; returns its generation.
 
-        Never waits for space: a full disk raises StateDiskFullError (nothing written).
+        Never waits for space: a full disk raises StateDiskFullError (nothing written). For tools, tests and
+        code without an event loop: a state is saved either this way or by ``save()``, never both at once
+        (both prepare against the same last durable state).
         """
         self.directory.stats.saves_requested += 1
         failed = self.directory._commit_batch([(self, self._prepare(state))])[0]
