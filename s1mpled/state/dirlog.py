@@ -56,6 +56,7 @@ __all__ = [
     "carry",
     "chain",
     "entry",
+    "gap",
     "index_record",
     "needed",
     "parse",
@@ -105,10 +106,6 @@ class ParsedLog:
                 f"{one.name}: generation {one.generation} after generation {mine[-1].generation} (out of order)"
             )
         mine.append(one)
-
-    @property
-    def size(self) -> int:
-        return self.valid_length
 
 
 def _digest(seq: int, length: int, payload: bytes) -> str:
@@ -215,19 +212,28 @@ def apply_entries(state: Any, entries: list[Entry], data: bytes) -> Any:
     return state
 
 
+def gap(state: Any, generation: int, run: list[Entry], rest: list[Entry]) -> str | None:
+    """Why the entries above a snapshot at ``generation`` (``chain``'s split) do not continue it, or None.
+
+    They do not when some lie above a missing generation, or when there is no state to apply them to.
+    """
+    if not rest and (state is not None or not run):
+        return None
+    above = run + rest
+    return (
+        f"its entries of {above[0].name} (generations {above[0].generation} to {above[-1].generation}) do "
+        f"not continue the snapshot, generation {generation}"
+    )
+
+
 def replay(state: Any, generation: int, entries: list[Entry], data: bytes) -> tuple[Any, int]:
     """The state at ``generation`` with its entries above it applied (in place), and the generation reached.
 
-    LogGap if the entries above it do not continue it exactly (a missing generation, or no state to
-    apply them to); LogCorrupt if one does not fit it.
+    LogGap if the entries above it do not continue it exactly (``gap``); LogCorrupt if one does not fit it.
     """
     run, rest = chain(entries, generation)
-    if rest or (state is None and run):
-        above = run + rest
-        raise LogGap(
-            f"its entries of {above[0].name} (generations {above[0].generation} to {above[-1].generation}) do "
-            f"not continue the snapshot, generation {generation}"
-        )
+    if (why := gap(state, generation, run, rest)) is not None:
+        raise LogGap(why)
     return apply_entries(state, run, data), (run[-1].generation if run else generation)
 
 

@@ -980,12 +980,9 @@ class StateFile:
         log_path = self.directory.path / dirlog.LOG_NAME
         loaded = self.generation
         run, rest = dirlog.chain(entries, loaded)
-        gap = bool(rest) or (state is None and bool(run))
-        if gap and not fallback:
-            try:
-                dirlog.replay(state, loaded, entries, data)
-            except dirlog.LogGap as exc:
-                raise StateCorruptError(str(log_path), f"{exc}: refusing to load an older state") from None
+        gap = dirlog.gap(state, loaded, run, rest)
+        if gap is not None and not fallback:
+            raise StateCorruptError(str(log_path), f"{gap}: refusing to load an older state")
         try:
             if state is not None:
                 state = dirlog.apply_entries(state, run, data)
@@ -993,13 +990,13 @@ class StateFile:
         except dirlog.LogCorrupt as exc:
             raise StateCorruptError(str(log_path), f"{self.name}: {exc}") from None
         self._log_bytes = sum(e.size for e in run)
-        if gap:
+        if gap is not None:
+            applied, self.generation, self._resync = self.generation, entries[-1].generation, True
             log.critical(
-                "%s: entries of %s above generation %d do not continue the state (a fallback): not applied; "
-                "the state continues from generation %d (reconciliation catches the books up)",
-                log_path, self.name, self.generation, self.generation, extra={"EVENT": "STATE_RECOVERY"},
+                "%s: %s: those above generation %d do not continue the state (a fallback): not applied; "
+                "its next generation is %d (reconciliation catches the books up)",
+                log_path, gap, applied, self.generation + 1, extra={"EVENT": "STATE_RECOVERY"},
             )  # fmt: skip
-            self.generation, self._resync = entries[-1].generation, True
         elif fallback and self.generation > loaded:
             log.critical(
                 "%s: applied the entries of %s after the fallback: generation %d recovered",
