@@ -387,6 +387,15 @@ def test_a_damaged_snapshot_falls_back_to_prev_and_replays_the_log_to_the_newest
         assert f.load().state == {"n": 6}
 
 
+def _drop_entry(log: Path, generation: int) -> None:
+    """Rewrite the log at ``log`` as if the record holding NAME's entry of ``generation`` had been lost."""
+    data = log.read_bytes()
+    entries = dirlog.parse(data).entries[NAME]
+    assert any(e.generation == generation for e in entries)
+    kept = [dirlog.entry(NAME, e.generation, data[e.start : e.end]) for e in entries if e.generation != generation]
+    log.write_bytes(dirlog.base() + b"".join(dirlog.batch([one], seq) for seq, one in enumerate(kept, start=1)))
+
+
 def test_entries_that_cannot_continue_a_fallback_are_passed_loudly_and_never_reused(
     tmp_path: Path, caplog: pytest.LogCaptureFixture
 ) -> None:
@@ -397,17 +406,7 @@ def test_entries_that_cannot_continue_a_fallback_are_passed_loudly_and_never_reu
         f.load()
         for n in range(1, 6):
             f.save_sync({"n": n})
-    data = (tmp_path / LOG).read_bytes()
-    parsed = dirlog.parse(data)
-    cut = parsed.entries[NAME][0]  # drop generation 2's record: the chain from NAME.prev (1) is broken
-    record_start = data.rindex(dirlog.MAGIC, 0, cut.start)
-    record_end = data.index(dirlog.MAGIC, cut.end)
-    rest = dirlog.parse(data[:record_start] + dirlog.base()[:0])  # the records before it
-    rebuilt = data[:record_start]
-    for seq, e in enumerate((e for e in parsed.entries[NAME] if e.generation > 2), start=rest.records):
-        rebuilt += dirlog.batch([dirlog.entry(NAME, e.generation, data[e.start : e.end])], seq)
-    assert record_end > record_start
-    (tmp_path / LOG).write_bytes(rebuilt)
+    _drop_entry(tmp_path / LOG, 2)  # the chain from NAME.prev (1) is broken
     (tmp_path / NAME).write_bytes(b"junk")
     sd, f = _open(tmp_path)
     with sd, caplog.at_level(logging.CRITICAL):
@@ -546,14 +545,7 @@ def test_after_a_fallback_past_a_gap_the_next_save_is_acknowledged_only_as_a_who
         f.load()
         for n in range(1, 7):
             f.save_sync({"n": n})
-    data = (tmp_path / LOG).read_bytes()
-    parsed = dirlog.parse(data)
-    rebuilt, seq = dirlog.base(), 1
-    for e in parsed.entries[NAME]:
-        if e.generation != 3:
-            rebuilt += dirlog.batch([dirlog.entry(NAME, e.generation, data[e.start : e.end])], seq)
-            seq += 1
-    (tmp_path / LOG).write_bytes(rebuilt)
+    _drop_entry(tmp_path / LOG, 3)
     (tmp_path / NAME).write_bytes(b"junk")  # NAME.prev is generation 1; entries 2, 4, 5, 6 remain
     sd, f = _open(tmp_path)
     with sd:
