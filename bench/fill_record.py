@@ -32,7 +32,6 @@ import gc
 import os
 import random
 import shutil
-import sqlite3
 import stat
 import sys
 import time
@@ -45,7 +44,7 @@ from typing import Any
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))  # run from a checkout without installing
 
 from common import make_workdir, write_report  # bench/ is sys.path[0] when run as a script
-from state_save import machine_facts, summarize
+from state_save import commit_one, machine_facts, sqlite_full, summarize
 
 from s1mpled.state import codec
 from s1mpled.state.store import StateDirectory, StateFile
@@ -172,15 +171,10 @@ class SqliteFills:
     """A WAL-mode SQLite database with synchronous=FULL: one INSERT per transaction (durable on COMMIT)."""
 
     def __init__(self, path: Path) -> None:
-        self._db = sqlite3.connect(path, isolation_level=None)
-        self._db.execute("PRAGMA journal_mode=WAL")
-        self._db.execute("PRAGMA synchronous=FULL")
-        self._db.execute("CREATE TABLE fills (id INTEGER PRIMARY KEY, data BLOB NOT NULL)")
+        self._db = sqlite_full(path, "CREATE TABLE fills (id INTEGER PRIMARY KEY, data BLOB NOT NULL)")
 
     def insert(self, data: bytes) -> None:
-        self._db.execute("BEGIN")
-        self._db.execute("INSERT INTO fills (data) VALUES (?)", (data,))
-        self._db.execute("COMMIT")
+        commit_one(self._db, "INSERT INTO fills (data) VALUES (?)", (data,))
 
     def close(self) -> None:
         self._db.close()

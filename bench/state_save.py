@@ -194,20 +194,32 @@ class ProtocolFloor:
         os.close(self._dirfd)
 
 
+def sqlite_full(path: Path, schema: str) -> sqlite3.Connection:
+    """A SQLite database in WAL mode with synchronous=FULL (a transaction is durable on COMMIT), ``schema`` made:
+    the storage the peers use, which the store is measured against."""
+    db = sqlite3.connect(path, isolation_level=None)
+    db.execute("PRAGMA journal_mode=WAL")
+    db.execute("PRAGMA synchronous=FULL")
+    db.execute(schema)
+    return db
+
+
+def commit_one(db: sqlite3.Connection, sql: str, params: tuple[object, ...]) -> None:
+    """One statement in a transaction of its own: BEGIN, it, COMMIT (durable when this returns)."""
+    db.execute("BEGIN")
+    db.execute(sql, params)
+    db.execute("COMMIT")
+
+
 class SqliteStore:
     """One BLOB row in a WAL-mode SQLite database with synchronous=FULL (durable on COMMIT)."""
 
     def __init__(self, path: Path) -> None:
-        self._db = sqlite3.connect(path, isolation_level=None)
-        self._db.execute("PRAGMA journal_mode=WAL")
-        self._db.execute("PRAGMA synchronous=FULL")
-        self._db.execute("CREATE TABLE state (name TEXT PRIMARY KEY, data BLOB NOT NULL)")
+        self._db = sqlite_full(path, "CREATE TABLE state (name TEXT PRIMARY KEY, data BLOB NOT NULL)")
 
     def save_bytes(self, data: bytes) -> None:
         """One transaction: INSERT OR REPLACE the row, COMMIT."""
-        self._db.execute("BEGIN")
-        self._db.execute("INSERT OR REPLACE INTO state (name, data) VALUES (?, ?)", ("state.json", data))
-        self._db.execute("COMMIT")
+        commit_one(self._db, "INSERT OR REPLACE INTO state (name, data) VALUES (?, ?)", ("state.json", data))
 
     def close(self) -> None:
         self._db.close()
